@@ -1,0 +1,1 @@
+"""Tasks: data, training and evaluation wired together, one module per task."""

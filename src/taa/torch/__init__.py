@@ -1,0 +1,41 @@
+"""The PyTorch reference implementation of taa.
+
+Everything a model is built from, importable from here::
+
+    from taa.torch import MultiHeadAttention, Transformer, scaled_dot_product_attention
+"""
+
+from taa.torch.attention import (
+    KVCache,
+    MultiHeadAttention,
+    attend,
+    attention_mask,
+    capture_attention,
+    causal_mask,
+    combine_masks,
+    fused_scaled_dot_product_attention,
+    key_padding_to_attention_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
+from taa.torch.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, EncoderLayer, LayerCache
+from taa.torch.feedforward import PositionwiseFeedForward
+from taa.torch.models.transformer import Transformer, greedy_decode
+from taa.torch.norm import LayerNorm, RMSNorm
+from taa.torch.positional import (
+    LearnedPositionalEmbedding,
+    RelativePositionBias,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    relative_position_bucket,
+    sinusoidal_table,
+)
+
+__all__ = [
+    "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer", "KVCache", "LayerCache",
+    "LayerNorm", "LearnedPositionalEmbedding", "MultiHeadAttention", "PositionwiseFeedForward",
+    "RMSNorm", "RelativePositionBias", "RotaryEmbedding", "SinusoidalPositionalEncoding", "Transformer",
+    "attend", "attention_mask", "capture_attention", "causal_mask", "combine_masks",
+    "fused_scaled_dot_product_attention", "greedy_decode", "key_padding_to_attention_mask",
+    "padding_mask", "relative_position_bucket", "scaled_dot_product_attention", "sinusoidal_table",
+]

@@ -1,0 +1,370 @@
+"""Attention: the one module every taa model uses ("Attention Is All You Need" §3.2).
+
+Scaled dot-product attention (§3.2.1, equation 1):
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+Multi-head attention (§3.2.2) projects queries, keys and values h times, attends in
+each head in parallel, concatenates the heads and projects back:
+
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+Masks are boolean with True = "may attend", broadcastable to (b, h, q, k). A query
+with nothing to attend to (a fully masked row) gets all-zero weights and a zero
+output, never NaN.
+
+Notation: ``b`` batch, ``h`` query heads, ``g`` key/value heads, ``q`` query length,
+``k`` key length, ``e`` head dim, ``d`` d_model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from taa.torch.positional import RotaryEmbedding
+
+# --------------------------------------------------------------------------------------
+# Masks
+# --------------------------------------------------------------------------------------
+
+
+def padding_mask(
+    tokens: Optional[Tensor] = None,
+    pad_id: Optional[int] = None,
+    *,
+    lengths: Optional[Tensor] = None,
+    max_length: Optional[int] = None,
+) -> Tensor:
+    """(b, n) bool, True at real tokens: from token ids and a pad id, or from lengths."""
+    if tokens is not None:
+        if pad_id is None:
+            raise ValueError("padding_mask(tokens) needs pad_id")
+        return tokens != pad_id
+    if lengths is None:
+        raise ValueError("padding_mask needs tokens and pad_id, or lengths")
+    max_length = int(lengths.max()) if max_length is None else max_length
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def causal_mask(query_length: int, key_length: Optional[int] = None, device=None) -> Tensor:
+    """(q, k) bool: query i may attend key j when j <= i (aligned at the end when k > q).
+
+    With a KV cache the q new queries sit at positions k-q..k-1, so key j is visible
+    to query i when j <= i + (k - q).
+    """
+    key_length = query_length if key_length is None else key_length
+    offset = key_length - query_length
+    query_positions = torch.arange(query_length, device=device)[:, None] + offset
+    return torch.arange(key_length, device=device)[None, :] <= query_positions
+
+
+def key_padding_to_attention_mask(key_padding: Tensor) -> Tensor:
+    """(b, k) padding mask -> (b, 1, 1, k), broadcastable over heads and queries."""
+    return key_padding[:, None, None, :]
+
+
+def combine_masks(*masks: Optional[Tensor]) -> Optional[Tensor]:
+    """Logical AND of broadcastable boolean masks; None entries are ignored."""
+    combined = None
+    for mask in masks:
+        if mask is not None:
+            combined = mask if combined is None else combined & mask
+    return combined
+
+
+def attention_mask(
+    key_padding: Optional[Tensor] = None,
+    causal: bool = False,
+    query_length: Optional[int] = None,
+) -> Optional[Tensor]:
+    """Padding and causal masks combined into one (b, 1, q, k) or (q, k) boolean mask."""
+    mask = key_padding_to_attention_mask(key_padding) if key_padding is not None else None
+    if causal:
+        if query_length is None and key_padding is None:
+            raise ValueError("attention_mask(causal=True) needs query_length or key_padding")
+        key_length = key_padding.shape[-1] if key_padding is not None else query_length
+        query_length = key_length if query_length is None else query_length
+        device = key_padding.device if key_padding is not None else None
+        mask = combine_masks(mask, causal_mask(query_length, key_length, device))
+    return mask
+
+
+# --------------------------------------------------------------------------------------
+# Scaled dot-product attention: the readable reference and the fused kernel
+# --------------------------------------------------------------------------------------
+
+
+def _repeat_kv_heads(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """Grouped-query attention: each of the g key/value heads serves h/g query heads."""
+    heads, kv_heads = query.shape[-3], key.shape[-3]
+    if heads == kv_heads:
+        return key, value
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
+    groups = heads // kv_heads
+    return key.repeat_interleave(groups, dim=-3), value.repeat_interleave(groups, dim=-3)
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+    *,
+    bias: Optional[Tensor] = None,
+    scale: Optional[float] = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The readable reference of equation 1: softmax(Q K^T / sqrt(d_k) + bias, masked) V.
+
+    query (b, h, q, e), key and value (b, g, k, e) with g dividing h; ``mask`` bool,
+    True = may attend, broadcastable to (b, h, q, k); ``bias`` added to the logits
+    (T5's relative positions); ``scale`` defaults to 1/sqrt(e). Returns the output
+    (b, h, q, e) and, with ``return_weights``, the weights (b, h, q, k).
+    """
+    key, value = _repeat_kv_heads(query, key, value)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scale  # (b, h, q, k)
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        # A large finite negative instead of -inf: a fully masked row stays finite
+        # (uniform), and multiplying by the mask below zeroes it without NaN.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # masked keys: exactly zero weight
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    output = torch.matmul(weights, value)  # (b, h, q, e)
+    return (output, weights) if return_weights else output
+
+
+def fused_scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    *,
+    bias: Optional[Tensor] = None,
+    scale: Optional[float] = None,
+    is_causal: bool = False,
+) -> Tensor:
+    """Same numbers as :func:`scaled_dot_product_attention`, on PyTorch's fused kernel."""
+    key, value = _repeat_kv_heads(query, key, value)
+    empty_rows = None
+    if mask is not None:
+        # Let a query with no visible key attend everywhere, then zero its output:
+        # the kernel never sees an all -inf row, so no NaN reaches forward or backward.
+        empty_rows = ~mask.any(dim=-1, keepdim=True)  # (.., q, 1)
+        mask = mask | empty_rows
+    attn_mask = mask
+    if bias is not None:
+        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        attn_mask = attn_mask.to(query.dtype)
+    output = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+    )
+    if empty_rows is not None:
+        output = output.masked_fill(empty_rows, 0.0)
+    return output
+
+
+def attend(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Optional[Tensor] = None,
+    *,
+    causal: bool = False,
+    bias: Optional[Tensor] = None,
+    scale: Optional[float] = None,
+    dropout_p: float = 0.0,
+    implementation: str = "fused",
+    return_weights: bool = False,
+) -> tuple[Tensor, Optional[Tensor]]:
+    """Pick the kernel: fused by default, the readable one on request or when weights are wanted.
+
+    ``causal`` adds the causal mask (aligned at the end when keys outnumber queries, as
+    with a KV cache). Returns (output, weights or None).
+    """
+    query_length, key_length = query.shape[-2], key.shape[-2]
+    if implementation not in ("fused", "readable"):
+        raise ValueError(f"attention implementation {implementation!r} is not 'fused' or 'readable'")
+    if return_weights or implementation == "readable":
+        if causal and query_length > 1:
+            mask = combine_masks(mask, causal_mask(query_length, key_length, query.device))
+        output, weights = scaled_dot_product_attention(
+            query, key, value, mask, dropout_p, return_weights=True, bias=bias, scale=scale
+        )
+        return output, weights
+    is_causal = False
+    if causal and query_length > 1:  # one query at the end of the keys sees them all
+        if mask is None and bias is None and query_length == key_length:
+            is_causal = True  # the kernel's own causal path: no mask tensor at all
+        else:
+            mask = combine_masks(mask, causal_mask(query_length, key_length, query.device))
+    output = fused_scaled_dot_product_attention(
+        query, key, value, mask, dropout_p, bias=bias, scale=scale, is_causal=is_causal
+    )
+    return output, None
+
+
+# --------------------------------------------------------------------------------------
+# Multi-head attention with a KV cache
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class KVCache:
+    """Keys and values already computed, for incremental decoding.
+
+    Self-attention appends one step's keys and values at a time; cross-attention
+    stores the encoder memory's projections once and reuses them.
+    """
+
+    keys: Optional[Tensor] = None  # (b, g, t, e)
+    values: Optional[Tensor] = None  # (b, g, t, e)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[-2]
+
+    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = torch.cat([self.keys, keys], dim=-2)
+            self.values = torch.cat([self.values, values], dim=-2)
+        return self.keys, self.values
+
+    def reorder(self, indices: Tensor) -> None:
+        """Keep batch rows ``indices`` (beam search reorders hypotheses each step)."""
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, indices)
+            self.values = self.values.index_select(0, indices)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (§3.2.2): self-attention, or cross-attention given a context.
+
+    ``n_kv_heads`` < ``n_heads`` gives grouped-query attention (Ainslie et al. 2023);
+    ``rotary`` rotates queries and keys by position (self-attention only); ``scale``
+    overrides 1/sqrt(head_dim) (T5 uses 1).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: Optional[int] = None,
+        *,
+        head_dim: Optional[int] = None,
+        context_dim: Optional[int] = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        scale: Optional[float] = None,
+        implementation: str = "fused",
+        rotary: Optional[RotaryEmbedding] = None,
+    ) -> None:
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if head_dim is None:
+            if d_model % n_heads:
+                raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+            head_dim = d_model // n_heads
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
+        context_dim = d_model if context_dim is None else context_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.dropout, self.scale, self.implementation = dropout, scale, implementation
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)  # W^Q for all heads
+        self.k_proj = nn.Linear(context_dim, n_kv_heads * head_dim, bias=bias)  # W^K
+        self.v_proj = nn.Linear(context_dim, n_kv_heads * head_dim, bias=bias)  # W^V
+        self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)  # W^O
+        self.rotary = rotary
+        self.recorded: Optional[list[Tensor]] = None  # set by capture_attention()
+
+    def _split_heads(self, x: Tensor, heads: int) -> Tensor:  # (b, n, heads*e) -> (b, heads, n, e)
+        batch, length, _ = x.shape
+        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Optional[Tensor] = None,
+        mask: Optional[Tensor] = None,
+        *,
+        causal: bool = False,
+        position_bias: Optional[Tensor] = None,
+        cache: Optional[KVCache] = None,
+        return_weights: bool = False,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """x (b, q, d); context (b, k, d_context) for cross-attention, else x itself.
+
+        ``mask`` is over all keys, cached ones included. Returns (output (b, q, d),
+        weights (b, h, q, k) or None).
+        """
+        batch, query_length, _ = x.shape
+        queries = self._split_heads(self.q_proj(x), self.n_heads)  # (b, h, q, e)
+        if context is not None:  # cross-attention: the context's keys never change
+            if cache is not None and cache.keys is not None:
+                keys, values = cache.keys, cache.values
+            else:
+                keys = self._split_heads(self.k_proj(context), self.n_kv_heads)  # (b, g, k, e)
+                values = self._split_heads(self.v_proj(context), self.n_kv_heads)
+                if cache is not None:
+                    cache.append(keys, values)
+        else:  # self-attention: new keys join the cached ones
+            keys = self._split_heads(self.k_proj(x), self.n_kv_heads)  # (b, g, q, e)
+            values = self._split_heads(self.v_proj(x), self.n_kv_heads)
+            if self.rotary is not None:
+                offset = cache.length if cache is not None else 0
+                queries, keys = self.rotary(queries, offset), self.rotary(keys, offset)
+            if cache is not None:
+                keys, values = cache.append(keys, values)
+        want_weights = return_weights or self.recorded is not None
+        output, weights = attend(
+            queries, keys, values, mask,
+            causal=causal,
+            bias=position_bias,
+            scale=self.scale,
+            dropout_p=self.dropout if self.training else 0.0,
+            implementation=self.implementation,
+            return_weights=want_weights,
+        )  # (b, h, q, e)
+        if self.recorded is not None:
+            self.recorded.append(weights.detach())
+        output = output.transpose(1, 2).reshape(batch, query_length, self.n_heads * self.head_dim)
+        return self.out_proj(output), (weights if return_weights else None)
+
+
+@contextlib.contextmanager
+def capture_attention(model: nn.Module) -> Iterator[dict[str, list[Tensor]]]:
+    """Record every attention module's weights while the block runs.
+
+    >>> with capture_attention(model) as weights:
+    ...     model(source, target)
+    >>> weights["encoder.layers.0.self_attention"][0].shape  # (b, h, q, k)
+
+    Recording switches those modules to the readable kernel, which returns weights.
+    """
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+    recorded: dict[str, list[Tensor]] = {name: [] for name in modules}
+    for name, module in modules.items():
+        module.recorded = recorded[name]
+    try:
+        yield recorded
+    finally:
+        for module in modules.values():
+            module.recorded = None
