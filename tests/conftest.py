@@ -13,3 +13,11 @@ for name, value in {
     "ORT_DISABLE_TELEMETRY": "1",
 }.items():
     os.environ.setdefault(name, value)
+
+# Property tests draw the same examples on every run, so CI is repeatable;
+# HYPOTHESIS_PROFILE=explore draws fresh ones.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("repeatable", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))

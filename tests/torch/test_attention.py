@@ -23,6 +23,8 @@ from taa.torch.attention import (
 )
 from taa.torch.positional import RotaryEmbedding
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 ATOL = 1e-5
 B, H, Q, K, E = 2, 4, 5, 7, 8  # batch, heads, queries, keys, head dim
 

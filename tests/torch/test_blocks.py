@@ -14,6 +14,7 @@ from taa.torch.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, Encod
 from taa.torch.norm import LayerNorm, RMSNorm
 
 pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
     pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning"),
     pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning"),
 ]

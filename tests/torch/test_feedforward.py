@@ -9,6 +9,8 @@ import torch
 
 from taa.torch.feedforward import PositionwiseFeedForward
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def _linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     out = x @ layer.weight.T

@@ -8,6 +8,8 @@ from torch import nn
 
 from taa.torch.norm import LayerNorm, RMSNorm, make_norm
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def _randomise(*modules: nn.Module, seed: int = 0) -> None:
     """Give every module the same random parameters (so ones/zeros cannot hide a bug)."""

@@ -18,6 +18,8 @@ from taa.torch.positional import (
     sinusoidal_table,
 )
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # --------------------------------------------------------------------------------------
 # Sinusoids
 # --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from taa.torch.attention import capture_attention, causal_mask
 from taa.torch.models.transformer import Transformer, greedy_decode
 
 pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
     pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning"),
     pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning"),
 ]
@@ -231,7 +232,7 @@ def greedy_without_cache(model: Transformer, source: torch.Tensor, max_length: i
 
 
 @pytest.mark.parametrize("positional,norm_first", MODEL_KINDS)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(source_lengths=st.lists(st.integers(1, 6), min_size=2, max_size=3), seed=st.integers(0, 2**16))
 def test_greedy_decoding_with_cache_equals_recomputation(positional, norm_first, source_lengths, seed) -> None:
     model = tiny_model(positional, norm_first)
@@ -252,17 +253,13 @@ def test_greedy_decoding_with_cache_equals_recomputation(positional, norm_first,
 
 def test_greedy_decode_stops_when_every_sequence_ends() -> None:
     model = tiny_model()
-    source = torch.tensor([[3, 4, 5], [6, 7, PAD]])
+    source = torch.tensor([[3, 4, 5], [3, 4, 5], [6, 7, PAD]])
     free = greedy_decode(model, source, max_length=8, end_id=-1)
-    # make every sequence end at once: choose the token both emit first, if they agree
-    first = free[:, 1]
-    if first[0] == first[1]:
-        stopped = greedy_decode(model, source, max_length=8, end_id=int(first[0]))
-        assert stopped.shape == (2, 2)
-    else:
-        stopped = greedy_decode(model, source, max_length=8, end_id=int(first[0]))
-        assert stopped[0, 2:].eq(PAD).all() and stopped.shape[1] <= 8
-    assert greedy_decode(model, source, max_length=1).shape == (2, 1)
+    assert free.shape == (3, 8)
+    # the two identical sources emit the same first token: ending on it stops them at once
+    same = greedy_decode(model, source[:2], max_length=8, end_id=int(free[0, 1]))
+    assert torch.equal(same, free[:2, :2])
+    assert greedy_decode(model, source, max_length=1).shape == (3, 1)
 
 
 # --------------------------------------------------------------------------------------
