@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from taa.cli import main
@@ -60,7 +61,7 @@ def test_train_writes_a_checkpoint(tmp_path):
         "--set", "train.steps=4", "--set", "data.eval_sequences=4",
     )
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "recipe.yaml", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "recipe.yaml", "metrics.json", "state"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and 0.0 <= metrics["exact_match"] <= 1.0
 
@@ -68,3 +69,45 @@ def test_train_writes_a_checkpoint(tmp_path):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "taa.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "0.1.0" in result.stdout
+
+
+def _train_command(recipe, out, *extra):
+    return [sys.executable, "-m", "taa.cli", "train", str(recipe), "--out", str(out), "--no-progress", *extra]
+
+
+def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
+    """A run killed with SIGKILL and resumed ends where an uninterrupted run ends, bit for bit."""
+    import os
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    recipe = ROOT / "recipes" / "copy.yaml"
+    settings = ["--set", "train.steps=150", "--set", "train.checkpoint_every=5", "--set", "train.log_every=5",
+                "--set", "data.eval_sequences=8", "--set", "train.threads=1", "--set", "model.dropout=0.1"]
+    whole = tmp_path / "whole"
+    subprocess.run(_train_command(recipe, whole, *settings), check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(recipe, killed, *settings), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = killed / "state" / "trainer.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["trainer"]["step"] >= 10:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()
+    step_at_kill = json.loads((killed / "state" / "trainer.json").read_text())["trainer"]["step"]
+    assert 10 <= step_at_kill < 150
+
+    subprocess.run(_train_command(recipe, killed, "--resume", str(killed), *settings), check=True,
+                   capture_output=True)
+    expected, resumed = load_file(str(whole / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key

@@ -33,18 +33,23 @@ def main() -> None:
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.steps=100.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: runs/<name>).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run saved in this folder.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
-def train(recipe: Path, overrides: tuple[str, ...], out: Path | None, progress: bool) -> None:
+def train(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: Path | None, progress: bool) -> None:
     """Train the model a RECIPE (YAML) describes, then evaluate it and save a checkpoint."""
     try:
         config = cfg.RecipeConfig.load(recipe, overrides)
+        if resume is not None:
+            from taa.torch.training.checkpoint import find_state_folder
+
+            find_state_folder(resume)
     except cfg.ConfigError as error:
         _fail(error)
-    out = out if out is not None else Path("runs") / (config.name or recipe.stem)
+    out = out if out is not None else (resume or Path("runs") / (config.name or recipe.stem))
     from taa.tasks import copy as copy_task
 
     runners = {"copy": copy_task.run}
-    outcome = runners[config.task](config, out=out, progress=progress)
+    outcome = runners[config.task](config, out=out, progress=progress, resume=resume)
     metrics = outcome["metrics"]
     _print_summary(config, metrics, out)
 

@@ -150,14 +150,16 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def dumps(config: Any, format: Literal["yaml", "json"] = "yaml") -> str:
+    """A config as YAML or JSON text."""
+    data = to_dict(config)
+    return yaml.safe_dump(data, sort_keys=False) if format == "yaml" else json.dumps(data, indent=2) + "\n"
+
+
 def save(config: Any, path: str | Path) -> None:
     """Write a config as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
     path = Path(path)
-    data = to_dict(config)
-    if path.suffix in (".yaml", ".yml"):
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-    else:
-        path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(dumps(config, "yaml" if path.suffix in (".yaml", ".yml") else "json"))
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
@@ -383,14 +385,27 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0 = Adam
     label_smoothing: float = 0.0  # paper §5.4: 0.1
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    grad_accumulation: int = 1  # batches whose gradients add up to one optimizer step
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast matmuls (mixed precision)
     seed: int = 0  # seeds data, initialisation and dropout
     threads: int = 2  # torch CPU threads (2 is fastest on the reference 2-core machine)
     log_every: int = 10  # steps between progress updates
+    eval_every: int = 0  # steps between validations; 0 = only at the end
+    checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = at each validation
+    select_metric: str = "val_loss"  # the validation metric that ranks checkpoints
+    select_mode: Literal["min", "max"] = "min"  # whether lower or higher select_metric is better
+    keep_best: int = 1  # best checkpoints kept (paper §6.1 averages the last 5 or 20)
+    average_best: bool = False  # final weights = average of the kept best checkpoints
+    early_stopping: int = 0  # stop after this many validations without improvement; 0 = never
+    max_minutes: float = 0.0  # wall-time budget for training; 0 = none
 
     def __post_init__(self) -> None:
         _check_types(self)
-        for name in ("steps", "batch_size", "log_every", "threads"):
+        for name in ("steps", "batch_size", "log_every", "threads", "grad_accumulation", "keep_best"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        for name in ("eval_every", "checkpoint_every", "early_stopping"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        _require(self.max_minutes >= 0, f"max_minutes={self.max_minutes} must be >= 0")
         _require(self.lr > 0, f"lr={self.lr} must be positive")
         _require(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing={self.label_smoothing} must be in [0, 1)")

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from taa.config import RecipeConfig
-from taa.tasks.copy import copy_batches, exact_match, random_sequences, run
+from taa.tasks.copy import CopyBatches, exact_match, random_sequences, run
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "copy.yaml"
 
 
 def test_batches_shift_the_target_by_one():
     recipe = RecipeConfig.load(RECIPE)
-    batch = next(copy_batches(recipe.data, 11, 4, 1, torch.Generator().manual_seed(0)))
+    batch = next(CopyBatches(recipe.data, 11, 4, 1, seed=0))
     assert batch.source.shape == (4, 10)
     assert torch.equal(batch.target_input, batch.source[:, :-1])
     assert torch.equal(batch.target_output, batch.source[:, 1:])

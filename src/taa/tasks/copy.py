@@ -8,7 +8,6 @@ held-out sequences.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +16,7 @@ from torch import Tensor
 
 from taa.config import CopyTaskConfig, RecipeConfig
 from taa.torch.models.transformer import Transformer, greedy_decode
-from taa.torch.training import Seq2SeqBatch, fit, save_checkpoint, seed_everything, seq2seq_loss
+from taa.torch.training import Seq2SeqBatch, Trainer, save_checkpoint, seed_everything, seq2seq_loss
 
 FIRST_SYMBOL = 2  # 0 pads, 1 starts every sequence
 
@@ -29,13 +28,25 @@ def random_sequences(n: int, length: int, vocab_size: int, start_id: int, genera
     return data
 
 
-def copy_batches(
-    task: CopyTaskConfig, vocab_size: int, batch_size: int, start_id: int, generator: torch.Generator
-) -> Iterator[Seq2SeqBatch]:
-    """An endless stream of copy batches: the decoder reads x[:-1] and predicts x[1:]."""
-    while True:
-        data = random_sequences(batch_size, task.length, vocab_size, start_id, generator)
-        yield Seq2SeqBatch(source=data, target_input=data[:, :-1], target_output=data[:, 1:])
+class CopyBatches:
+    """An endless, resumable stream of copy batches: the decoder reads x[:-1] and predicts x[1:]."""
+
+    def __init__(self, task: CopyTaskConfig, vocab_size: int, batch_size: int, start_id: int, seed: int) -> None:
+        self.task, self.vocab_size, self.batch_size, self.start_id = task, vocab_size, batch_size, start_id
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> CopyBatches:
+        return self
+
+    def __next__(self) -> Seq2SeqBatch:
+        data = random_sequences(self.batch_size, self.task.length, self.vocab_size, self.start_id, self.generator)
+        return Seq2SeqBatch(source=data, target_input=data[:, :-1], target_output=data[:, 1:])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state().tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 
 @torch.no_grad()
@@ -48,21 +59,28 @@ def exact_match(model: Transformer, sources: Tensor) -> float:
     return (decoded == sources).all(dim=1).float().mean().item()
 
 
-def run(recipe: RecipeConfig, out: Optional[str | Path] = None, progress: bool = True) -> dict[str, Any]:
+def run(
+    recipe: RecipeConfig,
+    out: Optional[str | Path] = None,
+    progress: bool = True,
+    resume: Optional[str | Path] = None,
+) -> dict[str, Any]:
     """Train on the copy task, score exact match on held-out sequences, save a checkpoint."""
     task, model_config, train = recipe.data, recipe.model, recipe.train
     seed_everything(train.seed)
     model = Transformer(model_config)
-    generator = torch.Generator().manual_seed(train.seed)
     held_out = random_sequences(
         task.eval_sequences, task.length, model_config.source_vocab_size, model_config.bos_id,
         torch.Generator().manual_seed(train.seed + 1),
     )
-    batches = copy_batches(task, model_config.source_vocab_size, train.batch_size, model_config.bos_id, generator)
-    result = fit(
-        model, batches, train, seq2seq_loss(train.label_smoothing, model_config.pad_id),
-        d_model=model_config.d_model, progress=progress,
+    batches = CopyBatches(task, model_config.source_vocab_size, train.batch_size, model_config.bos_id, train.seed)
+    trainer = Trainer(
+        model, train, seq2seq_loss(train.label_smoothing, model_config.pad_id), batches,
+        d_model=model_config.d_model, out=out, progress=progress,
     )
+    if resume is not None:
+        trainer.load_state(Path(resume))
+    result = trainer.fit()
     metrics = {
         "exact_match": exact_match(model, held_out),
         "final_loss": result.final_loss,

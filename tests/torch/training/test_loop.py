@@ -1,7 +1,7 @@
 import torch
 
 from taa.config import CopyTaskConfig, TrainConfig, preset
-from taa.tasks.copy import copy_batches
+from taa.tasks.copy import CopyBatches
 from taa.torch import Transformer
 from taa.torch.training import fit, seed_everything, seq2seq_loss
 
@@ -11,7 +11,7 @@ def _train(seed: int):
     train = TrainConfig(steps=12, batch_size=8, warmup_steps=4, seed=seed, log_every=4)
     seed_everything(seed)
     model = Transformer(config)
-    batches = copy_batches(CopyTaskConfig(length=6), 11, 8, 1, torch.Generator().manual_seed(seed))
+    batches = CopyBatches(CopyTaskConfig(length=6), 11, 8, 1, seed=seed)
     result = fit(model, batches, train, seq2seq_loss(0.1, 0), d_model=config.d_model, progress=False)
     return model, result
 

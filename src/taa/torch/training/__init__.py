@@ -1,12 +1,20 @@
 """Training: the loop, schedules, losses, checkpoints and the progress bar."""
 
 from taa.torch.training.checkpoint import load_recipe, load_weights, save_checkpoint
-from taa.torch.training.loop import Seq2SeqBatch, TrainResult, fit, seed_everything, seq2seq_loss
+from taa.torch.training.loop import (
+    BatchStream,
+    Seq2SeqBatch,
+    Trainer,
+    TrainResult,
+    fit,
+    seed_everything,
+    seq2seq_loss,
+)
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.schedules import constant, cosine, noam, schedule_from_config
 
 __all__ = [
-    "Seq2SeqBatch", "TrainResult", "constant", "cosine", "fit", "label_smoothed_cross_entropy",
-    "load_recipe", "load_weights", "noam", "save_checkpoint", "schedule_from_config", "seed_everything",
-    "seq2seq_loss",
+    "BatchStream", "Seq2SeqBatch", "TrainResult", "Trainer", "constant", "cosine", "fit",
+    "label_smoothed_cross_entropy", "load_recipe", "load_weights", "noam", "save_checkpoint",
+    "schedule_from_config", "seed_everything", "seq2seq_loss",
 ]

@@ -1,27 +1,39 @@
 """The one training loop every taa task uses.
 
-A task supplies an iterator of batches and a ``compute_loss(model, batch)`` that
-returns (summed loss, number of target tokens); the loop owns the optimizer
-(Adam with the paper's betas and epsilon, §5.3), the schedule, gradient clipping,
-seeding, the progress bar and the loss history.
+A task supplies a stream of batches and a ``compute_loss(model, batch)`` returning
+(summed loss, number of target tokens); optionally an ``evaluate(model)`` returning
+validation metrics. The :class:`Trainer` owns everything else: Adam with the paper's
+betas and epsilon (§5.3), the learning-rate schedule, gradient accumulation and
+clipping, bfloat16 autocast, validation, early stopping, the best-k checkpoints and
+their average (§6.1), resumable state, tracking, and the progress bar.
+
+Resuming is exact: the state folder holds the weights, the optimizer moments, the
+schedule position, every random generator and the batch stream's position, so a run
+killed at any moment and resumed from its last state ends with the same weights as
+a run never interrupted.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from taa.config import TrainConfig
+from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.progress import TrainingProgress
 from taa.torch.training.schedules import schedule_from_config
+from taa.tracking import Tracker
 
 
 @dataclass
@@ -33,6 +45,16 @@ class Seq2SeqBatch:
     target_output: Tensor  # (b, n), target_input shifted left by one
 
 
+class BatchStream(Protocol):
+    """An endless iterator of batches whose position can be saved and restored."""
+
+    def __next__(self) -> Any: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -40,6 +62,22 @@ class TrainResult:
     seconds: float
     tokens_per_second: float
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # each with "step"
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainerState:
+    """What, besides tensors, a resumed run needs (saved as JSON)."""
+
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first
+    evaluations_without_improvement: int = 0
+    stopped_early: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +109,208 @@ def seq2seq_loss(smoothing: float, pad_id: int) -> Callable[[nn.Module, Seq2SeqB
     return compute_loss
 
 
+def autocast(dtype: str, device: torch.device):
+    """bfloat16 autocast for "bfloat16"; a no-op context for "float32"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+class Trainer:
+    """Trains ``model`` for ``train.steps`` optimizer steps; see the module docstring.
+
+    ``out`` is the run folder: ``state/`` (resumable), ``best/step-N.safetensors`` (the
+    kept best weights) and, at the end, the final ``model.safetensors``. ``write_extra``
+    adds task files (e.g. the tokenizer) to every state folder.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: TrainConfig,
+        compute_loss: Callable[[nn.Module, Any], tuple[Tensor, Tensor]],
+        batches: Iterator[Any],
+        *,
+        d_model: int,
+        evaluate: Optional[Callable[[nn.Module], dict[str, float]]] = None,
+        out: Optional[str | Path] = None,
+        write_extra: Optional[Callable[[Path], None]] = None,
+        tracker: Optional[Tracker] = None,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.train, self.compute_loss, self.batches = model, train, compute_loss, batches
+        self.evaluate, self.write_extra = evaluate, write_extra
+        self.out = Path(out) if out is not None else None
+        self.tracker = tracker or Tracker()
+        self.progress = progress
+        self.device = next(model.parameters()).device
+        self.optimizer = make_optimizer(model, train)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule_from_config(train, d_model))
+        self.state = TrainerState()
+
+    # ---------------------------------------------------------------- one step
+
+    def _step(self) -> tuple[float, int, float]:
+        """One optimizer step over ``grad_accumulation`` batches: (loss sum, tokens, lr)."""
+        self.model.train()
+        loss_total, token_total = 0.0, 0
+        for _ in range(self.train.grad_accumulation):
+            batch = next(self.batches)
+            with autocast(self.train.dtype, self.device):
+                loss_sum, n_tokens = self.compute_loss(self.model, batch)
+            loss_sum.backward()  # summed, so micro-batches add up token by token
+            loss_total += float(loss_sum.detach())
+            token_total += int(n_tokens)
+        for parameter in self.model.parameters():  # gradient of the mean loss per target token
+            if parameter.grad is not None:
+                parameter.grad.div_(max(1, token_total))
+        if self.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_total, token_total, lr
+
+    # ---------------------------------------------------------------- the run
+
+    def fit(self) -> TrainResult:
+        train, state = self.train, self.state
+        torch.set_num_threads(train.threads)
+        started = time.perf_counter() - state.seconds
+        window_loss, window_tokens = 0.0, 0
+        with TrainingProgress(train.steps, enabled=self.progress) as bar:
+            bar.update(state.step)
+            while state.step < train.steps and not state.stopped_early:
+                loss_sum, tokens, lr = self._step()
+                state.step += 1
+                state.tokens += tokens
+                window_loss += loss_sum
+                window_tokens += tokens
+                state.seconds = time.perf_counter() - started
+                last = state.step == train.steps
+                out_of_time = train.max_minutes > 0 and state.seconds >= 60 * train.max_minutes
+                if state.step % train.log_every == 0 or last or out_of_time:
+                    mean_loss = window_loss / max(1, window_tokens)
+                    state.history.append((state.step, mean_loss, lr))
+                    bar.update(state.step, loss=mean_loss, lr=lr, tokens_per_s=state.tokens / state.seconds)
+                    self.tracker.log_metrics({"train_loss": mean_loss, "lr": lr}, state.step)
+                    window_loss, window_tokens = 0.0, 0
+                evaluated = False
+                if self.evaluate is not None and (
+                    (train.eval_every and state.step % train.eval_every == 0) or last or out_of_time
+                ):
+                    self._validate()
+                    evaluated = True
+                if out_of_time:
+                    state.stopped_early = True
+                every = train.checkpoint_every or train.eval_every
+                if self.out is not None and ((every and state.step % every == 0) or evaluated or last
+                                             or state.stopped_early):
+                    self.save_state(self.out / "state")
+        return self.finish()
+
+    def _validate(self) -> None:
+        """Evaluate, track, keep the best k weights, count evaluations without improvement."""
+        state, train = self.state, self.train
+        metrics = self.evaluate(self.model)
+        self.model.train()
+        state.evaluations.append({"step": state.step, **metrics})
+        self.tracker.log_metrics(metrics, state.step)
+        if train.select_metric not in metrics:
+            raise KeyError(f"select_metric={train.select_metric!r} is not among the metrics {sorted(metrics)}")
+        value = metrics[train.select_metric]
+        sign = 1.0 if train.select_mode == "min" else -1.0
+        improved = not state.best or sign * value < sign * state.best[0][0]
+        state.evaluations_without_improvement = 0 if improved else state.evaluations_without_improvement + 1
+        if train.early_stopping and state.evaluations_without_improvement >= train.early_stopping:
+            state.stopped_early = True
+        if self.out is None:
+            return
+        candidates = sorted([*state.best, (value, state.step)], key=lambda item: sign * item[0])
+        kept, dropped = candidates[: train.keep_best], candidates[train.keep_best :]
+        if (value, state.step) in kept:
+            ckpt.save_weights(self.model, self.out / "best" / f"step-{state.step}.safetensors")
+        for _, step in dropped:
+            (self.out / "best" / f"step-{step}.safetensors").unlink(missing_ok=True)
+        state.best = kept
+
+    def finish(self) -> TrainResult:
+        """Load the best (or the average of the best k) weights, if any were kept."""
+        state = self.state
+        if self.out is not None and state.best:
+            paths = [self.out / "best" / f"step-{step}.safetensors" for _, step in state.best]
+            if self.train.average_best:
+                ckpt.load_average(self.model, paths)
+            else:
+                ckpt.load_weights_file(self.model, paths[0])
+        self.model.eval()
+        return TrainResult(
+            steps=state.step,
+            final_loss=state.history[-1][1] if state.history else math.nan,
+            seconds=state.seconds,
+            tokens_per_second=state.tokens / state.seconds if state.seconds else 0.0,
+            history=list(state.history),
+            evaluations=list(state.evaluations),
+            stopped_early=state.stopped_early,
+        )
+
+    # ---------------------------------------------------------------- resumable state
+
+    def save_state(self, directory: Path) -> None:
+        """Write everything a resumed run needs, atomically (a kill keeps the previous state)."""
+
+        def write(staging: Path) -> None:
+            ckpt.save_weights(self.model, staging / ckpt.WEIGHTS)
+            ckpt.save_optimizer(self.optimizer, staging)
+            random_state = {
+                "python": _jsonable(random.getstate()),
+                "numpy": _jsonable(np.random.get_state()),
+                "scheduler": self.scheduler.state_dict(),
+                "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
+            }
+            (staging / "trainer.json").write_text(json.dumps({"trainer": asdict(self.state), **random_state}))
+            ckpt.save_tensors({"torch_rng": torch.get_rng_state()}, staging / "rng.safetensors")
+            if self.write_extra is not None:
+                self.write_extra(staging)
+
+        ckpt.write_folder_atomically(directory, write)
+
+    def load_state(self, directory: Path) -> None:
+        """Continue from a state folder written by :meth:`save_state`."""
+        directory = ckpt.find_state_folder(directory)
+        ckpt.load_weights_file(self.model, directory / ckpt.WEIGHTS)
+        ckpt.load_optimizer(self.optimizer, directory)
+        saved = json.loads((directory / "trainer.json").read_text())
+        trainer = saved["trainer"]
+        self.state = TrainerState(
+            **{**trainer, "history": [tuple(h) for h in trainer["history"]],
+               "best": [tuple(b) for b in trainer["best"]]}
+        )
+        self.scheduler.load_state_dict(saved["scheduler"])
+        random.setstate(_python_random_state(saved["python"]))
+        np.random.set_state(_numpy_random_state(saved["numpy"]))
+        if saved["batches"] is not None:
+            self.batches.load_state_dict(saved["batches"])
+        torch.set_rng_state(ckpt.load_tensors(directory / "rng.safetensors")["torch_rng"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _python_random_state(saved: list) -> tuple:
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
+
+
+def _numpy_random_state(saved: list) -> tuple:
+    name, keys, pos, has_gauss, cached = saved
+    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
 def fit(
     model: nn.Module,
     batches: Iterator[Any],
@@ -79,47 +319,8 @@ def fit(
     *,
     d_model: int,
     progress: bool = True,
-    on_step: Optional[Callable[[int, float], None]] = None,
+    evaluate: Optional[Callable[[nn.Module], dict[str, float]]] = None,
 ) -> TrainResult:
-    """Run ``train.steps`` optimizer steps; returns the loss history and throughput."""
-    torch.set_num_threads(train.threads)
-    optimizer = make_optimizer(model, train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_from_config(train, d_model))
-    history: list[tuple[int, float, float]] = []
-    total_tokens, started = 0, time.perf_counter()
-    window_loss, window_tokens = 0.0, 0
-    model.train()
-    with TrainingProgress(train.steps, enabled=progress) as bar:
-        for step in range(1, train.steps + 1):
-            batch = next(batches)
-            loss_sum, n_tokens = compute_loss(model, batch)
-            loss = loss_sum / n_tokens.clamp(min=1)
-            loss.backward()
-            if train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            tokens = int(n_tokens)
-            total_tokens += tokens
-            window_loss += float(loss_sum.detach())
-            window_tokens += tokens
-            if step % train.log_every == 0 or step == train.steps:
-                mean_loss = window_loss / max(1, window_tokens)
-                history.append((step, mean_loss, lr))
-                elapsed = time.perf_counter() - started
-                bar.update(step, loss=mean_loss, lr=lr, tokens_per_s=total_tokens / elapsed)
-                window_loss, window_tokens = 0.0, 0
-            if on_step is not None:
-                on_step(step, float(loss.detach()))
-    seconds = time.perf_counter() - started
-    model.eval()
-    return TrainResult(
-        steps=train.steps,
-        final_loss=history[-1][1] if history else float("nan"),
-        seconds=seconds,
-        tokens_per_second=total_tokens / seconds,
-        history=history,
-    )
+    """Train without a run folder (no checkpoints): the shortest way to use the loop."""
+    trainer = Trainer(model, train, compute_loss, batches, d_model=d_model, evaluate=evaluate, progress=progress)
+    return trainer.fit()

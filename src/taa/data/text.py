@@ -1,0 +1,67 @@
+"""Reading text corpora: one sentence a line, plain or gzip, UTF-8.
+
+A parallel corpus is two files where line i of one translates line i of the other
+(Multi30k, WMT). Anything that would silently misalign or corrupt it stops here
+with one line naming the file and the line: a missing file, files of different
+lengths, an empty line, bytes that are not UTF-8. Reading never writes anything.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+
+class DataError(ValueError):
+    """Data that cannot be used as it is; the message names the file (and line)."""
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """Open ``path`` for reading bytes, decompressing when its name ends in ``.gz``."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def read_lines(path: str | Path, allow_empty: bool = False) -> list[str]:
+    """The lines of a UTF-8 text file (``.gz`` is decompressed), without line ends.
+
+    A line ends at ``\\n``; a ``\\r`` before it (Windows line ends) is dropped too.
+    Other whitespace is kept as it is: the tokenizer sees exactly the text.
+    Unless ``allow_empty``, an empty or whitespace-only line is an error, because in
+    a sentence-per-line corpus it is almost always a misalignment.
+    """
+    path = Path(path)
+    lines = []
+    try:
+        with _open_binary(path) as stream:
+            for number, raw in enumerate(stream, start=1):
+                raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        f"{path}, line {number}: invalid UTF-8 at byte {error.start} of the line ({error.reason})"
+                    ) from None
+                if not allow_empty and not line.strip():
+                    raise DataError(f"{path}, line {number}: empty line")
+                lines.append(line)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: not a valid gzip file ({error or 'truncated'})") from None
+    return lines
+
+
+def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tuple[str, str]]:
+    """(source, target) sentence pairs from two aligned files, line i with line i."""
+    sources = read_lines(source_path)
+    targets = read_lines(target_path)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+            "a parallel corpus needs one target line per source line"
+        )
+    return list(zip(sources, targets))
