@@ -1,6 +1,7 @@
 """Test-wide settings: no network, no telemetry, a fixed thread count."""
 
 import os
+import tempfile
 
 # No test touches the network or reports telemetry (CI sets these too).
 for name, value in {
@@ -13,6 +14,9 @@ for name, value in {
     "ORT_DISABLE_TELEMETRY": "1",
 }.items():
     os.environ.setdefault(name, value)
+
+# Runs that track (the CLI's default) write to a throw-away store, never into the checkout.
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='taa-tests-mlflow-')}/mlflow.db")
 
 # Property tests draw the same examples on every run, so CI is repeatable;
 # HYPOTHESIS_PROFILE=explore draws fresh ones.

@@ -58,7 +58,7 @@ def test_train_writes_a_checkpoint(tmp_path):
     out = tmp_path / "copy"
     result = run(
         "train", str(ROOT / "recipes" / "copy.yaml"), "--out", str(out), "--no-progress",
-        "--set", "train.steps=4", "--set", "data.eval_sequences=4",
+        "--set", "train.steps=4", "--set", "data.eval_sequences=4", "--tracking", "none",
     )
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "recipe.yaml", "metrics.json", "state"}
@@ -72,7 +72,8 @@ def test_console_script_is_installed():
 
 
 def _train_command(recipe, out, *extra):
-    return [sys.executable, "-m", "taa.cli", "train", str(recipe), "--out", str(out), "--no-progress", *extra]
+    return [sys.executable, "-m", "taa.cli", "train", str(recipe), "--out", str(out), "--no-progress",
+            "--tracking", "none", *extra]
 
 
 def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
@@ -111,3 +112,25 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     assert expected.keys() == resumed.keys()
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
+
+
+def test_train_tracks_to_mlflow_by_default(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = run("train", str(ROOT / "recipes" / "copy.yaml"), "--out", str(tmp_path / "run"), "--no-progress",
+                 "--set", "train.steps=4", "--set", "train.log_every=2", "--set", "data.eval_sequences=4")
+    assert result.exit_code == 0, result.output
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("taa")
+    (tracked,) = client.search_runs([experiment.experiment_id])
+    assert tracked.info.status == "FINISHED"
+    assert tracked.data.params["train.steps"] == "4" and tracked.data.params["model.d_model"] == "64"
+    assert [m.step for m in client.get_metric_history(tracked.info.run_id, "train_loss")] == [2, 4]
+    assert "exact_match" in tracked.data.metrics
+
+
+def test_unknown_builtin_recipe_is_one_line():
+    result = run("train", "no-such-recipe")
+    assert result.exit_code != 0 and "no such recipe file or built-in recipe" in result.output

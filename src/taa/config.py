@@ -432,7 +432,50 @@ class CopyTaskConfig:
         _require(self.eval_sequences > 0, f"eval_sequences={self.eval_sequences} must be positive")
 
 
-TASKS: dict[str, type] = {"copy": CopyTaskConfig}
+@dataclass
+class TranslationTaskConfig:
+    """Machine translation from line-aligned parallel text (Multi30k by default).
+
+    Data is found in ``dir``, else in ``$TAA_DATA``, else downloaded into ``cache_dir``.
+    ``*_files`` name any other corpus: ``[source_file, target_file]``, plain or gzip.
+    """
+
+    dir: str = ""  # a folder holding multi30k/; "" = $TAA_DATA, else download
+    cache_dir: str = ""  # where a download goes; "" = ~/.cache/taa/data
+    source_lang: str = "de"
+    target_lang: str = "en"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_split: str = "test_2016_flickr"
+    train_files: list[str] = field(default_factory=list)  # [source, target] instead of a Multi30k split
+    valid_files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)
+    max_train_pairs: int = 0  # use only the first N training pairs; 0 = all
+    max_valid_pairs: int = 0  # use only the first N validation pairs; 0 = all
+    max_test_pairs: int = 0  # use only the first N test pairs; 0 = all
+    vocab_size: int = 8000  # BPE vocabulary (per side when not joint)
+    joint_vocab: bool = True  # one BPE vocabulary for both languages (needed to share embeddings)
+    min_frequency: int = 2  # a BPE merge must occur this often
+    max_tokens: int = 4096  # padded tokens per batch on each side (paper §5.1: ~25000)
+    bleu_sentences: int = 200  # validation BLEU on the first N validation sentences, greedy; 0 = off
+    beam: int = 4  # beam size for the final test evaluation (paper §6.1: 4)
+    length_penalty: float = 0.6  # GNMT length penalty alpha (paper §6.1: 0.6)
+    max_extra: int = 50  # decode up to source length + max_extra tokens (paper §6.1: 50)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("train_files", "valid_files", "test_files"):
+            files = getattr(self, name)
+            _require(len(files) in (0, 2), f"{name} needs [source_file, target_file], got {files!r}")
+        for name in ("max_train_pairs", "max_valid_pairs", "max_test_pairs", "bleu_sentences"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("vocab_size", "max_tokens", "beam"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.vocab_size >= 16, f"vocab_size={self.vocab_size} is too small (>= 16)")
+        _require(self.length_penalty >= 0, f"length_penalty={self.length_penalty} must be >= 0")
+
+
+TASKS: dict[str, type] = {"copy": CopyTaskConfig, "translation": TranslationTaskConfig}
 
 
 @dataclass

@@ -15,8 +15,10 @@ import torch
 from torch import Tensor
 
 from taa.config import CopyTaskConfig, RecipeConfig
-from taa.torch.models.transformer import Transformer, greedy_decode
+from taa.torch.generate import greedy_decode
+from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, Trainer, save_checkpoint, seed_everything, seq2seq_loss
+from taa.tracking import Tracker
 
 FIRST_SYMBOL = 2  # 0 pads, 1 starts every sequence
 
@@ -64,9 +66,12 @@ def run(
     out: Optional[str | Path] = None,
     progress: bool = True,
     resume: Optional[str | Path] = None,
+    tracker: Optional[Tracker] = None,
 ) -> dict[str, Any]:
     """Train on the copy task, score exact match on held-out sequences, save a checkpoint."""
     task, model_config, train = recipe.data, recipe.model, recipe.train
+    tracker = tracker or Tracker()
+    tracker.log_params(recipe)
     seed_everything(train.seed)
     model = Transformer(model_config)
     held_out = random_sequences(
@@ -76,7 +81,7 @@ def run(
     batches = CopyBatches(task, model_config.source_vocab_size, train.batch_size, model_config.bos_id, train.seed)
     trainer = Trainer(
         model, train, seq2seq_loss(train.label_smoothing, model_config.pad_id), batches,
-        d_model=model_config.d_model, out=out, progress=progress,
+        d_model=model_config.d_model, out=out, progress=progress, tracker=tracker,
     )
     if resume is not None:
         trainer.load_state(Path(resume))
@@ -89,6 +94,9 @@ def run(
         "tokens_per_second": result.tokens_per_second,
         "parameters": model.num_parameters(),
     }
+    tracker.log_metrics({"exact_match": metrics["exact_match"]}, result.steps)
     if out is not None:
         save_checkpoint(out, model, recipe, metrics)
+        tracker.log_artifact(out / "recipe.yaml")
+        tracker.log_artifact(out / "model.safetensors")
     return {"model": model, "metrics": metrics, "result": result}

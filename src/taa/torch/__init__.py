@@ -20,7 +20,8 @@ from taa.torch.attention import (
 )
 from taa.torch.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, EncoderLayer, LayerCache
 from taa.torch.feedforward import PositionwiseFeedForward
-from taa.torch.models.transformer import Transformer, greedy_decode
+from taa.torch.generate import Hypothesis, beam_search, greedy_decode
+from taa.torch.models.transformer import Transformer
 from taa.torch.norm import LayerNorm, RMSNorm
 from taa.torch.positional import (
     LearnedPositionalEmbedding,
@@ -32,10 +33,10 @@ from taa.torch.positional import (
 )
 
 __all__ = [
-    "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer", "KVCache", "LayerCache",
+    "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer", "Hypothesis", "KVCache", "LayerCache",
     "LayerNorm", "LearnedPositionalEmbedding", "MultiHeadAttention", "PositionwiseFeedForward",
     "RMSNorm", "RelativePositionBias", "RotaryEmbedding", "SinusoidalPositionalEncoding", "Transformer",
-    "attend", "attention_mask", "capture_attention", "causal_mask", "combine_masks",
+    "attend", "attention_mask", "beam_search", "capture_attention", "causal_mask", "combine_masks",
     "fused_scaled_dot_product_attention", "greedy_decode", "key_padding_to_attention_mask",
     "padding_mask", "relative_position_bucket", "scaled_dot_product_attention", "sinusoidal_table",
 ]

@@ -15,7 +15,7 @@ from taa.config import TransformerConfig, preset
 from taa.convert.state_dict import load_checked
 from taa.convert.torch_nn import from_torch_nn
 from taa.torch.attention import capture_attention, causal_mask
-from taa.torch.models.transformer import Transformer, greedy_decode
+from taa.torch.models.transformer import Transformer
 
 pytestmark = [
     pytest.mark.usefixtures("single_thread"),
@@ -212,54 +212,6 @@ def test_cached_decoding_equals_full_decoding(positional, norm_first, n_kv_heads
     assert cache.length == 7
     assert max_diff(torch.cat(pieces, dim=1), full) <= 1e-5
     assert max_diff(full, model(source, target)) <= 1e-5  # no target pads: same as forward
-
-
-@torch.no_grad()
-def greedy_without_cache(model: Transformer, source: torch.Tensor, max_length: int, end_id: int) -> torch.Tensor:
-    """Greedy decoding by recomputing the whole target prefix every step."""
-    batch = source.shape[0]
-    output = torch.full((batch, 1), model.config.bos_id, dtype=torch.long)
-    finished = torch.zeros(batch, dtype=torch.bool)
-    for _ in range(max_length - 1):
-        logits = model(source, output)  # (b, t, v): the prefix as teacher input
-        next_token = logits[:, -1].argmax(dim=-1)
-        next_token[finished] = model.config.pad_id
-        output = torch.cat([output, next_token[:, None]], dim=1)
-        finished |= next_token == end_id
-        if bool(finished.all()):
-            break
-    return output
-
-
-@pytest.mark.parametrize("positional,norm_first", MODEL_KINDS)
-@settings(max_examples=10, deadline=None)
-@given(source_lengths=st.lists(st.integers(1, 6), min_size=2, max_size=3), seed=st.integers(0, 2**16))
-def test_greedy_decoding_with_cache_equals_recomputation(positional, norm_first, source_lengths, seed) -> None:
-    model = tiny_model(positional, norm_first)
-    generator = torch.Generator().manual_seed(seed)
-    source = random_tokens(generator, source_lengths, max(source_lengths))
-    # no end token in the vocabulary first: every step is compared
-    never = greedy_decode(model, source, max_length=10, end_id=-1)
-    assert never.shape == (len(source_lengths), 10) and torch.all(never[:, 0] == BOS)
-    assert torch.equal(never, greedy_without_cache(model, source, 10, end_id=-1))
-    # then an end token the first sequence emits: sequences stop at different steps
-    end_id = int(never[0, 3])
-    stopped = greedy_decode(model, source, max_length=10, end_id=end_id)
-    assert torch.equal(stopped, greedy_without_cache(model, source, 10, end_id=end_id))
-    generated = stopped[0, 1:].tolist()  # after the start token (which may equal end_id)
-    assert end_id in generated
-    assert all(token == PAD for token in generated[generated.index(end_id) + 1 :])
-
-
-def test_greedy_decode_stops_when_every_sequence_ends() -> None:
-    model = tiny_model()
-    source = torch.tensor([[3, 4, 5], [3, 4, 5], [6, 7, PAD]])
-    free = greedy_decode(model, source, max_length=8, end_id=-1)
-    assert free.shape == (3, 8)
-    # the two identical sources emit the same first token: ending on it stops them at once
-    same = greedy_decode(model, source[:2], max_length=8, end_id=int(free[0, 1]))
-    assert torch.equal(same, free[:2, :2])
-    assert greedy_decode(model, source, max_length=1).shape == (3, 1)
 
 
 # --------------------------------------------------------------------------------------

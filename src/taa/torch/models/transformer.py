@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from taa.config import TransformerConfig
@@ -142,37 +141,3 @@ class Transformer(nn.Module):
             counts[component] = counts.get(component, 0) + parameter.numel()
         return counts
 
-
-@torch.no_grad()
-def greedy_decode(
-    model: Transformer,
-    source: Tensor,
-    max_length: int,
-    start_id: Optional[int] = None,
-    end_id: Optional[int] = None,
-) -> Tensor:
-    """Batched greedy decoding on the KV cache: (b, m) -> (b, <= max_length), start token first.
-
-    After a sequence emits ``end_id`` it is padded with ``pad_id``; decoding stops
-    once every sequence has ended.
-    """
-    config = model.config
-    start_id = config.bos_id if start_id is None else start_id
-    end_id = config.eos_id if end_id is None else end_id
-    source_padding = model.source_padding(source)
-    memory = model.encode(source, source_padding)
-    cache = model.new_cache()
-    batch = source.shape[0]
-    output = torch.full((batch, 1), start_id, dtype=torch.long, device=source.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=source.device)
-    next_input = output
-    for _ in range(max_length - 1):
-        logits = model.decode(next_input, memory, source_padding, cache=cache)  # (b, 1, v)
-        next_token = logits[:, -1].argmax(dim=-1)
-        next_token = next_token.masked_fill(finished, config.pad_id)
-        output = torch.cat([output, next_token[:, None]], dim=1)
-        finished |= next_token == end_id
-        if finished.all():
-            break
-        next_input = next_token[:, None]
-    return output

@@ -35,10 +35,17 @@ METRICS = "metrics.json"
 # ------------------------------------------------------------------ atomic writes
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _temporary_sibling(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(handle)
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are ordinary files
     return Path(name)
 
 
@@ -63,6 +70,7 @@ def write_folder_atomically(directory: Path, fill: Callable[[Path], None]) -> Pa
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    os.chmod(staging, 0o777 & ~_umask())
     new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
     try:
         fill(staging)

@@ -1,0 +1,185 @@
+"""Translation end to end on a few hundred Multi30k pairs: train -> checkpoint -> kill and
+resume -> translate -> evaluate, through the exact command-line forms users type."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from taa.config import RecipeConfig
+from taa.data import find_data_dir
+from taa.tasks.translation import TranslationBatches, load_translator, translate
+from taa.torch.generate import beam_search, greedy_decode
+
+pytest.importorskip("sacrebleu")
+DATA = find_data_dir(None) or Path(__file__).resolve().parents[3] / "shared" / "data"
+if not (DATA / "multi30k" / "train.de.gz").is_file():
+    pytest.skip(f"Multi30k not found under {DATA} (set TAA_DATA)", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "recipes" / "translate-tiny.yaml"
+SETTINGS = ["--set", f"data.dir={DATA}", "--tracking", "none", "--no-progress"]
+
+
+def taa(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "taa.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """An uninterrupted tiny run."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    result = taa("train", str(TINY), "--out", str(out), *SETTINGS)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_run_folder_holds_a_complete_checkpoint(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"model.safetensors", "recipe.yaml", "metrics.json", "tokenizer", "state", "best",
+            "test_hypotheses.txt", "training_curves.png"} <= names
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for key in ("test_bleu", "test_bleu_lowercase", "test_chrf"):
+        assert 0.0 <= metrics[key] <= 100.0
+    assert metrics["steps"] == 30 and metrics["test_sentences"] == 40
+    assert len(list((trained / "best").glob("step-*.safetensors"))) == 2  # keep_best: 2
+    assert (trained / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigkill_and_resume_end_with_the_same_weights(trained, tmp_path):
+    out = tmp_path / "killed"
+    settings = [*SETTINGS, "--set", "train.checkpoint_every=2"]
+    process = subprocess.Popen([sys.executable, "-m", "taa.cli", "train", str(TINY), "--out", str(out), *settings],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "state" / "trainer.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if json.loads(state.read_text())["trainer"]["step"] >= 12:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "model.safetensors").exists()
+
+    result = taa("train", str(TINY), "--resume", str(out), *settings)
+    assert result.returncode == 0, result.stderr
+    expected, resumed = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    assert json.loads((out / "metrics.json").read_text())["test_bleu"] == pytest.approx(
+        json.loads((trained / "metrics.json").read_text())["test_bleu"])
+
+
+def test_translate_arguments_and_stdin(trained):
+    by_argument = taa("translate", "--checkpoint", str(trained), "--beam", "2", "Ein Hund rennt.", "Zwei Männer.")
+    assert by_argument.returncode == 0, by_argument.stderr
+    assert len(by_argument.stdout.splitlines()) == 2
+    by_stdin = taa("translate", "--checkpoint", str(trained), "--beam", "2", input="Ein Hund rennt.\nZwei Männer.\n")
+    assert by_stdin.stdout == by_argument.stdout
+    capped = taa("translate", "--checkpoint", str(trained), "--beam", "1", "--max-len", "3", "Ein Hund rennt.")
+    model, tokenizer, _ = load_translator(trained)
+    assert len(tokenizer.encode_target(capped.stdout.strip())) <= 2 + 2  # <s> + at most 2 tokens + </s>
+
+
+def test_evaluate_json_matches_the_training_run(trained, tmp_path):
+    source, reference = tmp_path / "test.de", tmp_path / "test.en.gz"
+    with gzip.open(DATA / "multi30k" / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
+        source.write_text("".join(f.readlines()[:40]), encoding="utf-8")  # plain text
+    with gzip.open(DATA / "multi30k" / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
+        lines = f.readlines()[:40]
+    with gzip.open(reference, "wt", encoding="utf-8") as f:  # gzip
+        f.write("".join(lines))
+    result = taa("evaluate", "--checkpoint", str(trained), "--source", str(source), "--reference", str(reference),
+                 "--beam", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["sentences"] == 40
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert scores["bleu"] == pytest.approx(metrics["test_bleu"])
+    assert scores["bleu_lowercase"] == pytest.approx(metrics["test_bleu_lowercase"])
+    assert scores["chrf"] == pytest.approx(metrics["test_chrf"])
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda d: None, "no such file"),
+    (lambda d: (d / "src.de").write_text("eins\nzwei\n") or (d / "ref.en").write_text("one\n"),
+     "has 2 lines but"),
+    (lambda d: (d / "src.de").write_text("eins\n\n") or (d / "ref.en").write_text("one\ntwo\n"),
+     "line 2: empty line"),
+    (lambda d: (d / "src.de").write_bytes(b"eins\n\xff\xfe\n") or (d / "ref.en").write_text("one\ntwo\n"),
+     "line 2: invalid UTF-8"),
+])
+def test_evaluate_bad_input_is_one_line(trained, tmp_path, make_bad, message):
+    make_bad(tmp_path)
+    result = taa("evaluate", "--checkpoint", str(trained), "--source", str(tmp_path / "src.de"),
+                 "--reference", str(tmp_path / "ref.en"))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_train_with_bad_data_keeps_earlier_output(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    source, target = tmp_path / "a.de", tmp_path / "a.en"
+    source.write_text("eins\nzwei\ndrei\n")
+    target.write_text("one\ntwo\n")
+    result = taa("train", str(TINY), "--out", str(out), *SETTINGS,
+                 "--set", f"data.train_files=[{source},{target}]")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "a.de has 3 lines but" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "earlier work"
+
+
+def test_viz_attention_writes_a_png(trained, tmp_path):
+    picture = tmp_path / "attention.png"
+    result = taa("viz", "attention", "--checkpoint", str(trained), "--out", str(picture), "Ein Hund rennt.")
+    assert result.returncode == 0, result.stderr
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_beam_one_equals_greedy_on_the_trained_model(trained):
+    model, tokenizer, _ = load_translator(trained)
+    sentences = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau."]
+    assert translate(model, tokenizer, sentences, beam=1) == [
+        tokenizer.decode_target(ids) for ids in beam_search(
+            model, torch.nn.utils.rnn.pad_sequence([torch.tensor(tokenizer.encode_source(s)) for s in sentences],
+                                                   batch_first=True), beam_size=1, length_penalty=0.0)]
+    source = torch.tensor([tokenizer.encode_source(sentences[0])])
+    assert tokenizer.decode_target(greedy_decode(model, source)[0].tolist()) == translate(
+        model, tokenizer, sentences[:1], beam=1)[0]
+
+
+def test_batches_resume_where_they_stopped():
+    encoded = [([5] * (1 + i % 7), [1] + [6] * (1 + i % 5) + [2]) for i in range(200)]
+    stream = TranslationBatches(encoded, max_tokens=64, seed=3, pad_id=0)
+    for _ in range(17):
+        next(stream)
+    saved = stream.state_dict()
+    expected = [next(stream) for _ in range(40)]  # crosses an epoch boundary
+    again = TranslationBatches(encoded, max_tokens=64, seed=3, pad_id=0)
+    again.load_state_dict(saved)
+    for a, b in zip(expected, (next(again) for _ in range(40))):
+        assert torch.equal(a.source, b.source) and torch.equal(a.target_output, b.target_output)
+
+
+def test_recipes_parse():
+    for name in ("translate-multi30k", "translate-multi30k-small", "translate-tiny"):
+        recipe = RecipeConfig.load(ROOT / "recipes" / f"{name}.yaml")
+        assert recipe.task == "translation"
+    full = RecipeConfig.load(ROOT / "recipes" / "translate-multi30k.yaml")
+    assert full.train.label_smoothing == 0.1 and full.data.beam == 4 and full.data.length_penalty == 0.6

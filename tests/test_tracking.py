@@ -1,0 +1,286 @@
+"""taa.tracking: the MLflow adapter writes what it is given and a failing backend never stops a run.
+
+The MLflow tests share one sqlite store per module: creating its tables takes seconds,
+so later stores are copies of the first (a copy opens in milliseconds). Every test runs
+in an empty working directory, so a misplaced default could never write into the repo.
+"""
+
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from taa.config import RecipeConfig
+from taa.tracking import (
+    MLflowTracker,
+    SafeTracker,
+    Tracker,
+    TrackingWarning,
+    flatten_params,
+    make_tracker,
+)
+
+# MLflow's own use of SQLAlchemy; nothing taa can change
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+
+
+@pytest.fixture(autouse=True)
+def empty_working_directory(tmp_path, monkeypatch):
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One initialised sqlite store: ``uri``, its ``db`` file, an ``artifacts`` folder."""
+    mlflow = pytest.importorskip("mlflow")
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    mlflow.MlflowClient(uri).search_experiments()  # creates the tables (the slow part)
+    return SimpleNamespace(root=root, db=root / "mlflow.db", uri=uri, artifacts=root / "artifacts")
+
+
+def copy_of(store, path):
+    """A store of its own, ready at once: a copy of the initialised database."""
+    shutil.copy(store.db, path)
+    return f"sqlite:///{path}"
+
+
+def client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def test_mlflow_tracker_records_params_metrics_and_artifacts(store, tmp_path, empty_working_directory):
+    recipe = RecipeConfig()
+    tokenizer = tmp_path / "run" / "tokenizer"
+    (tokenizer / "source").mkdir(parents=True)
+    (tokenizer / "vocab.json").write_text("{}")
+    (tokenizer / "source" / "merges.txt").write_text("a b\n")
+    config = tmp_path / "run" / "recipe.yaml"
+    config.write_text("task: copy\n")
+    plot = tmp_path / "run" / "curves.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    tracker = MLflowTracker(experiment="records", run_name="unit", tracking_uri=store.uri,
+                            artifact_location=store.artifacts)
+    tracker.log_params(recipe)  # a dataclass: flattened to dotted names
+    tracker.log_params({"extra": {"sizes": [1, 2], "note": None}})
+    for step, loss in ((10, 3.0), (20, 2.5), (30, 2.0)):
+        tracker.log_metrics({"train_loss": loss, "lr": step * 1e-4}, step)
+    tracker.log_metrics({"val_loss": np.float32(2.25), "val_bleu": 7}, 20)  # NumPy and int values
+    tracker.log_artifact(config)
+    tracker.log_artifact(tokenizer)  # a folder keeps its name
+    tracker.log_artifact(plot, "plots")
+    tracker.end()
+
+    mlflow_client = client(store.uri)
+    run = mlflow_client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "unit"
+    params = run.data.params
+    assert params["model.d_model"] == str(recipe.model.d_model)
+    assert params["train.schedule"] == recipe.train.schedule
+    assert params["data.length"] == str(recipe.data.length)
+    assert params["task"] == "copy"
+    assert params["extra.sizes"] == "[1, 2]" and params["extra.note"] == "None"
+    assert len(params) == len(flatten_params(recipe)) + 2
+
+    def history(key):
+        return [(m.step, m.value) for m in mlflow_client.get_metric_history(tracker.run_id, key)]
+
+    assert history("train_loss") == [(10, 3.0), (20, 2.5), (30, 2.0)]
+    steps, rates = zip(*history("lr"))
+    assert steps == (10, 20, 30) and rates == pytest.approx((1e-3, 2e-3, 3e-3))
+    assert history("val_loss") == [(20, 2.25)] and history("val_bleu") == [(20, 7.0)]
+
+    def listing(folder=None):
+        return sorted(a.path for a in mlflow_client.list_artifacts(tracker.run_id, folder))
+
+    assert listing() == ["plots", "recipe.yaml", "tokenizer"]
+    assert listing("tokenizer") == ["tokenizer/source", "tokenizer/vocab.json"]
+    assert listing("tokenizer/source") == ["tokenizer/source/merges.txt"]
+    assert listing("plots") == ["plots/curves.png"]
+    # the files lie under the experiment's artifact location, nothing in the working directory
+    run_folder = Path(tracker.artifact_uri.removeprefix("file://"))
+    assert run_folder.is_relative_to(store.artifacts)
+    assert "tokenizer/source/merges.txt" in files_under(run_folder)
+    assert files_under(empty_working_directory) == []
+
+
+def test_mlflow_tracker_rejects_bad_calls_by_name(store):
+    tracker = MLflowTracker(experiment="records", tracking_uri=store.uri)
+    with pytest.raises(TypeError, match="metric 'bleu' is not a number: 'n/a'"):
+        tracker.log_metrics({"bleu": "n/a"}, 1)
+    with pytest.raises(FileNotFoundError, match="artifact missing.txt: no such file or folder"):
+        tracker.log_artifact("missing.txt")
+    with pytest.raises(ValueError, match="status='DONE' is not one of FINISHED, FAILED, KILLED"):
+        tracker.end("DONE")
+    tracker.end("KILLED")
+    tracker.end()  # a second end changes nothing
+    assert client(store.uri).get_run(tracker.run_id).info.status == "KILLED"
+
+
+def test_a_run_that_raises_ends_failed(store):
+    with pytest.raises(RuntimeError, match="diverged"):
+        with make_tracker("mlflow", experiment="records", tracking_uri=store.uri) as tracker:
+            raise RuntimeError("diverged")
+    assert client(store.uri).get_run(tracker.inner.run_id).info.status == "FAILED"
+
+
+def test_mlflow_tracking_uri_variable_is_respected(store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    tracker = MLflowTracker(experiment="records")
+    tracker.end()
+    assert tracker.tracking_uri == store.uri
+    assert client(store.uri).get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_default_store_is_mlflow_db_and_mlruns_in_the_working_directory(store, empty_working_directory):
+    copy_of(store, empty_working_directory / "mlflow.db")  # MLflow 3's default file, already initialised
+    tracker = MLflowTracker(experiment="default-place")
+    tracker.log_artifact(store.db, "copies")
+    tracker.end()
+    assert tracker.tracking_uri == f"sqlite:///{empty_working_directory}/mlflow.db"
+    assert Path(tracker.artifact_uri.removeprefix("file://")).is_relative_to(empty_working_directory / "mlruns")
+
+
+def test_a_store_that_breaks_mid_run_warns_once_and_goes_on(store, tmp_path):
+    broken = tmp_path / "broken.db"
+    tracker = make_tracker("mlflow", tracking_uri=copy_of(store, broken), artifact_location=tmp_path / "art")
+    tracker.log_params({"model": {"d_model": 8}})
+    tracker.log_metrics({"train_loss": 1.0}, 1)
+    with broken.open("r+b") as database:  # the disk under the store goes bad
+        database.write(b"\0" * 100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker.log_metrics({"train_loss": 0.5}, 2)
+        tracker.log_metrics({"train_loss": 0.4}, 3)
+        tracker.log_artifact(broken)
+        tracker.end()
+    assert [w.category for w in caught] == [TrackingWarning]
+    message = str(caught[0].message)
+    assert "\n" not in message and "log_metrics failed" in message and "not a database" in message
+    assert tracker.error is not None
+
+
+# ---------------------------------------------------------------- SafeTracker
+
+
+class Recording(Tracker):
+    def __init__(self, fail_on=None):
+        self.calls, self.fail_on = [], fail_on
+
+    def _record(self, name, *args):
+        self.calls.append((name, *args))
+        if name == self.fail_on:
+            raise ConnectionError("tracking server went away\n(a long second line)")
+
+    def log_params(self, params):
+        self._record("log_params", params)
+
+    def log_metrics(self, metrics, step):
+        self._record("log_metrics", metrics, step)
+
+    def log_artifact(self, path, folder=None):
+        self._record("log_artifact", path, folder)
+
+    def end(self, status="FINISHED"):
+        self._record("end", status)
+
+
+def test_safe_tracker_passes_every_call_through():
+    inner = Recording()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with SafeTracker(inner) as tracker:
+            tracker.log_params({"a": 1})
+            tracker.log_metrics({"loss": 1.0}, 3)
+            tracker.log_artifact("f.txt", "files")
+    assert inner.calls == [
+        ("log_params", {"a": 1}), ("log_metrics", {"loss": 1.0}, 3), ("log_artifact", "f.txt", "files"),
+        ("end", "FINISHED"),
+    ]
+
+
+def test_failing_backend_warns_once_and_training_goes_on():
+    torch = pytest.importorskip("torch")
+    from taa.config import TrainConfig
+    from taa.torch.training.loop import Trainer
+
+    inner = Recording(fail_on="log_metrics")
+    tracker = SafeTracker(inner)
+    model = torch.nn.Linear(2, 1)
+    batch = torch.ones(4, 2)
+
+    def compute_loss(model, batch):
+        return model(batch).pow(2).sum(), batch.shape[0]
+
+    train = TrainConfig(steps=5, log_every=1, schedule="constant", lr=0.01, threads=1)
+    trainer = Trainer(model, train, compute_loss, iter(lambda: batch, None), d_model=2, tracker=tracker,
+                      evaluate=lambda model: {"val_loss": 1.0}, progress=False)
+    threads = torch.get_num_threads()  # fit() sets the thread count for the process
+    try:
+        with pytest.warns(TrackingWarning) as caught:
+            result = trainer.fit()
+            tracker.end()
+    finally:
+        torch.set_num_threads(threads)
+    assert result.steps == 5 and len(result.history) == 5
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        "tracking turned off for the rest of the run: log_metrics failed with "
+        "ConnectionError: tracking server went away"
+    )
+    assert caught[0].filename.endswith("loop.py")  # the warning points at the caller
+    assert [call[0] for call in inner.calls] == ["log_metrics"]  # nothing after the failure
+    assert isinstance(tracker.error, ConnectionError)
+
+
+# ---------------------------------------------------------------- make_tracker
+
+
+def test_make_tracker_none_writes_nothing_and_needs_no_mlflow(monkeypatch, empty_working_directory, tmp_path):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the extra were not installed
+    artifact = tmp_path / "model.txt"
+    artifact.write_text("weights")
+    with make_tracker("none", run_name="ignored") as tracker:
+        tracker.log_params({"model": {"d_model": 8}})
+        tracker.log_metrics({"train_loss": 1.0}, 1)
+        tracker.log_artifact(artifact)
+    assert type(tracker) is Tracker
+    assert files_under(empty_working_directory) == []
+
+
+def test_make_tracker_mlflow_without_mlflow_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(ImportError, match=r"^MLflow tracking needs mlflow: pip install 'taa\[tracking\]'$"):
+        make_tracker("mlflow")
+
+
+def test_make_tracker_rejects_an_unknown_kind():
+    with pytest.raises(ValueError, match=r"^tracking='wandb' is not one of 'mlflow', 'none'$"):
+        make_tracker("wandb")
+
+
+def test_flatten_params_makes_dotted_names():
+    nested = {"model": {"d_model": 64, "ffn": {"d_ff": 256}}, "name": "x", "sizes": [1, 2]}
+    flat = {"model.d_model": 64, "model.ffn.d_ff": 256, "name": "x", "sizes": [1, 2]}
+    assert flatten_params(nested) == flat
+    assert flatten_params(flat) == flat  # already flat: unchanged
+    with pytest.raises(TypeError, match="params must be a dict or a dataclass, got list"):
+        flatten_params([1, 2])
