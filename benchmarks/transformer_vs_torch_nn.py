@@ -22,12 +22,15 @@ Why the comparison is fair
       decoder) and a realistic source key padding (some rows shorter than others) on
       both the encoder self-attention and the decoder cross-attention
       (``--pad-target`` also pads target rows);
-    * the same noise: the two are measured interleaved -- a round runs ``--steps``
-      steps of one, then ``--steps`` of the other, the order flips every round -- and
-      each side's figure is the median over all its steps.
+    * the same noise: the two are measured interleaved step by step (taa, torch.nn,
+      torch.nn, taa, ...) for ``--rounds`` x ``--steps`` steps each, after ``--warmup``
+      untimed steps each; each side's figure is the median over all its steps.
 
 The figure of merit is ``taa speed / torch.nn speed`` = median torch.nn step time /
-median taa step time; the goal is >= 1.0 (taa no slower than torch.nn).
+median taa step time; the goal is >= 1.0 (taa no slower than torch.nn). The median
+of the per-pair ratios is printed as a cross-check, with the load average: other
+work on the machine (a shared 2-core box) inflates and scatters the step times, and
+hurts the side that launches more small kernels most -- rerun when the load is low.
 
 Run it (from the repository root, with taa importable)::
 
@@ -47,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -105,6 +109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     timing.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: float32 weights under CPU/CUDA bf16 autocast")
     timing.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    timing.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time, which other programs on a busy "
+        "machine barely disturb (best with --threads 1; with more threads it also counts idle spinning)",
+    )
     timing.add_argument("--device", default="cpu")
     timing.add_argument("--seed", type=int, default=0)
     timing.add_argument("--skip-check", action="store_true", help="skip the eval-mode equivalence check")
@@ -115,6 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.attention_dropout = args.dropout if args.attention_dropout is None else args.attention_dropout
     if not 0.0 < args.min_length_fraction <= 1.0:
         parser.error("--min-length-fraction must be in (0, 1]")
+    if args.clock == "cpu" and args.device.startswith("cuda"):
+        parser.error("--clock cpu measures CPU time; use --clock wall on a GPU")
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--rounds and --steps must be >= 1, --warmup >= 0")
     return args
@@ -325,30 +336,47 @@ def check_equivalence(ours_step: TaaStep, ref_step: TorchNNStep, source_real: Te
     return diffs
 
 
-def timed_step(step: Step, synchronize) -> float:
+CLOCKS = {
+    "wall": time.perf_counter,  # what a user waits for
+    "cpu": time.process_time,  # CPU time of all this process's threads: robust to other load
+}
+
+
+def timed_step(step: Step, synchronize, clock=time.perf_counter) -> float:
     synchronize()
-    start = time.perf_counter()
+    start = clock()
     step.run()
     synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def measure(steps: dict[str, Step], args: argparse.Namespace, synchronize, log) -> dict[str, list[float]]:
+    """Warm up, then ``rounds`` x ``steps`` steps of every model, interleaved step by step.
+
+    Consecutive steps alternate the order (A B, B A, A B, ...), so a burst of load from
+    elsewhere on the machine lands on both sides alike; step i of every model forms a
+    group whose ratios are compared directly (see :func:`paired_ratio`).
+    """
     names = list(steps)
     for name in names:  # warm-up: allocator, kernels, autograd graph caches
         for _ in range(args.warmup):
             steps[name].run()
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
-        order = names if round_ % 2 == 0 else names[::-1]
-        for name in order:
-            for _ in range(args.steps):
-                times[name].append(timed_step(steps[name], synchronize))
+        for i in range(args.steps):
+            order = names if (round_ * args.steps + i) % 2 == 0 else names[::-1]
+            for name in order:
+                times[name].append(timed_step(steps[name], synchronize, CLOCKS[args.clock]))
         log(
             f"  round {round_ + 1}/{args.rounds}: "
             + ", ".join(f"{name} {1e3 * statistics.median(times[name][-args.steps:]):.1f} ms" for name in names)
         )
     return times
+
+
+def paired_ratio(fast: list[float], slow: list[float]) -> float:
+    """Median over interleaved step pairs of slow/fast: robust to slow drifts in machine load."""
+    return statistics.median(s / f for f, s in zip(fast, slow))
 
 
 def main(argv=None) -> int:
@@ -380,7 +408,7 @@ def main(argv=None) -> int:
     target_tokens = int(batch["target_real"].sum())
     log(
         f"batch: {b} x (source {m}, target {n}); real tokens: source {source_tokens}/{b * m}, "
-        f"target {target_tokens}/{b * n}; dtype {args.dtype}; {args.threads} threads on {device}; "
+        f"target {target_tokens}/{b * n}; dtype {args.dtype}; {args.threads} threads on {device}; {args.clock} clock; "
         f"torch {torch.__version__}"
     )
 
@@ -395,6 +423,7 @@ def main(argv=None) -> int:
         )
 
     log(f"timing: {args.warmup} warm-up + {args.rounds} rounds x {args.steps} steps per model, interleaved")
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
     times = measure(steps, args, synchronize, log)
     elapsed = time.perf_counter() - start
@@ -412,12 +441,18 @@ def main(argv=None) -> int:
             "samples": len(samples),
         }
     ratio = figures["torch.nn"]["median_ms"] / figures["taa"]["median_ms"]
+    pair_ratio = paired_ratio(times["taa"], times["torch.nn"])
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
 
     log("")
     log(f"{'':10s} {'median ms/step':>15s} {'min ms':>9s} {'stdev ms':>9s} {'tokens/s':>10s}")
     for name, f in figures.items():
         log(f"{name:10s} {f['median_ms']:15.1f} {f['min_ms']:9.1f} {f['stdev_ms']:9.1f} {f['tokens_per_s']:10.0f}")
-    log(f"timed for {elapsed:.0f} s")
+    log(
+        f"timed for {elapsed:.0f} s; median of per-step-pair ratios {pair_ratio:.2f}x"
+        + (f"; load average {load_before[0]:.2f} before, {load[0]:.2f} after (other work on the"
+           " machine inflates and scatters the times)" if load and load_before else "")
+    )
     if args.json:
         print(json.dumps({
             "benchmark": "transformer_vs_torch_nn",
@@ -430,13 +465,15 @@ def main(argv=None) -> int:
             "batch": {"size": b, "source_length": m, "target_length": n,
                       "real_source_tokens": source_tokens, "real_target_tokens": target_tokens,
                       "pad_target": args.pad_target},
-            "dtype": args.dtype, "threads": args.threads, "device": str(device),
+            "dtype": args.dtype, "threads": args.threads, "device": str(device), "clock": args.clock,
             "torch": torch.__version__, "python": platform.python_version(),
             "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
             "check_max_abs_diff": check,
             "taa": figures["taa"], "torch_nn": figures["torch.nn"],
             "tokens_per_step": tokens,
             "speed_ratio": ratio,
+            "paired_speed_ratio": pair_ratio,
+            "load_average_before_after": [load_before[0], load[0]] if load and load_before else None,
             "goal_met": ratio >= 1.0,
         }))
     else:

@@ -106,11 +106,16 @@ class DecoderCache:
     def length(self) -> int:
         return self.layers[0].self_attention.length if self.layers else 0
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep batch rows ``indices`` in every layer (beam search)."""
+    def reorder(self, indices: Tensor, cross_attention: bool = True) -> None:
+        """Keep batch rows ``indices`` in every layer (beam search).
+
+        ``cross_attention=False`` leaves the cross-attention cache as it is: right when
+        rows only trade places with rows of the same source (the beams of one sentence).
+        """
         for layer in self.layers:
             layer.self_attention.reorder(indices)
-            layer.cross_attention.reorder(indices)
+            if cross_attention:
+                layer.cross_attention.reorder(indices)
 
 
 class DecoderLayer(nn.Module):
