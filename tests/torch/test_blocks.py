@@ -176,3 +176,8 @@ def test_decoder_cache_bookkeeping() -> None:
     for layer in cache.layers:
         assert layer.self_attention.keys[:, 0, 0, 0].tolist() == [1.0, 1.0, 2.0]
         assert layer.cross_attention.keys[:, 0, 0, 0].tolist() == [1.0, 1.0, 2.0]
+    # beams trading places within a sentence leave the cross-attention cache alone
+    cache.reorder(torch.tensor([2, 0, 1]), cross_attention=False)
+    for layer in cache.layers:
+        assert layer.self_attention.keys[:, 0, 0, 0].tolist() == [2.0, 1.0, 1.0]
+        assert layer.cross_attention.keys[:, 0, 0, 0].tolist() == [1.0, 1.0, 2.0]
