@@ -113,14 +113,19 @@ def test_evaluate_json_matches_the_training_run(trained, tmp_path):
     assert scores["chrf"] == pytest.approx(metrics["test_chrf"])
 
 
+def _files(source: bytes, reference: bytes):
+    def write(folder: Path) -> None:
+        (folder / "src.de").write_bytes(source)
+        (folder / "ref.en").write_bytes(reference)
+
+    return write
+
+
 @pytest.mark.parametrize("make_bad, message", [
-    (lambda d: None, "no such file"),
-    (lambda d: (d / "src.de").write_text("eins\nzwei\n") or (d / "ref.en").write_text("one\n"),
-     "has 2 lines but"),
-    (lambda d: (d / "src.de").write_text("eins\n\n") or (d / "ref.en").write_text("one\ntwo\n"),
-     "line 2: empty line"),
-    (lambda d: (d / "src.de").write_bytes(b"eins\n\xff\xfe\n") or (d / "ref.en").write_text("one\ntwo\n"),
-     "line 2: invalid UTF-8"),
+    (lambda d: None, "src.de: no such file"),
+    (_files(b"eins\nzwei\n", b"one\n"), "src.de has 2 lines but"),
+    (_files(b"eins\n\n", b"one\ntwo\n"), "src.de, line 2: empty line"),
+    (_files(b"eins\n\xff\xfe\n", b"one\ntwo\n"), "src.de, line 2: invalid UTF-8"),
 ])
 def test_evaluate_bad_input_is_one_line(trained, tmp_path, make_bad, message):
     make_bad(tmp_path)

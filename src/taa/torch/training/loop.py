@@ -3,7 +3,8 @@
 A task supplies a stream of batches and a ``compute_loss(model, batch)`` returning
 (summed loss, number of target tokens); optionally an ``evaluate(model)`` returning
 validation metrics. The :class:`Trainer` owns everything else: Adam with the paper's
-betas and epsilon (§5.3), the learning-rate schedule, gradient accumulation and
+betas and epsilon (§5.3), the learning-rate schedule (by step, or by time within a
+``max_minutes`` budget), gradient accumulation and
 clipping, bfloat16 autocast, validation, early stopping, the best-k checkpoints and
 their average (§6.1), resumable state, tracking, and the progress bar.
 
@@ -143,8 +144,19 @@ class Trainer:
         self.progress = progress
         self.device = next(model.parameters()).device
         self.optimizer = make_optimizer(model, train)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule_from_config(train, d_model))
+        self.schedule = schedule_from_config(train, d_model)  # multiplier of train.lr at a step
         self.state = TrainerState()
+
+    def learning_rate(self) -> float:
+        """The rate for the next step. With a time budget (``max_minutes``) the schedule
+        runs on whichever is further along, steps or time, so it always completes its
+        decay by the deadline (such runs depend on the clock, so they do not resume
+        bit for bit)."""
+        train, state = self.train, self.state
+        position = state.step
+        if train.max_minutes > 0:
+            position = max(position, int(train.steps * state.seconds / (60 * train.max_minutes)))
+        return train.lr * self.schedule(min(position, train.steps))
 
     # ---------------------------------------------------------------- one step
 
@@ -164,9 +176,10 @@ class Trainer:
                 parameter.grad.div_(max(1, token_total))
         if self.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_total, token_total, lr
 
@@ -264,7 +277,6 @@ class Trainer:
             random_state = {
                 "python": _jsonable(random.getstate()),
                 "numpy": _jsonable(np.random.get_state()),
-                "scheduler": self.scheduler.state_dict(),
                 "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
             }
             (staging / "trainer.json").write_text(json.dumps({"trainer": asdict(self.state), **random_state}))
@@ -285,7 +297,6 @@ class Trainer:
             **{**trainer, "history": [tuple(h) for h in trainer["history"]],
                "best": [tuple(b) for b in trainer["best"]]}
         )
-        self.scheduler.load_state_dict(saved["scheduler"])
         random.setstate(_python_random_state(saved["python"]))
         np.random.set_state(_numpy_random_state(saved["numpy"]))
         if saved["batches"] is not None:
