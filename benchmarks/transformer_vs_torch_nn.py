@@ -28,21 +28,29 @@ Why the comparison is fair
 
 The figure of merit is ``taa speed / torch.nn speed`` = median torch.nn step time /
 median taa step time; the goal is >= 1.0 (taa no slower than torch.nn). The median
-of the per-pair ratios is printed as a cross-check, with the load average: other
-work on the machine (a shared 2-core box) inflates and scatters the step times, and
-hurts the side that launches more small kernels most -- rerun when the load is low.
+of the per-pair ratios is printed as a cross-check.
+
+Other work on the machine matters a lot on a small CPU box: with 2 threads on 2 cores,
+every parallel kernel waits for a core another process holds, so a busy machine
+inflates step times several-fold and hurts the side that launches more kernels most.
+The script reads /proc/stat around every step and prints how many cores other
+processes kept busy; ``--max-other-load 0.2`` counts only steps taken while the rest
+of the machine was (nearly) idle and keeps going until it has enough of them, and
+``--threads 1 --clock cpu`` measures CPU time, which such load barely disturbs.
 
 Run it (from the repository root, with taa importable)::
 
     python benchmarks/transformer_vs_torch_nn.py                       # vaswani-base, b=16, 32+32 tokens
     python benchmarks/transformer_vs_torch_nn.py --dtype bfloat16      # CPU bf16 autocast
     python benchmarks/transformer_vs_torch_nn.py --norm-first --json   # pre-norm, one JSON object
+    python benchmarks/transformer_vs_torch_nn.py --max-other-load 0.2  # only steps on a quiet machine
+    python benchmarks/transformer_vs_torch_nn.py --threads 1 --clock cpu  # robust on a busy machine
     python benchmarks/transformer_vs_torch_nn.py --d-model 256 --heads 4 --d-ff 1024 --layers 3 \
         --batch 32 --source-length 64 --target-length 48 --rounds 5 --steps 3 --warmup 2
 
 The defaults (the paper's base model: d_model=512, 8 heads, d_ff=2048, 6+6 layers,
-dropout 0.1; batch 16, 32 source and 32 target tokens) finish in about two minutes on
-a 2-core CPU.
+dropout 0.1; batch 16, 32 source and 32 target tokens; 2 warm-up + 15 timed steps
+each) take about 1.5 minutes on an idle 2-core CPU (~1.4 s a step each).
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     data.add_argument("--pad-target", action="store_true", help="pad target rows too (source rows always are)")
     timing = parser.add_argument_group("timing")
-    timing.add_argument("--rounds", type=int, default=5, help="interleaved rounds (order flips each round)")
+    timing.add_argument("--rounds", type=int, default=5, help="rounds of interleaved timed steps")
     timing.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
     timing.add_argument("--warmup", type=int, default=2, help="untimed steps per model before the rounds")
     timing.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -115,6 +124,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "machine barely disturb (best with --threads 1; with more threads it also counts idle spinning)",
     )
     timing.add_argument("--device", default="cpu")
+    timing.add_argument(
+        "--max-other-load", type=float, default=None, metavar="CORES",
+        help="count only step groups during which other processes kept at most CORES cores busy "
+        "(read from /proc/stat, Linux); keeps timing until rounds x steps such groups (or --max-wait)",
+    )
+    timing.add_argument("--max-wait", type=float, default=900.0, help="seconds to wait for quiet steps")
     timing.add_argument("--seed", type=int, default=0)
     timing.add_argument("--skip-check", action="store_true", help="skip the eval-mode equivalence check")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -126,6 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--min-length-fraction must be in (0, 1]")
     if args.clock == "cpu" and args.device.startswith("cuda"):
         parser.error("--clock cpu measures CPU time; use --clock wall on a GPU")
+    if args.max_other_load is not None and other_cpu_seconds() is None:
+        parser.error("--max-other-load needs /proc/stat (Linux)")
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--rounds and --steps must be >= 1, --warmup >= 0")
     return args
@@ -342,36 +359,79 @@ CLOCKS = {
 }
 
 
-def timed_step(step: Step, synchronize, clock=time.perf_counter) -> float:
+def other_cpu_seconds() -> Optional[float]:
+    """CPU seconds used so far by everything on the machine but this process (Linux), else None."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait is busy
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK") - (own.user + own.system)
+
+
+def timed_step(step: Step, synchronize, clock=time.perf_counter) -> tuple[float, Optional[float]]:
+    """(step time by ``clock``, cores the rest of the machine kept busy meanwhile or None)."""
     synchronize()
-    start = clock()
+    others, wall, start = other_cpu_seconds(), time.perf_counter(), clock()
     step.run()
     synchronize()
-    return clock() - start
+    elapsed, wall = clock() - start, time.perf_counter() - wall
+    others_after = other_cpu_seconds()
+    other_cores = None if others is None or others_after is None else max(0.0, others_after - others) / wall
+    return elapsed, other_cores
 
 
-def measure(steps: dict[str, Step], args: argparse.Namespace, synchronize, log) -> dict[str, list[float]]:
-    """Warm up, then ``rounds`` x ``steps`` steps of every model, interleaved step by step.
+def measure(
+    steps: dict[str, Step], args: argparse.Namespace, synchronize, log
+) -> tuple[dict[str, list[float]], list[Optional[float]]]:
+    """Warm up, then time every model step by step, interleaved; returns times and load.
 
-    Consecutive steps alternate the order (A B, B A, A B, ...), so a burst of load from
-    elsewhere on the machine lands on both sides alike; step i of every model forms a
-    group whose ratios are compared directly (see :func:`paired_ratio`).
+    Step i of every model forms a group, run back to back in alternating order (A B,
+    B A, ...), so a burst of load from elsewhere lands on both sides alike. For each
+    group it also records the most cores that other processes kept busy during any of
+    its steps. ``rounds`` x ``steps`` groups are run; with ``--max-other-load`` it goes
+    on until that many groups stayed under the limit (or ``--max-wait`` runs out).
     """
     names = list(steps)
     for name in names:  # warm-up: allocator, kernels, autograd graph caches
         for _ in range(args.warmup):
             steps[name].run()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(args.rounds):
+    load: list[Optional[float]] = []
+    target = args.rounds * args.steps
+    deadline = time.perf_counter() + args.max_wait
+    round_ = 0
+    while True:
         for i in range(args.steps):
             order = names if (round_ * args.steps + i) % 2 == 0 else names[::-1]
+            group, worst = {}, 0.0
             for name in order:
-                times[name].append(timed_step(steps[name], synchronize, CLOCKS[args.clock]))
+                group[name], other = timed_step(steps[name], synchronize, CLOCKS[args.clock])
+                worst = None if other is None or worst is None else max(worst, other)
+            for name in names:
+                times[name].append(group[name])
+            load.append(worst)
+        round_ += 1
+        recent = [x for x in load[-args.steps:] if x is not None]
         log(
-            f"  round {round_ + 1}/{args.rounds}: "
+            f"  round {round_}: "
             + ", ".join(f"{name} {1e3 * statistics.median(times[name][-args.steps:]):.1f} ms" for name in names)
+            + (f"; other processes up to {max(recent):.2f} cores" if recent else "")
         )
-    return times
+        if args.max_other_load is None:
+            if round_ >= args.rounds:
+                break
+        else:
+            quiet = sum(x is not None and x <= args.max_other_load for x in load)
+            if quiet >= target:
+                break
+            if time.perf_counter() > deadline:
+                log(f"  --max-wait reached with {quiet}/{target} quiet step groups")
+                break
+    return times, load
 
 
 def paired_ratio(fast: list[float], slow: list[float]) -> float:
@@ -408,8 +468,8 @@ def main(argv=None) -> int:
     target_tokens = int(batch["target_real"].sum())
     log(
         f"batch: {b} x (source {m}, target {n}); real tokens: source {source_tokens}/{b * m}, "
-        f"target {target_tokens}/{b * n}; dtype {args.dtype}; {args.threads} threads on {device}; {args.clock} clock; "
-        f"torch {torch.__version__}"
+        f"target {target_tokens}/{b * n}; dtype {args.dtype}; {args.threads} threads on {device}; "
+        f"{args.clock} clock; torch {torch.__version__}"
     )
 
     check = None
@@ -422,15 +482,29 @@ def main(argv=None) -> int:
             + f" (<= {GRAD_TOLERANCE}): ok"
         )
 
-    log(f"timing: {args.warmup} warm-up + {args.rounds} rounds x {args.steps} steps per model, interleaved")
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    log(
+        f"timing: {args.warmup} warm-up + {args.rounds} rounds x {args.steps} steps per model, interleaved"
+        + (f", counting only steps while other processes use <= {args.max_other_load} cores"
+           if args.max_other_load is not None else "")
+    )
     start = time.perf_counter()
-    times = measure(steps, args, synchronize, log)
+    times, load = measure(steps, args, synchronize, log)
     elapsed = time.perf_counter() - start
+
+    groups = len(load)
+    keep = list(range(groups))
+    if args.max_other_load is not None:
+        keep = [i for i, x in enumerate(load) if x is not None and x <= args.max_other_load]
+        if not keep:
+            log("  no step stayed under --max-other-load: the figures below use every step")
+            keep = list(range(groups))
+    kept = {name: [samples[i] for i in keep] for name, samples in times.items()}
+    known_load = [load[i] for i in keep if load[i] is not None]
+    other_load = statistics.fmean(known_load) if known_load else None
 
     tokens = b * (m + n)  # padded positions are computed too, by both
     figures = {}
-    for name, samples in times.items():
+    for name, samples in kept.items():
         median = statistics.median(samples)
         figures[name] = {
             "median_ms": 1e3 * median,
@@ -441,17 +515,18 @@ def main(argv=None) -> int:
             "samples": len(samples),
         }
     ratio = figures["torch.nn"]["median_ms"] / figures["taa"]["median_ms"]
-    pair_ratio = paired_ratio(times["taa"], times["torch.nn"])
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    pair_ratio = paired_ratio(kept["taa"], kept["torch.nn"])
 
     log("")
     log(f"{'':10s} {'median ms/step':>15s} {'min ms':>9s} {'stdev ms':>9s} {'tokens/s':>10s}")
     for name, f in figures.items():
         log(f"{name:10s} {f['median_ms']:15.1f} {f['min_ms']:9.1f} {f['stdev_ms']:9.1f} {f['tokens_per_s']:10.0f}")
     log(
-        f"timed for {elapsed:.0f} s; median of per-step-pair ratios {pair_ratio:.2f}x"
-        + (f"; load average {load_before[0]:.2f} before, {load[0]:.2f} after (other work on the"
-           " machine inflates and scatters the times)" if load and load_before else "")
+        f"{len(keep)} of {groups} step groups counted, timed for {elapsed:.0f} s; "
+        f"median of per-step-pair ratios {pair_ratio:.2f}x"
+        + (f"; other processes kept {other_load:.2f} of {os.cpu_count()} cores busy on average"
+           " (their load inflates and scatters the times: see --max-other-load)"
+           if other_load is not None else "")
     )
     if args.json:
         print(json.dumps({
@@ -473,7 +548,9 @@ def main(argv=None) -> int:
             "tokens_per_step": tokens,
             "speed_ratio": ratio,
             "paired_speed_ratio": pair_ratio,
-            "load_average_before_after": [load_before[0], load[0]] if load and load_before else None,
+            "step_groups": {"counted": len(keep), "timed": groups},
+            "max_other_load": args.max_other_load,
+            "mean_other_load_cores": other_load,
             "goal_met": ratio >= 1.0,
         }))
     else:

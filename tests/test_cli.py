@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from taa.cli import main
+
+from tests.helpers import assert_same_weights, run_and_sigkill
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,12 +79,6 @@ def _train_command(recipe, out, *extra):
 
 def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     """A run killed with SIGKILL and resumed ends where an uninterrupted run ends, bit for bit."""
-    import os
-    import signal
-    import time
-
-    from safetensors.torch import load_file
-
     recipe = ROOT / "recipes" / "copy.yaml"
     settings = ["--set", "train.steps=150", "--set", "train.checkpoint_every=5", "--set", "train.log_every=5",
                 "--set", "data.eval_sequences=8", "--set", "train.threads=1", "--set", "model.dropout=0.1"]
@@ -91,27 +86,11 @@ def test_sigkill_then_resume_gives_the_same_weights(tmp_path):
     subprocess.run(_train_command(recipe, whole, *settings), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(recipe, killed, *settings), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    state = killed / "state" / "trainer.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["trainer"]["step"] >= 10:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists()
-    step_at_kill = json.loads((killed / "state" / "trainer.json").read_text())["trainer"]["step"]
+    step_at_kill = run_and_sigkill(_train_command(recipe, killed, *settings), killed, 10)
     assert 10 <= step_at_kill < 150
-
     subprocess.run(_train_command(recipe, killed, "--resume", str(killed), *settings), check=True,
                    capture_output=True)
-    expected, resumed = load_file(str(whole / "model.safetensors")), load_file(str(killed / "model.safetensors"))
-    assert expected.keys() == resumed.keys()
-    for key in expected:
-        assert torch.equal(expected[key], resumed[key]), key
+    assert_same_weights(whole / "model.safetensors", killed / "model.safetensors")
 
 
 def test_train_tracks_to_mlflow_by_default(tmp_path, monkeypatch):

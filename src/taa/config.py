@@ -241,7 +241,7 @@ class BlockConfig:
     norm: NormKind = "layer"  # LayerNorm or RMSNorm
     norm_eps: float = 1e-5  # epsilon inside the norm
     bias: bool = True  # biases in attention and feed-forward projections
-    attention: AttentionImpl = "fused"  # fused SDPA kernel or the readable reference
+    attention: AttentionImpl = "fused"  # fused kernels (attention, norms) or the readable references
 
     def __post_init__(self) -> None:
         _check_types(self)

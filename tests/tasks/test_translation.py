@@ -3,21 +3,19 @@ resume -> translate -> evaluate, through the exact command-line forms users type
 
 import gzip
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from taa.config import RecipeConfig
 from taa.data import find_data_dir
 from taa.tasks.translation import TranslationBatches, load_translator, translate
 from taa.torch.generate import beam_search, greedy_decode
+
+from tests.helpers import assert_same_weights, run_and_sigkill
 
 pytest.importorskip("sacrebleu")
 DATA = find_data_dir(None) or Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -57,28 +55,10 @@ def test_run_folder_holds_a_complete_checkpoint(trained):
 def test_sigkill_and_resume_end_with_the_same_weights(trained, tmp_path):
     out = tmp_path / "killed"
     settings = [*SETTINGS, "--set", "train.checkpoint_every=2"]
-    process = subprocess.Popen([sys.executable, "-m", "taa.cli", "train", str(TINY), "--out", str(out), *settings],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / "state" / "trainer.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        try:
-            if json.loads(state.read_text())["trainer"]["step"] >= 12:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (out / "model.safetensors").exists()
-
+    run_and_sigkill([sys.executable, "-m", "taa.cli", "train", str(TINY), "--out", str(out), *settings], out, 12)
     result = taa("train", str(TINY), "--resume", str(out), *settings)
     assert result.returncode == 0, result.stderr
-    expected, resumed = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    assert expected.keys() == resumed.keys()
-    for key in expected:
-        assert torch.equal(expected[key], resumed[key]), key
+    assert_same_weights(trained / "model.safetensors", out / "model.safetensors")
     assert json.loads((out / "metrics.json").read_text())["test_bleu"] == pytest.approx(
         json.loads((trained / "metrics.json").read_text())["test_bleu"])
 

@@ -21,11 +21,12 @@ def _randomise(*modules: nn.Module, seed: int = 0) -> None:
                 p.copy_(value)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("eps", [1e-5, 1e-6])
-def test_layer_norm_matches_torch(bias: bool, eps: float) -> None:
+def test_layer_norm_matches_torch(bias: bool, eps: float, fused: bool) -> None:
     torch.manual_seed(0)
-    ours, theirs = LayerNorm(16, eps=eps, bias=bias), nn.LayerNorm(16, eps=eps, bias=bias)
+    ours, theirs = LayerNorm(16, eps=eps, bias=bias, fused=fused), nn.LayerNorm(16, eps=eps, bias=bias)
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     _randomise(ours, theirs)
     x = torch.randn(3, 5, 16) * 3 + 1.5
@@ -50,15 +51,28 @@ def _rms_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("eps", [1e-6, 1e-5, 0.1])
-def test_rms_norm_matches_formula_and_torch(eps: float) -> None:
+def test_rms_norm_matches_formula_and_torch(eps: float, fused: bool) -> None:
     torch.manual_seed(2)
-    ours, theirs = RMSNorm(16, eps=eps), nn.RMSNorm(16, eps=eps)
+    ours, theirs = RMSNorm(16, eps=eps, fused=fused), nn.RMSNorm(16, eps=eps)
     _randomise(ours, theirs)
     x = torch.randn(3, 5, 16) * 2 + 0.5
     out = ours(x)
     torch.testing.assert_close(out, _rms_reference(x, ours.weight, eps), atol=1e-5, rtol=0)
     torch.testing.assert_close(out, theirs(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm", [LayerNorm(24), LayerNorm(24, bias=False), RMSNorm(24)])
+def test_fused_kernel_equals_the_written_out_formula_with_gradients(norm: nn.Module) -> None:
+    _randomise(norm, seed=3)
+    x = (torch.randn(2, 6, 24) * 4 + 1).requires_grad_()
+    fused = norm(x)
+    (grad_fused,) = torch.autograd.grad(fused.square().sum(), x)
+    reference = norm.reference_forward(x)
+    (grad_reference,) = torch.autograd.grad(reference.square().sum(), x)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_fused, grad_reference, atol=1e-4, rtol=1e-5)
 
 
 def test_rms_norm_does_not_centre() -> None:

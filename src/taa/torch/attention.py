@@ -167,7 +167,10 @@ def fused_scaled_dot_product_attention(
         # Let a query with no visible key attend everywhere, then zero its output:
         # the kernel never sees an all -inf row, so no NaN reaches forward or backward.
         empty_rows = ~mask.any(dim=-1, keepdim=True)  # (.., q, 1)
-        mask = mask | empty_rows
+        if query.device.type == "cpu" and not bool(empty_rows.any()):
+            empty_rows = None  # the usual case; on a CPU the check costs no device sync
+        else:
+            mask = mask | empty_rows
     attn_mask = mask
     if bias is not None:
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))

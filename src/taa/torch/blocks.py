@@ -45,7 +45,7 @@ def attention_from_config(config, rotary: Optional[RotaryEmbedding] = None, scal
 
 
 def norm_from_config(config) -> nn.Module:
-    return make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias)
+    return make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias, fused=config.attention == "fused")
 
 
 class Residual(nn.Module):

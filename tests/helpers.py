@@ -1,0 +1,38 @@
+"""Shared by the tests that kill a training run and resume it."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def run_and_sigkill(command: list[str], run_folder: Path, after_step: int, timeout: float = 120.0) -> int:
+    """Start a training command, SIGKILL it once its saved state reaches ``after_step``; the step it saved."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run_folder / "state" / "trainer.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if json.loads(state.read_text())["trainer"]["step"] >= after_step:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):  # not written yet, or mid-swap
+            pass
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_folder / "model.safetensors").exists(), "a killed run must not have final weights"
+    return json.loads((run_folder / "state" / "trainer.json").read_text())["trainer"]["step"]
+
+
+def assert_same_weights(expected_file: Path, actual_file: Path) -> None:
+    """Two safetensors files hold the same tensors, bit for bit."""
+    expected, actual = load_file(str(expected_file)), load_file(str(actual_file))
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
