@@ -27,6 +27,7 @@ from taa.torch.generate import beam_search, greedy_decode
 from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, Trainer, save_checkpoint, seed_everything, seq2seq_loss
 from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
+from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.tracking import Tracker, flatten_params
 
@@ -140,7 +141,7 @@ def validation_loss(model: Transformer, encoded: list[tuple[list[int], list[int]
     model.eval()
     batcher = TokenBatcher.from_pairs(encoded, max_tokens, shuffle=False)
     total, count = 0.0, 0
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+    with autocast(dtype, next(model.parameters()).device):
         for indices in batcher.epoch_batches(0):
             batch = to_batch([encoded[i] for i in indices], pad_id)
             logits = model(batch.source, batch.target_input)
