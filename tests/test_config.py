@@ -16,7 +16,7 @@ def test_divisibility_error_names_both_fields():
     [
         ({"dropout": 1.5}, r"dropout=1.5 must be in \[0, 1\)"),
         ({"d_model": "wide"}, r"d_model='wide' should be an integer"),
-        ({"activation": "tanh"}, r"activation='tanh' is not one of 'relu', 'gelu', 'swiglu'"),
+        ({"activation": "tanh"}, r"activation='tanh' is not one of 'relu', 'gelu', 'gelu_tanh', 'swiglu', 'geglu'"),
         ({"n_heads": 8, "n_kv_heads": 3}, r"n_heads=8 is not divisible by n_kv_heads=3"),
         ({"share_embeddings": True, "source_vocab_size": 10, "target_vocab_size": 12}, r"source_vocab_size=10"),
         ({"pad_id": 99, "source_vocab_size": 50, "target_vocab_size": 50}, r"pad_id=99 is outside"),

@@ -220,7 +220,7 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 # Model configurations
 # --------------------------------------------------------------------------------------
 
-Activation = Literal["relu", "gelu", "swiglu"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "swiglu", "geglu"]
 NormKind = Literal["layer", "rms"]
 PositionalKind = Literal["sinusoidal", "learned", "rotary", "relative", "none"]
 AttentionImpl = Literal["fused", "readable"]

@@ -52,6 +52,24 @@ def test_swiglu(bias: bool) -> None:
     assert ffn.gate.weight.shape == (32, 8)
 
 
+def test_gelu_tanh_is_the_written_out_approximation() -> None:
+    torch.manual_seed(5)
+    ffn = PositionwiseFeedForward(8, 32, "gelu_tanh").eval()
+    x = torch.randn(2, 5, 8)
+    a = _linear(x, ffn.w1)
+    gelu = 0.5 * a * (1 + torch.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a**3)))
+    torch.testing.assert_close(ffn(x), _linear(gelu, ffn.w2), atol=1e-5, rtol=0)
+
+
+def test_geglu_gates_with_the_tanh_gelu() -> None:
+    torch.manual_seed(6)
+    ffn = PositionwiseFeedForward(8, 32, "geglu", bias=False).eval()
+    x = torch.randn(2, 5, 8)
+    a = _linear(x, ffn.w1)
+    gelu = 0.5 * a * (1 + torch.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a**3)))
+    torch.testing.assert_close(ffn(x), _linear(gelu * _linear(x, ffn.gate), ffn.w2), atol=1e-5, rtol=0)
+
+
 def test_each_position_is_transformed_separately() -> None:
     torch.manual_seed(3)
     ffn = PositionwiseFeedForward(8, 16, "gelu").eval()
@@ -71,7 +89,7 @@ def test_dropout_only_in_training() -> None:
     assert not torch.allclose(ffn(x), ffn.eval()(x))
 
 
-@pytest.mark.parametrize("activation", ["tanh", "ReLU", "", "geglu"])
+@pytest.mark.parametrize("activation", ["tanh", "ReLU", "", "reglu"])
 def test_bad_activation_raises(activation: str) -> None:
     with pytest.raises(ValueError, match="activation"):
         PositionwiseFeedForward(8, 16, activation)

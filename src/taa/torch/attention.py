@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from taa.torch.dropout import dropout
 from taa.torch.positional import RotaryEmbedding
 
 # --------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def scaled_dot_product_attention(
     if mask is not None:
         weights = weights.masked_fill(~mask, 0.0)  # masked keys: exactly zero weight
     if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
+        weights = dropout(weights, dropout_p)
     output = torch.matmul(weights, value)  # (b, h, q, e)
     return (output, weights) if return_weights else output
 

@@ -26,6 +26,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from taa.torch.attention import KVCache, MultiHeadAttention
+from taa.torch.dropout import Dropout
 from taa.torch.feedforward import PositionwiseFeedForward
 from taa.torch.norm import make_norm
 from taa.torch.positional import RelativePositionBias, RotaryEmbedding
@@ -55,7 +56,7 @@ class Residual(nn.Module):
         super().__init__()
         self.norm_first = config.norm_first
         self.norm = norm_from_config(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         if self.norm_first:

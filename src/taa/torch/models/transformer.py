@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from taa.config import TransformerConfig
 from taa.torch.attention import key_padding_to_attention_mask
 from taa.torch.blocks import Decoder, DecoderCache, Encoder
+from taa.torch.dropout import Dropout
 from taa.torch.positional import (
     LearnedPositionalEmbedding,
     RelativePositionBias,
@@ -56,7 +57,7 @@ class Transformer(nn.Module):
             decoder_bias = RelativePositionBias(
                 config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=False
             )
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout)
         final_norm = config.use_final_norm
         self.encoder = Encoder(config, config.n_encoder_layers, final_norm, rotary, encoder_bias)
         self.decoder = Decoder(config, config.n_decoder_layers, final_norm, rotary, decoder_bias)
