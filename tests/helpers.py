@@ -36,3 +36,34 @@ def assert_same_weights(expected_file: Path, actual_file: Path) -> None:
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
+
+
+class StepRecorder:
+    """A tracker that remembers the steps the trainer logged ``train_loss`` at."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def log_params(self, params) -> None:
+        pass
+
+    def log_metrics(self, metrics, step: int) -> None:
+        if "train_loss" in metrics:
+            self.steps.append(step)
+
+    def log_artifact(self, path, folder=None) -> None:
+        pass
+
+
+def assert_resume_continues(run, recipe, folder: Path, whole: Path, half_steps: int) -> None:
+    """Train ``recipe`` for ``half_steps`` into ``folder``, resume it to ``recipe.train.steps``,
+    and check the resumed part trained only the remaining steps and ended with the weights of
+    the uninterrupted run in ``whole`` (which used ``log_every: 1``)."""
+    import dataclasses
+
+    first = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=half_steps))
+    run(first, out=folder, progress=False)
+    recorder = StepRecorder()
+    run(recipe, out=folder, progress=False, resume=folder, tracker=recorder)
+    assert recorder.steps == list(range(half_steps + 1, recipe.train.steps + 1)), recorder.steps
+    assert_same_weights(whole / "model.safetensors", folder / "model.safetensors")

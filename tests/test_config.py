@@ -92,3 +92,31 @@ def test_train_config_validation():
         TrainConfig(schedule="noam", warmup_steps=0)
     with pytest.raises(ConfigError, match="steps=0 must be positive"):
         TrainConfig(steps=0)
+
+
+# ---------------------------------------------------------------- task configs of issue 4
+
+
+@pytest.mark.parametrize("task, data, message", [
+    ("language_model", {"tokenizer": "bpe", "vocab_size": 200}, "data: vocab_size=200 must exceed 260"),
+    ("language_model", {"train_fraction": 1.0}, "data: train_fraction=1.0 must be in (0, 1)"),
+    ("language_model", {"tokenizer": "words"}, "data.tokenizer='words' is not one of 'char', 'bpe'"),
+    ("masked_lm", {"mask_token_fraction": 0.95}, "mask_token_fraction=0.95 + random_token_fraction=0.1 must be <= 1"),
+    ("masked_lm", {"max_length": 2}, "data: max_length=2 must be >= 3"),
+    ("classification", {"pretrained": ""}, "data: pretrained and tokenizer are both empty"),
+    ("text_to_text", {"beam": 0}, "data: beam=0 must be positive"),
+])
+def test_task_configs_name_the_bad_field(task, data, message):
+    with pytest.raises(ConfigError) as error:
+        RecipeConfig.from_dict({"task": task, "data": data})
+    assert message in str(error.value)
+
+
+def test_a_saved_recipe_names_its_model_type_and_reads_back():
+    import yaml
+
+    recipe = RecipeConfig.from_dict({"task": "language_model", "model": {"preset": "gpt-tiny", "n_layers": 3}})
+    text = cfg.dumps(recipe)  # what checkpoints write as recipe.yaml
+    assert "type: gpt" in text
+    again = RecipeConfig.from_dict(yaml.safe_load(text))
+    assert again == recipe and again.model.n_layers == 3

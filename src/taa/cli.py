@@ -80,10 +80,9 @@ def train(recipe: str | Path | None, overrides: tuple[str, ...], out: Path | Non
             find_state_folder(resume)
         out = out if out is not None else (resume or Path("runs") / (config.name or recipe.stem))
         tracker = _make_tracker(tracking, config.name or recipe.stem)
-        if config.task == "copy":
-            from taa.tasks.copy import run
-        else:
-            from taa.tasks.translation import run
+        from taa.tasks import task_runner
+
+        run = task_runner(config.task)  # the task's module, imported on demand
         with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
             outcome = run(config, out=out, progress=progress, resume=resume, tracker=tracker)
     except (cfg.ConfigError, DataError) as error:

@@ -153,6 +153,8 @@ def _require(condition: bool, message: str) -> None:
 def dumps(config: Any, format: Literal["yaml", "json"] = "yaml") -> str:
     """A config as YAML or JSON text."""
     data = to_dict(config)
+    if isinstance(config, RecipeConfig):  # the model section names its type (gpt, bert, t5) so it reads back
+        data["model"] = model_config_to_dict(config.model)
     return yaml.safe_dump(data, sort_keys=False) if format == "yaml" else json.dumps(data, indent=2) + "\n"
 
 
@@ -250,10 +252,7 @@ class BlockConfig:
     def validate_block(self) -> None:
         for name in ("d_model", "n_heads", "d_ff"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
-        _require(
-            self.d_model % self.n_heads == 0,
-            f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}",
-        )
+        self.validate_head_width()
         if self.n_kv_heads is not None:
             _require(self.n_kv_heads > 0, f"n_kv_heads={self.n_kv_heads} must be positive")
             _require(
@@ -264,6 +263,13 @@ class BlockConfig:
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"{name}={value} must be in [0, 1)")
         _require(self.norm_eps > 0, f"norm_eps={self.norm_eps} must be positive")
+
+    def validate_head_width(self) -> None:
+        """Each head is d_model / n_heads wide (T5Config overrides this: its heads are d_kv wide)."""
+        _require(
+            self.d_model % self.n_heads == 0,
+            f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}",
+        )
 
     @property
     def head_dim(self) -> int:
@@ -315,6 +321,176 @@ class TransformerConfig(BlockConfig):
         return self.norm_first if self.final_norm is None else self.final_norm
 
 
+# --------------------------------------------------------------------------------------
+# GPT and BERT (issue 4): a decoder-only language model and a bidirectional encoder
+# --------------------------------------------------------------------------------------
+
+
+def _check_token_ids(config: Any, names: tuple[str, ...]) -> None:
+    """Special-token ids that are set must lie inside the vocabulary."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None:
+            _require(
+                0 <= value < config.vocab_size,
+                f"{name}={value} is outside the vocabulary of {config.vocab_size}",
+            )
+
+
+@dataclass
+class GPTConfig(BlockConfig):
+    """GPT-2's layout (Radford et al. 2019, §2.3): token + learned position embeddings,
+    pre-norm layers of causal self-attention and a tanh-GELU feed-forward, a final norm,
+    and an output head tied to the token embedding. Defaults are GPT-2 small."""
+
+    d_model: int = 768  # GPT-2: n_embd
+    n_heads: int = 12  # GPT-2: n_head
+    d_ff: int = 3072  # GPT-2: n_inner = 4 * n_embd
+    dropout: float = 0.1  # GPT-2: resid_pdrop and embd_pdrop
+    attention_dropout: float = 0.1  # GPT-2: attn_pdrop
+    activation: Activation = "gelu_tanh"  # GPT-2: "gelu_new"
+    norm_first: bool = True  # GPT-2 moved the norm to each sub-block's input (§2.3)
+    norm_eps: float = 1e-5  # GPT-2: layer_norm_epsilon
+    vocab_size: int = 50257
+    n_layers: int = 12  # GPT-2: n_layer
+    max_length: int = 1024  # the context: positions the model has embeddings for (GPT-2: n_positions)
+    tie_output: bool = True  # the output head reuses the token embedding matrix
+    feed_forward_dropout: float = 0.0  # dropout inside the feed-forward; GPT-2 has none there
+    init_std: float = 0.02  # N(0, init_std) initialisation (GPT-2: initializer_range)
+    bos_id: Optional[int] = None  # GPT-2: 50256 (<|endoftext|>)
+    eos_id: Optional[int] = None  # generation stops here; GPT-2: 50256
+    pad_id: Optional[int] = None  # GPT-2 has none; batches pass an attention mask instead
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("vocab_size", "max_length", "init_std"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.n_layers >= 0, f"n_layers={self.n_layers} must be >= 0")
+        _require(
+            0.0 <= self.feed_forward_dropout < 1.0,
+            f"feed_forward_dropout={self.feed_forward_dropout} must be in [0, 1)",
+        )
+        _check_token_ids(self, ("bos_id", "eos_id", "pad_id"))
+
+
+@dataclass
+class BertConfig(BlockConfig):
+    """BERT (Devlin et al. 2019, §3): word + position + segment embeddings, a post-norm
+    encoder with exact GELU, a tanh pooler over the first token, and heads for masked
+    language modelling and sequence classification. Defaults are BERT-base."""
+
+    d_model: int = 768  # BERT: hidden_size
+    n_heads: int = 12  # BERT: num_attention_heads
+    d_ff: int = 3072  # BERT: intermediate_size
+    dropout: float = 0.1  # BERT: hidden_dropout_prob
+    attention_dropout: float = 0.1  # BERT: attention_probs_dropout_prob
+    activation: Activation = "gelu"  # exact GELU (BERT: hidden_act "gelu")
+    norm_first: bool = False  # post-norm, as in the original Transformer
+    norm_eps: float = 1e-12  # BERT: layer_norm_eps
+    vocab_size: int = 30522
+    n_layers: int = 12  # BERT: num_hidden_layers
+    max_length: int = 512  # BERT: max_position_embeddings
+    type_vocab_size: int = 2  # segment (token type) embeddings: sentence A and B
+    pad_id: int = 0  # BERT: pad_token_id ([PAD])
+    num_labels: int = 2  # outputs of the sequence-classification head
+    classifier_dropout: Optional[float] = None  # dropout before the classifier; None = dropout
+    feed_forward_dropout: float = 0.0  # dropout inside the feed-forward; BERT has none there
+    init_std: float = 0.02  # N(0, init_std) initialisation (BERT: initializer_range)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("vocab_size", "max_length", "type_vocab_size", "num_labels", "init_std"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.n_layers >= 0, f"n_layers={self.n_layers} must be >= 0")
+        for name in ("feed_forward_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(0.0 <= value < 1.0, f"{name}={value} must be in [0, 1)")
+        _require(
+            self.activation in ("relu", "gelu", "gelu_tanh"),
+            f"activation={self.activation!r}: BERT's masked-LM head needs an ungated one (relu, gelu, gelu_tanh)",
+        )
+        _check_token_ids(self, ("pad_id",))
+
+
+# --------------------------------------------------------------------------------------
+# T5 (issue 4): an encoder-decoder with relative position bias, RMS norm and no biases
+# --------------------------------------------------------------------------------------
+
+T5_FEED_FORWARDS = ("relu", "geglu", "swiglu", "gelu", "gelu_tanh")
+
+
+@dataclass
+class T5Config(BlockConfig):
+    """T5 (Raffel et al. 2020, §2.1 "Model"): a pre-norm encoder-decoder with a scale-only
+    layer norm, no biases, no absolute positions but a learned bucketed bias per head added
+    to the attention logits (shared by all layers of a stack), and no 1/sqrt(d_k) scaling.
+    Defaults are t5-small (v1.0).
+
+    v1.0 has a ReLU feed-forward and an output layer tied to the token embedding, whose
+    input is scaled by d_model**-0.5; v1.1 a gated-GELU one (``geglu``) and its own
+    output layer. Each of the ``n_heads`` heads is ``d_kv`` wide, and ``n_heads * d_kv``
+    need not equal ``d_model`` (t5-v1_1-small: 6 heads of 64 in 512).
+    """
+
+    d_model: int = 512  # HF: d_model
+    n_heads: int = 8  # HF: num_heads
+    d_kv: int = 64  # width of each head (HF: d_kv)
+    d_ff: int = 2048  # HF: d_ff
+    dropout: float = 0.1  # HF: dropout_rate, on embeddings, residuals, the FFN hidden layer, stack outputs
+    attention_dropout: float = 0.1  # T5 drops attention weights at dropout_rate too
+    activation: Activation = "relu"  # v1.0 "relu"; v1.1 "geglu" (HF feed_forward_proj "gated-gelu")
+    norm_first: bool = True  # T5 is pre-norm
+    norm: NormKind = "rms"  # T5's layer norm: scale only, no mean, no bias
+    norm_eps: float = 1e-6  # HF: layer_norm_epsilon
+    bias: bool = False  # T5 has no biases
+    vocab_size: int = 32128  # HF: vocab_size (32000 SentencePiece pieces, padded)
+    n_encoder_layers: int = 6  # HF: num_layers
+    n_decoder_layers: int = 6  # HF: num_decoder_layers
+    relative_buckets: int = 32  # HF: relative_attention_num_buckets
+    relative_max_distance: int = 128  # HF: relative_attention_max_distance
+    tie_word_embeddings: bool = True  # output layer = token embedding (v1.0); False: its own (v1.1)
+    scale_decoder_outputs: Optional[bool] = None  # decoder output * d_model**-0.5 before the head; None: tied
+    max_length: int = 512  # longest output decoding allows by default (T5 has no position table)
+    pad_id: int = 0  # HF: pad_token_id
+    eos_id: int = 1  # HF: eos_token_id
+    decoder_start_id: int = 0  # the decoder's first input; T5 uses the pad id (HF: decoder_start_token_id)
+
+    def validate_head_width(self) -> None:
+        _require(self.d_kv > 0, f"d_kv={self.d_kv} must be positive")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("vocab_size", "max_length", "n_encoder_layers", "n_decoder_layers"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.norm_first, "norm_first=false: T5 is pre-norm (norm_first must be true)")
+        _require(
+            self.activation in T5_FEED_FORWARDS,
+            f"activation={self.activation!r} is not one of {', '.join(map(repr, T5_FEED_FORWARDS))}",
+        )
+        _require(self.relative_buckets >= 4, f"relative_buckets={self.relative_buckets} must be >= 4")
+        _require(
+            self.relative_max_distance > self.relative_buckets // 2,
+            f"relative_max_distance={self.relative_max_distance} must exceed relative_buckets/2="
+            f"{self.relative_buckets // 2} (the exact buckets)",
+        )
+        _check_token_ids(self, ("pad_id", "eos_id", "decoder_start_id"))
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_kv
+
+    @property
+    def bos_id(self) -> int:
+        """The decoder's start token, under the name the decoding functions read."""
+        return self.decoder_start_id
+
+    @property
+    def scale_output(self) -> bool:
+        """Whether the decoder output is multiplied by d_model**-0.5 before the output layer."""
+        return self.tie_word_embeddings if self.scale_decoder_outputs is None else self.scale_decoder_outputs
+
+
 # Named presets are data: a dict of fields for a config class.
 PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
     # Paper Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1, shared 37000 BPE vocabulary.
@@ -343,6 +519,81 @@ PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
     )),
 }
 
+# GPT and BERT presets (issue 4). gpt2-small and bert-base have as many parameters as
+# transformers' GPT2LMHeadModel (tied head) and BertModel (with pooler) at the same
+# config: 124,439,808 and 109,482,240 (tests/torch/models/test_gpt.py, test_bert.py).
+PRESETS.update({
+    # GPT-2 small: 12 layers, 768 wide, 12 heads, context 1024, 50257 byte-level BPE tokens.
+    "gpt2-small": (GPTConfig, dict(
+        d_model=768, n_heads=12, d_ff=3072, n_layers=12, max_length=1024, vocab_size=50257,
+        dropout=0.1, attention_dropout=0.1, bos_id=50256, eos_id=50256,
+    )),
+    # nanoGPT's shakespeare_char: 6 layers, 6 heads, 384 wide, context 256, 65 characters.
+    "gpt-shakespeare-char": (GPTConfig, dict(
+        d_model=384, n_heads=6, d_ff=1536, n_layers=6, max_length=256, vocab_size=65,
+        dropout=0.2, attention_dropout=0.2,
+    )),
+    "gpt-tiny": (GPTConfig, dict(
+        d_model=32, n_heads=4, d_ff=128, n_layers=2, max_length=64, vocab_size=64,
+        dropout=0.0, attention_dropout=0.0,
+    )),
+    # BERT-base: 12 layers, 768 wide, 12 heads, 512 positions, 30522 WordPiece tokens.
+    "bert-base": (BertConfig, dict(
+        d_model=768, n_heads=12, d_ff=3072, n_layers=12, max_length=512, vocab_size=30522,
+        dropout=0.1, attention_dropout=0.1,
+    )),
+    # all-MiniLM-L6-v2's shape: 6 layers, 384 wide, 12 heads of 32, BERT's uncased vocabulary.
+    "bert-minilm-l6": (BertConfig, dict(
+        d_model=384, n_heads=12, d_ff=1536, n_layers=6, max_length=512, vocab_size=30522,
+        dropout=0.1, attention_dropout=0.1,
+    )),
+    "bert-tiny": (BertConfig, dict(
+        d_model=32, n_heads=4, d_ff=64, n_layers=2, max_length=64, vocab_size=100,
+        dropout=0.0, attention_dropout=0.0,
+    )),
+})
+
+# T5 presets (issue 4). t5-small has as many parameters as transformers'
+# T5ForConditionalGeneration at the same config: 60,506,624 (tests/torch/models/test_t5.py).
+PRESETS.update({
+    # t5-small (v1.0): 6+6 layers, 512 wide, 8 heads of 64, ReLU FFN of 2048, tied output layer.
+    "t5-small": (T5Config, dict(
+        d_model=512, n_heads=8, d_kv=64, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6,
+        vocab_size=32128, activation="relu", tie_word_embeddings=True, dropout=0.1, attention_dropout=0.1,
+    )),
+    # t5-v1_1-small: 8+8 layers, 512 wide, 6 heads of 64 (384 != 512), gated-GELU FFN of 1024, own output layer.
+    "t5-v1_1-small": (T5Config, dict(
+        d_model=512, n_heads=6, d_kv=64, d_ff=1024, n_encoder_layers=8, n_decoder_layers=8,
+        vocab_size=32128, activation="geglu", tie_word_embeddings=False, dropout=0.1, attention_dropout=0.1,
+    )),
+    "t5-tiny": (T5Config, dict(
+        d_model=32, n_heads=4, d_kv=8, d_ff=64, n_encoder_layers=2, n_decoder_layers=2,
+        vocab_size=100, relative_buckets=8, relative_max_distance=16, max_length=64,
+        dropout=0.0, attention_dropout=0.0,
+    )),
+    "t5-v1_1-tiny": (T5Config, dict(
+        d_model=32, n_heads=3, d_kv=8, d_ff=48, n_encoder_layers=2, n_decoder_layers=3,
+        vocab_size=100, relative_buckets=8, relative_max_distance=16, max_length=64,
+        activation="geglu", tie_word_embeddings=False, dropout=0.0, attention_dropout=0.0,
+    )),
+})
+
+# The config class of a model section's ``type: NAME`` (sections without a preset).
+MODEL_TYPES: dict[str, type] = {"transformer": TransformerConfig, "gpt": GPTConfig, "bert": BertConfig, "t5": T5Config}
+
+
+def model_type(config: Any) -> str:
+    """The ``type`` name of a model config (``gpt`` for a :class:`GPTConfig`)."""
+    for name, cls in MODEL_TYPES.items():
+        if type(config) is cls:
+            return name
+    raise ConfigError(f"{type(config).__name__} is not a model config (known: {', '.join(MODEL_TYPES)})")
+
+
+def model_config_to_dict(config: Any) -> dict[str, Any]:
+    """A model config as a section ``model_config_from_dict`` reads back: its ``type`` and every field."""
+    return {"type": model_type(config), **to_dict(config)}
+
 
 def preset(name: str, **overrides: Any) -> Any:
     """The config of a named preset, with fields replaced by ``overrides``."""
@@ -353,14 +604,23 @@ def preset(name: str, **overrides: Any) -> Any:
 
 
 def model_config_from_dict(data: dict[str, Any], prefix: str = "model") -> Any:
-    """A model section: ``preset: NAME`` plus field overrides, or every field spelled out."""
+    """A model section: ``preset: NAME`` plus field overrides, or every field spelled out.
+
+    ``type: gpt|bert|...`` (a key of ``MODEL_TYPES``) picks the config class of a
+    section without a preset (default ``transformer``); beside a preset it must agree.
+    """
     data = dict(data)
     name = data.pop("preset", None)
+    kind = data.pop("type", None)
+    if kind is not None and kind not in MODEL_TYPES:
+        raise ConfigError(f"{_qualify(prefix, 'type')}={kind!r} is not one of {', '.join(map(repr, MODEL_TYPES))}")
     if name is None:
-        return from_dict(TransformerConfig, data, prefix=prefix)
+        return from_dict(MODEL_TYPES[kind or "transformer"], data, prefix=prefix)
     if name not in PRESETS:
         raise ConfigError(f"{prefix}.preset={name!r} is unknown (known: {', '.join(sorted(PRESETS))})")
     cls, fields = PRESETS[name]
+    if kind is not None and MODEL_TYPES[kind] is not cls:
+        raise ConfigError(f"{_qualify(prefix, 'type')}={kind!r} does not match preset {name!r} ({cls.__name__})")
     return from_dict(cls, {**fields, **data}, prefix=prefix)
 
 
@@ -475,7 +735,137 @@ class TranslationTaskConfig:
         _require(self.length_penalty >= 0, f"length_penalty={self.length_penalty} must be >= 0")
 
 
+# --------------------------------------------------------------------------------------
+# Tasks of issue 4: language modelling, masked LM, sentence classification, text-to-text
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LanguageModelTaskConfig:
+    """Next-token prediction on running text (nanoGPT's Tiny Shakespeare by default).
+
+    The text is ``file``, else ``dir``/tinyshakespeare/input.txt, else the same under
+    ``$TAA_DATA``. The first ``train_fraction`` of its characters train, the rest
+    validate. Batches are ``train.batch_size`` random windows of ``block_size`` tokens.
+    """
+
+    file: str = ""  # any UTF-8 text file; "" = Tiny Shakespeare from dir or $TAA_DATA
+    dir: str = ""  # a data folder holding tinyshakespeare/input.txt; "" = $TAA_DATA
+    train_fraction: float = 0.9  # nanoGPT: the first 90% of the characters train
+    tokenizer: Literal["char", "bpe"] = "char"  # one id per character, or byte-level BPE
+    vocab_size: int = 1024  # byte-level BPE vocabulary (tokenizer: bpe): 260 bytes and specials, then merges
+    min_frequency: int = 2  # a BPE merge must occur this often
+    block_size: int = 0  # context: tokens the model reads per window (nanoGPT: block_size); 0 = model.max_length
+    eval_batches: int = 20  # validation loss: the mean over this fixed set of batches
+    sample_tokens: int = 300  # length of the text sample generated at the end; 0 = none
+    sample_prompt: str = "\n"  # what the sample continues (nanoGPT's sample.py starts at "\n")
+    temperature: float = 0.8  # sampling temperature of the sample
+    top_k: int = 200  # sample only among the k most likely tokens; 0 = all
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction} must be in (0, 1)")
+        _require(
+            self.tokenizer != "bpe" or self.vocab_size > 260,
+            f"vocab_size={self.vocab_size} must exceed 260 (256 bytes and 4 special tokens)",
+        )
+        for name in ("eval_batches", "min_frequency"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        for name in ("block_size", "sample_tokens", "top_k"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        _require(self.temperature > 0, f"temperature={self.temperature} must be positive")
+
+
+@dataclass
+class MaskedLMTaskConfig:
+    """BERT's masked language model (Devlin et al. 2019, §3.1, "Task #1") from scratch.
+
+    Text and split as :class:`LanguageModelTaskConfig`; a byte-level BPE vocabulary
+    with ``<mask>`` is learned on the training part. Each sequence is ``<s>``, a
+    random window of running text, ``</s>``: ``max_length`` tokens in all.
+    """
+
+    file: str = ""  # any UTF-8 text file; "" = Tiny Shakespeare from dir or $TAA_DATA
+    dir: str = ""  # a data folder holding tinyshakespeare/input.txt; "" = $TAA_DATA
+    train_fraction: float = 0.9  # the first part of the characters trains, the rest validates
+    vocab_size: int = 2000  # BPE vocabulary, special tokens included
+    min_frequency: int = 2  # a BPE merge must occur this often
+    max_length: int = 128  # tokens per sequence, <s> and </s> included
+    mask_probability: float = 0.15  # BERT: 15% of the tokens are chosen for prediction
+    mask_token_fraction: float = 0.8  # of the chosen: replaced by <mask> (BERT: 80%)
+    random_token_fraction: float = 0.1  # of the chosen: replaced by a random token (BERT: 10%)
+    eval_batches: int = 10  # validation: this fixed set of batches, masked the same way every time
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction} must be in (0, 1)")
+        _require(
+            self.vocab_size > 261, f"vocab_size={self.vocab_size} must exceed 261 (256 bytes and 5 special tokens)"
+        )
+        _require(self.max_length >= 3, f"max_length={self.max_length} must be >= 3 (<s>, a token, </s>)")
+        for name in ("eval_batches", "min_frequency"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(0.0 < self.mask_probability < 1.0, f"mask_probability={self.mask_probability} must be in (0, 1)")
+        for name in ("mask_token_fraction", "random_token_fraction"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{name}={value} must be in [0, 1]")
+        _require(
+            self.mask_token_fraction + self.random_token_fraction <= 1.0,
+            f"mask_token_fraction={self.mask_token_fraction} + random_token_fraction="
+            f"{self.random_token_fraction} must be <= 1",
+        )
+
+
+@dataclass
+class ClassificationTaskConfig:
+    """Sentence classification (GLUE SST-2 by default): fine-tune BERT (Devlin et al. 2019, §4.1).
+
+    Rows come from ``train_file``/``valid_file`` (``sentence<TAB>label`` TSVs), else
+    ``sst2/train.tsv`` and ``sst2/dev.tsv`` under ``dir`` or ``$TAA_DATA``. The model
+    starts from ``pretrained`` (a Hugging Face BERT folder, or the name of an installed
+    package with one in its ``model/`` folder) with a new classifier head, or from
+    scratch as the model section says when ``pretrained`` is empty.
+    """
+
+    dir: str = ""  # a data folder holding sst2/; "" = $TAA_DATA
+    train_file: str = ""  # a sentence<TAB>label TSV instead of sst2/train.tsv
+    valid_file: str = ""  # a sentence<TAB>label TSV instead of sst2/dev.tsv
+    max_train_examples: int = 0  # use only the first N training rows; 0 = all
+    max_valid_examples: int = 0  # use only the first N validation rows; 0 = all
+    pretrained: str = ""  # Hugging Face BERT folder or package name; "" = from scratch
+    tokenizer: str = ""  # a tokenizer.json (or a folder holding one); "" = the pretrained folder's
+    max_length: int = 128  # longer sentences are truncated (tokens, [CLS] and [SEP] included)
+    pool: int = 50  # sortish batching: sort pools of pool * batch_size sentences by length
+    eval_batch_size: int = 128  # sentences per validation batch
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(bool(self.pretrained or self.tokenizer), "pretrained and tokenizer are both empty: set one")
+        for name in ("max_train_examples", "max_valid_examples"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        _require(self.max_length >= 3, f"max_length={self.max_length} must be >= 3 ([CLS], a token, [SEP])")
+        for name in ("pool", "eval_batch_size"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+
+
+@dataclass
+class TextToTextTaskConfig(TranslationTaskConfig):
+    """T5's text-to-text framing (Raffel et al. 2020, §2.4): the task is named in the input.
+
+    Every field of :class:`TranslationTaskConfig` (data, BPE, batching, BLEU, beam),
+    plus the ``prefix`` put in front of every source sentence.
+    """
+
+    prefix: str = "translate German to English: "  # T5's task prefix (§2.4)
+
+
 TASKS: dict[str, type] = {"copy": CopyTaskConfig, "translation": TranslationTaskConfig}
+TASKS.update({  # issue 4
+    "language_model": LanguageModelTaskConfig,
+    "masked_lm": MaskedLMTaskConfig,
+    "classification": ClassificationTaskConfig,
+    "text_to_text": TextToTextTaskConfig,
+})
 
 
 @dataclass

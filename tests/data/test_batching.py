@@ -172,3 +172,25 @@ def test_padding_fraction_counts_both_sides():
     # source padded 2*4=8 with 6 real; target 2*4=8 with 8 real: 2 of 16 are padding
     assert padding_fraction(lengths, [[0, 1]]) == pytest.approx(2 / 16)
     assert padding_fraction(lengths, [[0], [1]]) == 0.0
+
+
+# ---------------------------------------------------------------- fixed-size "sortish" batches
+
+
+def test_sortish_batches_hold_every_example_once_and_similar_lengths():
+    from taa.data.batching import SortishBatcher
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=1000).tolist()
+    batcher = SortishBatcher(lengths, batch_size=32, seed=1, pool=10)
+    batches = batcher.epoch_batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert sum(len(b) != 32 for b in batches) <= 4  # one short batch per pool at most
+    sortish = padding_fraction(lengths, batches)
+    random_order = rng.permutation(1000)
+    shuffled = padding_fraction(lengths, [random_order[i:i + 32].tolist() for i in range(0, 1000, 32)])
+    assert sortish < 0.15 < 0.4 < shuffled  # sorting within pools removes most of the padding
+    assert batcher.epoch_batches(1) != batches  # a new grouping every epoch
+    assert SortishBatcher(lengths, 32, seed=1, pool=10).epoch_batches(0) == batches  # a function of (seed, epoch)
+    evaluation = SortishBatcher(lengths, 100, shuffle=False).epoch_batches(0)
+    assert [lengths[i] for b in evaluation for i in b] == sorted(lengths)

@@ -130,3 +130,65 @@ def test_every_multi30k_val_sentence_round_trips(multi30k_joint, data_dir):
     german = sum(len(s) - 1 for s, _ in encoded) / len(encoded)
     english = sum(len(t) - 2 for _, t in encoded) / len(encoded)
     assert 13 < german < 16 and 12.5 < english < 15
+
+
+# ---------------------------------------------------------------- running text (language models)
+
+SHAKESPEARE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 5
+
+
+def test_char_tokenizer_is_the_sorted_set_of_characters(tmp_path):
+    from taa.data.tokenizer import CharTokenizer, load_tokenizer
+
+    tokenizer = CharTokenizer.train(SHAKESPEARE)
+    assert tokenizer.characters == sorted(set(SHAKESPEARE)) and tokenizer.characters[0] == "\n"
+    ids = tokenizer.encode("Speak, all.")
+    assert ids == [tokenizer.characters.index(c) for c in "Speak, all."]
+    assert tokenizer.decode(ids) == "Speak, all."
+    with pytest.raises(DataError, match=r"character 'Z' is not in the vocabulary of"):
+        tokenizer.encode("Zounds")
+    tokenizer.save(tmp_path / "tok")
+    assert [p.name for p in (tmp_path / "tok").iterdir()] == ["char_tokenizer.json"]
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert isinstance(loaded, CharTokenizer) and loaded.characters == tokenizer.characters
+
+
+def test_tiny_shakespeare_has_nanogpts_65_characters():
+    import os
+    from pathlib import Path
+
+    from taa.data.tokenizer import CharTokenizer
+
+    path = Path(os.environ.get("TAA_DATA", "/work/shared/data")) / "tinyshakespeare" / "input.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (set TAA_DATA)")
+    tokenizer = CharTokenizer.train(path.read_text(encoding="utf-8"))
+    assert tokenizer.vocab_size == 65
+    assert "".join(tokenizer.characters[:13]) == "\n !$&',-.3:;?"  # nanoGPT prints the same vocabulary
+
+
+def test_byte_level_bpe_round_trips_running_text_exactly(tmp_path):
+    from taa.data.tokenizer import load_tokenizer, train_bpe
+
+    tokenizer = SubwordTokenizer(train_bpe([SHAKESPEARE], vocab_size=300, byte_level=True))
+    ids = tokenizer.encode(SHAKESPEARE)
+    assert tokenizer.unk_id not in ids and min(ids) > tokenizer.unk_id  # no specials are added
+    assert len(ids) < len(SHAKESPEARE) / 2  # merges learned
+    assert tokenizer.decode(ids) == SHAKESPEARE  # newlines and spaces survive
+    unseen = "Zounds! 🐕 ünïcode\ttabs\n"
+    assert tokenizer.decode(tokenizer.encode(unseen)) == unseen  # bytes: nothing is unknown
+    tokenizer.save(tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert isinstance(loaded, SubwordTokenizer) and loaded.encode(SHAKESPEARE) == ids
+    with pytest.raises(DataError, match="no saved tokenizer"):
+        load_tokenizer(tmp_path)
+
+
+def test_extra_special_tokens_follow_the_fixed_four():
+    from taa.data.tokenizer import train_bpe
+
+    tokenizer = train_bpe([SHAKESPEARE], vocab_size=300, byte_level=True, extra_special_tokens=["<mask>"])
+    assert tokenizer.token_to_id("<mask>") == 4 and tokenizer.token_to_id("</s>") == 2
+    assert 4 not in tokenizer.encode(SHAKESPEARE, add_special_tokens=False).ids
+    with pytest.raises(ValueError, match="exceed the 5 special tokens"):
+        train_bpe([SHAKESPEARE], vocab_size=5, extra_special_tokens=["<mask>"])

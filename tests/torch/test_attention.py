@@ -224,6 +224,19 @@ def test_attend_causal_equals_explicit_mask(implementation: str, queries: int, k
     close(out, expected)
 
 
+def test_bfloat16_training_on_cpu_takes_the_readable_path() -> None:
+    # The fused CPU kernel's bfloat16 backward is slow; training in bfloat16 uses eq. 1's matmuls.
+    torch.manual_seed(11)
+    q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    mask = padding_mask(torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]), pad_id=0)[:, None, None, :]
+    fused, _ = attend(q, k, v, mask, implementation="fused")
+    readable, _ = attend(q, k, v, mask, implementation="readable")
+    assert torch.equal(fused, readable)
+    with torch.no_grad():  # inference keeps the fused kernel, whose numbers differ in the last bits
+        inference, _ = attend(q, k, v, mask, implementation="fused")
+    torch.testing.assert_close(inference.float(), readable.detach().float(), atol=2e-2, rtol=0)
+
+
 def test_attend_rejects_unknown_implementation() -> None:
     with pytest.raises(ValueError, match="implementation"):
         attend(*qkv(), implementation="flash")

@@ -6,6 +6,8 @@
 - ``bpe``: byte-pair encoding written out for reading (Sennrich et al. 2016).
 - ``tokenizer``: the BPE tokenizer real runs use, on the Rust ``tokenizers`` library.
 - ``batching``: token-budget batches of similar lengths, deterministic and resumable.
+- ``text_corpus``: running text for language models (Tiny Shakespeare), nanoGPT's split and windows.
+- ``sst2``: ``sentence<TAB>label`` TSVs (GLUE SST-2) for sentence classification.
 """
 
 from taa.data.batching import TokenBatcher, pad, padding_fraction
@@ -23,7 +25,7 @@ from taa.data.multi30k import (
     multi30k_paths,
 )
 from taa.data.text import DataError, read_lines, read_parallel
-from taa.data.tokenizer import SubwordTokenizer
+from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, load_tokenizer
 
 __all__ = [
     "DATA_ENV",
@@ -31,6 +33,7 @@ __all__ = [
     "SPLITS",
     "SPLIT_SIZES",
     "BytePairEncoding",
+    "CharTokenizer",
     "DataError",
     "SubwordTokenizer",
     "TokenBatcher",
@@ -39,6 +42,7 @@ __all__ = [
     "find_data_dir",
     "learn_bpe",
     "load_multi30k",
+    "load_tokenizer",
     "multi30k_paths",
     "pad",
     "padding_fraction",

@@ -155,3 +155,61 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int, length: Optional[int] =
     for row, sequence in enumerate(sequences):
         out[row, : len(sequence)] = sequence
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Fixed-size batches of similar lengths ("sortish" batching, for fine-tuning)
+# --------------------------------------------------------------------------------------
+
+
+class SortishBatcher:
+    """Batches of ``batch_size`` examples of similar length, in a random order.
+
+    Fine-tuning recipes (BERT, Devlin et al. 2019 §4) count batches in sentences,
+    not tokens. To waste little on padding, each epoch (seeded by ``(seed, epoch)``):
+
+    1. shuffle the examples;
+    2. cut the shuffled list into pools of ``pool * batch_size`` examples and sort
+       each pool by length (so a batch holds neighbours in length, while which
+       sentences meet still changes from epoch to epoch);
+    3. cut each sorted pool into batches and shuffle the order of all batches.
+
+    Every example appears exactly once per epoch. ``shuffle=False`` sorts the whole
+    set by length, the same every epoch (for evaluation). Resumable like
+    :class:`TokenBatcher`: batches are a function of ``(seed, epoch)``.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool: int = 50,
+                 shuffle: bool = True) -> None:
+        if batch_size < 1 or pool < 1:
+            raise ValueError(f"batch_size and pool must be >= 1, got {batch_size} and {pool}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or len(self.lengths) == 0:
+            raise ValueError("lengths must be a non-empty list of lengths")
+        self.batch_size, self.seed, self.pool, self.shuffle = batch_size, seed, pool, shuffle
+        self._cache: dict[int, list[list[int]]] = {}
+
+    def __len__(self) -> int:
+        """Number of examples."""
+        return len(self.lengths)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All batches of ``epoch`` (cached, one epoch at a time), each a list of example indices."""
+        if epoch not in self._cache:
+            self._cache = {epoch: self._make_batches(epoch)}
+        return self._cache[epoch]
+
+    def _make_batches(self, epoch: int) -> list[list[int]]:
+        n, size = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            return [order[i : i + size].tolist() for i in range(0, n, size)]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(n)
+        batches: list[list[int]] = []
+        pool = self.pool * size
+        for start in range(0, n, pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]  # sorted by length within the pool
+            batches.extend(chunk[i : i + size].tolist() for i in range(0, len(chunk), size))
+        return [batches[i] for i in rng.permutation(len(batches))]

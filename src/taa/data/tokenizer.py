@@ -22,6 +22,17 @@ What each side adds, for the encoder-decoder of ``taa.torch.models.transformer``
 
 Saved as JSON only (``tokenizers``' own format plus a small description); nothing
 is ever pickled.
+
+Language models read plain running text rather than sentence pairs, so two more
+pieces live here (see the section at the end of the file):
+
+- ``train_bpe(..., byte_level=True)``: GPT-2's byte-level BPE (Radford et al. 2019,
+  §2.2): the alphabet is the 256 bytes, so every text round-trips exactly, newlines
+  included, and nothing is ever ``<unk>``. ``SubwordTokenizer.encode``/``decode``
+  turn plain text into ids and back, with no special tokens added.
+- ``CharTokenizer``: one id per character, the vocabulary being the sorted set of
+  the training text's characters (nanoGPT's ``shakespeare_char``: 65 for Tiny
+  Shakespeare). ``load_tokenizer`` opens either kind from a saved folder.
 """
 
 from __future__ import annotations
@@ -53,16 +64,39 @@ def _untrained_bpe() -> Tokenizer:
     return tokenizer
 
 
-def train_bpe(lines: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
-    """Learn a BPE vocabulary of at most ``vocab_size`` entries, special tokens included."""
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    tokenizer = _untrained_bpe()
+def _untrained_byte_level_bpe() -> Tokenizer:
+    """GPT-2's byte-level BPE: text -> UTF-8 bytes, each byte a symbol; split with GPT-2's
+    pattern (words with their leading space, numbers, punctuation, runs of whitespace)."""
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def train_bpe(
+    lines: Iterable[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    *,
+    byte_level: bool = False,
+    extra_special_tokens: Sequence[str] = (),
+) -> Tokenizer:
+    """Learn a BPE vocabulary of at most ``vocab_size`` entries, special tokens included.
+
+    ``byte_level``: GPT-2's byte-level variant (for running text; see the module
+    docstring). ``extra_special_tokens`` follow the four fixed ones, from id 4 on
+    (e.g. ``<mask>`` for masked language modelling).
+    """
+    specials = [*SPECIAL_TOKENS, *extra_special_tokens]
+    if vocab_size <= len(specials):
+        raise ValueError(f"vocab_size must exceed the {len(specials)} special tokens, got {vocab_size}")
+    tokenizer = _untrained_byte_level_bpe() if byte_level else _untrained_bpe()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=specials,
         show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if byte_level else [],
     )
     tokenizer.train_from_iterator(lines, trainer)
     _check_special_ids(tokenizer, "trained tokenizer")
@@ -159,6 +193,21 @@ class SubwordTokenizer:
         """Detokenized text, ready to score against the raw reference."""
         return self._decode(self.target, ids)
 
+    # Plain running text (language models): no special tokens added.
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary of the target side (of the only side when joint)."""
+        return self.target_vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        """The subword ids of ``text`` (target side), nothing added."""
+        return self.target.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids`` (target side); special tokens are dropped."""
+        return self.target.decode(list(ids), skip_special_tokens=True)
+
     def tokens(self, text: str, side: str = "target") -> list[str]:
         """The subword strings of ``text`` (for looking at what BPE did)."""
         tokenizer = {"source": self.source, "target": self.target}[side]
@@ -198,3 +247,75 @@ class SubwordTokenizer:
         if description["joint"]:
             return cls(source)
         return cls(source, Tokenizer.from_file(str(directory / files["target"])))
+
+
+# --------------------------------------------------------------------------------------
+# Character-level vocabulary (language models on small corpora)
+# --------------------------------------------------------------------------------------
+
+CHAR_DESCRIPTION = "char_tokenizer.json"
+CHAR_FORMAT = "taa.char_tokenizer/1"
+
+
+class CharTokenizer:
+    """One id per character: the sorted set of the training text's characters.
+
+    This is nanoGPT's ``shakespeare_char`` vocabulary (65 characters for Tiny
+    Shakespeare, "\\n" first). There are no special tokens: a language model reads
+    running text and needs none. A character outside the vocabulary is an error
+    naming it, never a silent ``<unk>``.
+    """
+
+    def __init__(self, characters: Sequence[str]):
+        characters = list(characters)
+        if not characters:
+            raise DataError("a character vocabulary needs at least one character")
+        if any(len(c) != 1 for c in characters) or len(set(characters)) != len(characters):
+            raise DataError("a character vocabulary needs distinct single characters")
+        self.characters = characters
+        self.ids = {c: i for i, c in enumerate(characters)}
+
+    @classmethod
+    def train(cls, text: str) -> CharTokenizer:
+        """The vocabulary of ``text``: its distinct characters in code point order."""
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.characters)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.ids[c] for c in text]
+        except KeyError as error:
+            raise DataError(f"character {error.args[0]!r} is not in the vocabulary of {self.vocab_size}") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.characters[i] for i in ids)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        description = {"format": CHAR_FORMAT, "characters": self.characters}
+        (directory / CHAR_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CharTokenizer:
+        path = Path(directory) / CHAR_DESCRIPTION
+        if not path.is_file():
+            raise DataError(f"{directory}: not a saved CharTokenizer (no {CHAR_DESCRIPTION})")
+        description = json.loads(path.read_text())
+        if description.get("format") != CHAR_FORMAT:
+            raise DataError(f"{path}: format {description.get('format')!r}, expected {CHAR_FORMAT!r}")
+        return cls(description["characters"])
+
+
+def load_tokenizer(directory: str | Path) -> CharTokenizer | SubwordTokenizer:
+    """Whichever tokenizer a folder holds (by its description file)."""
+    directory = Path(directory)
+    if (directory / CHAR_DESCRIPTION).is_file():
+        return CharTokenizer.load(directory)
+    if (directory / DESCRIPTION).is_file():
+        return SubwordTokenizer.load(directory)
+    raise DataError(f"{directory}: no saved tokenizer ({CHAR_DESCRIPTION} or {DESCRIPTION})")

@@ -28,7 +28,6 @@ from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, Trainer, save_checkpoint, seed_everything, seq2seq_loss
 from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
 from taa.torch.training.loop import autocast
-from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.tracking import Tracker, flatten_params
 
 TOKENIZER = "tokenizer"
@@ -136,16 +135,20 @@ def bleu_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[st
 
 @torch.no_grad()
 def validation_loss(model: Transformer, encoded: list[tuple[list[int], list[int]]], max_tokens: int, pad_id: int,
-                    dtype: str = "float32") -> float:
-    """Mean cross-entropy per target token (no smoothing, no dropout)."""
+                    dtype: str = "float32", compute_loss=None) -> float:
+    """Mean cross-entropy per target token (no smoothing, no dropout).
+
+    ``compute_loss(model, batch)`` -> (summed loss, tokens) replaces the default
+    (unsmoothed :func:`seq2seq_loss`) for models called differently (T5 takes a mask).
+    """
     model.eval()
+    compute_loss = compute_loss or seq2seq_loss(0.0, pad_id)
     batcher = TokenBatcher.from_pairs(encoded, max_tokens, shuffle=False)
     total, count = 0.0, 0
     with autocast(dtype, next(model.parameters()).device):
         for indices in batcher.epoch_batches(0):
             batch = to_batch([encoded[i] for i in indices], pad_id)
-            logits = model(batch.source, batch.target_input)
-            loss, n = label_smoothed_cross_entropy(logits, batch.target_output, 0.0, ignore_index=pad_id)
+            loss, n = compute_loss(model, batch)
             total, count = total + float(loss), count + int(n)
     return total / max(1, count)
 

@@ -22,6 +22,8 @@ from taa.torch.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, Encod
 from taa.torch.feedforward import PositionwiseFeedForward
 from taa.torch.generate import Hypothesis, beam_search, greedy_decode
 from taa.torch.models.transformer import Transformer
+from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
+from taa.torch.models.gpt import GPT
 from taa.torch.norm import LayerNorm, RMSNorm
 from taa.torch.positional import (
     LearnedPositionalEmbedding,
@@ -40,3 +42,4 @@ __all__ = [
     "fused_scaled_dot_product_attention", "greedy_decode", "key_padding_to_attention_mask",
     "padding_mask", "relative_position_bucket", "scaled_dot_product_attention", "sinusoidal_table",
 ]
+__all__ += ["BertForMaskedLM", "BertForSequenceClassification", "BertModel", "GPT"]  # issue 4: GPT and BERT

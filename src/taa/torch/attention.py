@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -205,6 +205,16 @@ def attend(
     query_length, key_length = query.shape[-2], key.shape[-2]
     if implementation not in ("fused", "readable"):
         raise ValueError(f"attention implementation {implementation!r} is not 'fused' or 'readable'")
+    if (
+        query.device.type == "cpu"
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and query.requires_grad
+        and torch.is_grad_enabled()
+    ):
+        # Measured (torch 2.13, AMX CPU): the fused CPU kernel's bfloat16 backward is 4-6x
+        # slower than the two matmuls of equation 1, while its forward and float32 paths are
+        # fast. So reduced-precision training on a CPU takes the readable path.
+        implementation = "readable"
     if return_weights or implementation == "readable":
         if causal and query_length > 1:
             mask = combine_masks(mask, causal_mask(query_length, key_length, query.device))
@@ -235,26 +245,54 @@ class KVCache:
 
     Self-attention appends one step's keys and values at a time; cross-attention
     stores the encoder memory's projections once and reuses them.
+
+    With ``capacity`` set (generation knows its longest sequence up front), the first
+    append allocates room for ``capacity`` positions and later ones are copied into it:
+    ``keys``/``values`` are then views of the filled part, and a step no longer copies
+    the whole cache the way concatenation does. Appending past the capacity falls back
+    to concatenation.
     """
 
     keys: Optional[Tensor] = None  # (b, g, t, e)
     values: Optional[Tensor] = None  # (b, g, t, e)
+    capacity: Optional[int] = None  # positions to allocate at the first append; None: concatenate
+    key_buffer: Optional[Tensor] = field(default=None, repr=False)  # (b, g, capacity, e) when preallocated
+    value_buffer: Optional[Tensor] = field(default=None, repr=False)
 
     @property
     def length(self) -> int:
         return 0 if self.keys is None else self.keys.shape[-2]
 
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        if self.keys is None:
+        length, new = self.length, keys.shape[-2]
+        if self.capacity is not None and self.key_buffer is None and self.keys is None:
+            shape = (*keys.shape[:-2], max(self.capacity, new), keys.shape[-1])
+            self.key_buffer, self.value_buffer = keys.new_empty(shape), values.new_empty(shape)
+        if self.key_buffer is not None and length + new <= self.key_buffer.shape[-2]:
+            self.key_buffer[..., length : length + new, :] = keys  # in place: no copy of the earlier steps
+            self.value_buffer[..., length : length + new, :] = values
+            self.keys = self.key_buffer[..., : length + new, :]
+            self.values = self.value_buffer[..., : length + new, :]
+        elif self.keys is None:
             self.keys, self.values = keys, values
         else:
+            self.key_buffer = self.value_buffer = None  # full: grow by concatenation from here on
             self.keys = torch.cat([self.keys, keys], dim=-2)
             self.values = torch.cat([self.values, values], dim=-2)
         return self.keys, self.values
 
     def reorder(self, indices: Tensor) -> None:
         """Keep batch rows ``indices`` (beam search reorders hypotheses each step)."""
-        if self.keys is not None:
+        if self.key_buffer is not None:
+            length = self.length
+            for name in ("key_buffer", "value_buffer"):
+                buffer = getattr(self, name)
+                reordered = buffer.new_empty((indices.numel(), *buffer.shape[1:]))
+                reordered[..., :length, :] = buffer[..., :length, :].index_select(0, indices)
+                setattr(self, name, reordered)
+            self.keys = self.key_buffer[..., :length, :]
+            self.values = self.value_buffer[..., :length, :]
+        elif self.keys is not None:
             self.keys = self.keys.index_select(0, indices)
             self.values = self.values.index_select(0, indices)
 

@@ -37,6 +37,7 @@ def attention_from_config(config, rotary: Optional[RotaryEmbedding] = None, scal
         config.d_model,
         config.n_heads,
         config.n_kv_heads,
+        head_dim=getattr(config, "head_dim", None),  # T5: heads of d_kv, n_heads * d_kv may differ from d_model
         bias=config.bias,
         dropout=config.attention_dropout,
         scale=scale,
@@ -47,6 +48,19 @@ def attention_from_config(config, rotary: Optional[RotaryEmbedding] = None, scal
 
 def norm_from_config(config) -> nn.Module:
     return make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias, fused=config.attention == "fused")
+
+
+def feed_forward_from_config(config) -> PositionwiseFeedForward:
+    """The FFN of a layer. Dropout on its hidden layer is ``config.feed_forward_dropout``
+    where the config has that field (GPT-2 and BERT have none there), else ``config.dropout``."""
+    inner_dropout = getattr(config, "feed_forward_dropout", None)
+    return PositionwiseFeedForward(
+        config.d_model,
+        config.d_ff,
+        config.activation,
+        config.dropout if inner_dropout is None else inner_dropout,
+        config.bias,
+    )
 
 
 class Residual(nn.Module):
@@ -71,16 +85,22 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attention = attention_from_config(config, rotary, attention_scale)
         self.self_attention_residual = Residual(config)
-        self.feed_forward = PositionwiseFeedForward(
-            config.d_model, config.d_ff, config.activation, config.dropout, config.bias
-        )
+        self.feed_forward = feed_forward_from_config(config)
         self.feed_forward_residual = Residual(config)
 
     def forward(
-        self, x: Tensor, mask: Optional[Tensor] = None, *, causal: bool = False, position_bias: Optional[Tensor] = None
+        self,
+        x: Tensor,
+        mask: Optional[Tensor] = None,
+        *,
+        causal: bool = False,
+        position_bias: Optional[Tensor] = None,
+        cache: Optional[KVCache] = None,
     ) -> Tensor:  # (b, m, d) -> (b, m, d)
+        # causal=True with a cache: a decoder-only layer (GPT) decoding step by step
         x = self.self_attention_residual(
-            x, lambda h: self.self_attention(h, mask=mask, causal=causal, position_bias=position_bias)[0]
+            x,
+            lambda h: self.self_attention(h, mask=mask, causal=causal, position_bias=position_bias, cache=cache)[0],
         )
         return self.feed_forward_residual(x, self.feed_forward)
 
@@ -184,12 +204,18 @@ class Encoder(nn.Module):
         self.final_norm = norm_from_config(config) if final_norm else None
         self.relative_bias = relative_bias
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:  # (b, m, d) -> (b, m, d)
+    def forward(
+        self, x: Tensor, mask: Optional[Tensor] = None, *, causal: bool = False, cache: Optional[DecoderCache] = None
+    ) -> Tensor:  # (b, m, d) -> (b, m, d)
+        """``causal`` and ``cache`` make the stack a decoder-only one (GPT): x holds the new
+        tokens, ``mask`` covers the cached keys too, and each layer appends to its cache."""
         length = x.shape[1]
+        offset = cache.length if cache is not None else 0
         # T5 computes the relative bias once and shares it across the layers
-        bias = self.relative_bias(length, length) if self.relative_bias is not None else None
-        for layer in self.layers:
-            x = layer(x, mask, position_bias=bias)
+        bias = self.relative_bias(length, offset + length, offset) if self.relative_bias is not None else None
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i].self_attention if cache is not None else None
+            x = layer(x, mask, causal=causal, position_bias=bias, cache=layer_cache)
         return self.final_norm(x) if self.final_norm is not None else x
 
 

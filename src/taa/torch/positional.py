@@ -14,6 +14,7 @@ Notation: ``b`` batch, ``h`` heads, ``n`` length, ``d`` d_model, ``e`` head dim.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +53,15 @@ class LearnedPositionalEmbedding(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(max_length, d_model)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:  # (b, n, d) -> (b, n, d)
+    def forward(self, x: Tensor, offset: int = 0, position_ids: Optional[Tensor] = None) -> Tensor:
+        """(b, n, d) -> (b, n, d): positions offset..offset+n-1, or ``position_ids`` (b, n) per row
+        (a left-padded batch counts each row's positions from its first real token)."""
+        if position_ids is not None:
+            if position_ids.numel() and int(position_ids.max()) >= self.embedding.num_embeddings:
+                raise ValueError(
+                    f"position {int(position_ids.max()) + 1} exceeds max_length={self.embedding.num_embeddings}"
+                )
+            return x + self.embedding(position_ids)
         length = x.shape[1]
         if offset + length > self.embedding.num_embeddings:
             raise ValueError(f"position {offset + length} exceeds max_length={self.embedding.num_embeddings}")

@@ -1,0 +1,359 @@
+"""Hugging Face BERT (``BertModel``, ``BertForMaskedLM``, ``BertForSequenceClassification``)
+<-> ``taa.torch.models.bert``.
+
+BERT needs no layout fix: every tensor is a rename (``nn.Linear`` on both sides). The
+backbone's keys sit under ``bert.`` in the task models and bare in ``BertModel``
+checkpoints (all-MiniLM-L6-v2 among them); both are read.
+
+- ``BertForMaskedLM``: the decoder is tied to the word embeddings and its bias is
+  ``cls.predictions.bias``; transformers saves neither ``cls.predictions.decoder.*``,
+  and checkpoints that do are read without them. A pre-training checkpoint's pooler and
+  next-sentence head (``bert.pooler.*``, ``cls.seq_relationship.*``) are dropped: the
+  masked-LM model has neither.
+- ``embeddings.position_ids`` (a buffer some checkpoints carry) is ignored, and the
+  TensorFlow-era names ``LayerNorm.gamma``/``LayerNorm.beta`` read as ``weight``/``bias``.
+- A ``BertModel`` checkpoint without a pooler loads into a ``BertModel`` without one.
+
+Python API: :func:`config_from_hf`, :func:`config_to_hf`, :func:`state_dict_from_hf`,
+:func:`state_dict_to_hf`; for folders :func:`load_hf_folder` / :func:`save_hf_folder`, and
+:func:`load_tokenizer` for the folder's ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from torch import Tensor, nn
+
+from taa.config import BertConfig, ConfigError
+from taa.convert import hf_folder
+from taa.convert.hf_folder import architecture as pick_architecture
+from taa.convert.hf_folder import read_config, read_state_dict, split_backbone, write_folder
+from taa.convert.state_dict import ConversionError, check_state_dict, load_checked
+from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
+
+BertAny = Union[BertModel, BertForMaskedLM, BertForSequenceClassification]
+ARCHITECTURES: dict[str, type] = {
+    "BertModel": BertModel,
+    "BertForMaskedLM": BertForMaskedLM,
+    "BertForSequenceClassification": BertForSequenceClassification,
+}
+PREFIX = "bert."  # the task models' name for their BertModel
+
+# Hugging Face key (inside BertModel) -> ours (inside our BertModel); "{i}" layer, "{p}" weight or bias.
+EMBEDDING_KEYS = {
+    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.embedding.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.LayerNorm.{p}": "embeddings.norm.{p}",
+}
+LAYER_KEYS = {
+    "encoder.layer.{i}.attention.self.query.{p}": "encoder.layers.{i}.self_attention.q_proj.{p}",
+    "encoder.layer.{i}.attention.self.key.{p}": "encoder.layers.{i}.self_attention.k_proj.{p}",
+    "encoder.layer.{i}.attention.self.value.{p}": "encoder.layers.{i}.self_attention.v_proj.{p}",
+    "encoder.layer.{i}.attention.output.dense.{p}": "encoder.layers.{i}.self_attention.out_proj.{p}",
+    "encoder.layer.{i}.attention.output.LayerNorm.{p}": "encoder.layers.{i}.self_attention_residual.norm.{p}",
+    "encoder.layer.{i}.intermediate.dense.{p}": "encoder.layers.{i}.feed_forward.w1.{p}",
+    "encoder.layer.{i}.output.dense.{p}": "encoder.layers.{i}.feed_forward.w2.{p}",
+    "encoder.layer.{i}.output.LayerNorm.{p}": "encoder.layers.{i}.feed_forward_residual.norm.{p}",
+}
+POOLER_KEYS = {"pooler.dense.{p}": "pooler.dense.{p}"}
+# Head keys (full Hugging Face names) -> ours (full names), per architecture.
+HEAD_KEYS = {
+    "BertModel": {},
+    "BertForMaskedLM": {
+        "cls.predictions.transform.dense.{p}": "mlm_head.transform.{p}",
+        "cls.predictions.transform.LayerNorm.{p}": "mlm_head.norm.{p}",
+        "cls.predictions.bias": "mlm_head.decoder.bias",
+    },
+    "BertForSequenceClassification": {"classifier.{p}": "classifier.{p}"},
+}
+TIED_MLM_DECODER = "mlm_head.decoder.weight"  # = the word embeddings
+IGNORED = re.compile(r"(^|\.)embeddings\.position_ids$")
+NOT_IN_MASKED_LM = re.compile(r"^(bert\.)?pooler\.|^cls\.seq_relationship\.|^cls\.predictions\.decoder\.")
+
+# transformers' BertConfig defaults, for config.json files that leave fields out.
+HF_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+    "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0, "classifier_dropout": None,
+    "position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False,
+}
+ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+
+
+# --------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------
+
+
+def num_labels_from_hf(hf_config: Mapping[str, Any]) -> int:
+    """transformers counts labels from ``id2label`` (``num_labels`` in older files); default 2."""
+    if hf_config.get("id2label"):
+        return len(hf_config["id2label"])
+    return int(hf_config.get("num_labels", 2))
+
+
+def config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
+    """A BERT ``config.json`` (as a dict) -> :class:`BertConfig`; unsupported options raise ConversionError."""
+    hf = {**HF_DEFAULTS, **hf_config}
+    problems = []
+    if hf["position_embedding_type"] != "absolute":
+        problems.append(f"position_embedding_type={hf['position_embedding_type']!r} (taa supports 'absolute')")
+    for name in ("is_decoder", "add_cross_attention"):
+        if hf[name]:
+            problems.append(f"{name}=true (taa's BERT is an encoder)")
+    if hf["hidden_act"] not in ACTIVATIONS_FROM_HF:
+        problems.append(f"hidden_act={hf['hidden_act']!r} (taa supports {', '.join(ACTIVATIONS_FROM_HF)})")
+    if problems:
+        raise ConversionError(f"BERT config: unsupported {'; '.join(problems)}")
+    pad_id = hf["pad_token_id"]
+    return BertConfig(
+        d_model=hf["hidden_size"],
+        n_heads=hf["num_attention_heads"],
+        d_ff=hf["intermediate_size"],
+        dropout=float(hf["hidden_dropout_prob"]),
+        attention_dropout=float(hf["attention_probs_dropout_prob"]),
+        activation=ACTIVATIONS_FROM_HF[hf["hidden_act"]],
+        norm_first=False,
+        norm_eps=float(hf["layer_norm_eps"]),
+        vocab_size=hf["vocab_size"],
+        n_layers=hf["num_hidden_layers"],
+        max_length=hf["max_position_embeddings"],
+        type_vocab_size=hf["type_vocab_size"],
+        pad_id=0 if pad_id is None else pad_id,
+        num_labels=num_labels_from_hf(hf_config),
+        classifier_dropout=None if hf["classifier_dropout"] is None else float(hf["classifier_dropout"]),
+        feed_forward_dropout=0.0,
+        init_std=float(hf["initializer_range"]),
+    )
+
+
+def config_to_hf(config: BertConfig, architecture: str = "BertModel") -> dict[str, Any]:
+    """:class:`BertConfig` -> a BERT ``config.json`` dict; what BERT cannot express raises ConversionError."""
+    if architecture not in ARCHITECTURES:
+        raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    problems = []
+    if config.norm_first:
+        problems.append("norm_first=True (BERT is post-norm)")
+    if config.norm != "layer":
+        problems.append(f"norm={config.norm!r} (BERT uses LayerNorm)")
+    if not config.bias:
+        problems.append("bias=False (BERT has biases)")
+    if config.n_kv_heads not in (None, config.n_heads):
+        problems.append(f"n_kv_heads={config.n_kv_heads} (BERT has no grouped-query attention)")
+    if config.activation not in ACTIVATIONS_TO_HF:
+        problems.append(f"activation={config.activation!r} (BERT supports {', '.join(ACTIVATIONS_TO_HF)})")
+    if problems:
+        raise ConversionError(f"BertConfig cannot be written as BERT: {'; '.join(problems)}")
+    hf = {
+        "architectures": [architecture],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "intermediate_size": config.d_ff,
+        "hidden_act": ACTIVATIONS_TO_HF[config.activation],
+        "hidden_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
+        "max_position_embeddings": config.max_length,
+        "type_vocab_size": config.type_vocab_size,
+        "initializer_range": config.init_std,
+        "layer_norm_eps": config.norm_eps,
+        "pad_token_id": config.pad_id,
+        "classifier_dropout": config.classifier_dropout,
+        "position_embedding_type": "absolute",
+        "is_decoder": False,
+        "add_cross_attention": False,
+        "tie_word_embeddings": True,
+    }
+    # transformers counts labels from id2label; written for every architecture so num_labels round-trips
+    hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
+    hf["label2id"] = {f"LABEL_{i}": i for i in range(config.num_labels)}
+    return hf
+
+
+# --------------------------------------------------------------------------------------
+# State dicts
+# --------------------------------------------------------------------------------------
+
+
+def _expand(templates: Mapping[str, str], n_layers: int = 1) -> dict[str, str]:
+    """Key templates -> keys: "{i}" over the layers, "{p}" over weight and bias."""
+    mapping = {}
+    for theirs, ours in templates.items():
+        for i in range(n_layers) if "{i}" in theirs else (0,):
+            for p in ("weight", "bias") if "{p}" in theirs else ("",):
+                mapping[theirs.format(i=i, p=p)] = ours.format(i=i, p=p)
+    return mapping
+
+
+def backbone_key_map(n_layers: int, pooler: bool = True) -> dict[str, str]:
+    """Hugging Face key (inside BertModel) -> ours (inside our BertModel)."""
+    mapping = _expand(EMBEDDING_KEYS)
+    mapping.update(_expand(LAYER_KEYS, n_layers))
+    if pooler:
+        mapping.update(_expand(POOLER_KEYS))
+    return mapping
+
+
+def _our_backbone_prefix(architecture: str) -> str:
+    return "" if architecture == "BertModel" else "bert."
+
+
+def _has_pooler(architecture: str) -> bool:
+    return architecture != "BertForMaskedLM"  # transformers builds the masked-LM model without one
+
+
+def _build(config: BertConfig, architecture: str, pooler: bool = True) -> nn.Module:
+    if architecture == "BertModel":
+        return BertModel(config, pooler=pooler)
+    return ARCHITECTURES[architecture](config)
+
+
+def hf_shapes(
+    config: BertConfig, architecture: str = "BertModel", pooler: bool = True
+) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """(BertModel key -> shape, head key -> shape): what a checkpoint for ``config`` holds."""
+    d, f, v = config.d_model, config.d_ff, config.vocab_size
+    backbone: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (v, d),
+        "embeddings.position_embeddings.weight": (config.max_length, d),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, d),
+        "embeddings.LayerNorm.weight": (d,), "embeddings.LayerNorm.bias": (d,),
+    }
+    for i in range(config.n_layers):
+        layer = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            backbone.update({f"{layer}{name}.weight": (d, d), f"{layer}{name}.bias": (d,)})
+        backbone.update({
+            f"{layer}intermediate.dense.weight": (f, d), f"{layer}intermediate.dense.bias": (f,),
+            f"{layer}output.dense.weight": (d, f), f"{layer}output.dense.bias": (d,),
+        })
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            backbone.update({f"{layer}{name}.weight": (d,), f"{layer}{name}.bias": (d,)})
+    if pooler:
+        backbone.update({"pooler.dense.weight": (d, d), "pooler.dense.bias": (d,)})
+    heads: dict[str, tuple[int, ...]] = {}
+    if architecture == "BertForMaskedLM":
+        heads = {
+            "cls.predictions.transform.dense.weight": (d, d), "cls.predictions.transform.dense.bias": (d,),
+            "cls.predictions.transform.LayerNorm.weight": (d,), "cls.predictions.transform.LayerNorm.bias": (d,),
+            "cls.predictions.bias": (v,),
+        }
+    elif architecture == "BertForSequenceClassification":
+        heads = {"classifier.weight": (config.num_labels, d), "classifier.bias": (config.num_labels,)}
+    return backbone, heads
+
+
+def _rename_tensorflow_norms(key: str) -> str:
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+
+
+def checkpoint_has_pooler(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(re.match(r"^(bert\.)?pooler\.", key) for key in state_dict)
+
+
+def state_dict_from_hf(
+    state_dict: Mapping[str, Tensor], config: BertConfig, architecture: str = "BertModel", pooler: bool = True
+) -> dict[str, Tensor]:
+    """A Hugging Face BERT state dict -> ours for ``architecture`` (``pooler``: BertModel only).
+
+    Every missing, unexpected and mis-shaped key is one :class:`ConversionError`.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    pooler = pooler if architecture == "BertModel" else _has_pooler(architecture)
+    state_dict = {_rename_tensorflow_norms(k): v for k, v in state_dict.items() if not IGNORED.search(k)}
+    if architecture == "BertForMaskedLM":
+        state_dict = {k: v for k, v in state_dict.items() if not NOT_IN_MASKED_LM.search(k)}
+    backbone_shapes, head_shapes = hf_shapes(config, architecture, pooler)
+    backbone, heads = split_backbone(state_dict, backbone_shapes, head_shapes, PREFIX, f"BERT weights ({architecture})")
+    prefix = _our_backbone_prefix(architecture)
+    converted = {prefix + ours: backbone[theirs] for theirs, ours in backbone_key_map(config.n_layers, pooler).items()}
+    converted.update({ours: heads[theirs] for theirs, ours in _expand(HEAD_KEYS[architecture]).items()})
+    if architecture == "BertForMaskedLM":
+        converted[TIED_MLM_DECODER] = converted["bert.embeddings.word_embeddings.weight"]
+    return converted
+
+
+def state_dict_to_hf(
+    state_dict: Mapping[str, Tensor], config: BertConfig, architecture: str = "BertModel"
+) -> dict[str, Tensor]:
+    """Our state dict -> a Hugging Face one for ``architecture`` (tied decoder left out, as transformers does)."""
+    if architecture not in ARCHITECTURES:
+        raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    prefix = _our_backbone_prefix(architecture)
+    # a BertModel may have been built without a pooler; the task models' pooler is fixed
+    pooler = "pooler.dense.weight" in state_dict if architecture == "BertModel" else _has_pooler(architecture)
+    needed = {prefix + ours for ours in backbone_key_map(config.n_layers, pooler).values()}
+    needed |= set(_expand(HEAD_KEYS[architecture]).values())
+    if architecture == "BertForMaskedLM":
+        needed.add(TIED_MLM_DECODER)
+    check_state_dict(state_dict, dict.fromkeys(needed), f"taa BERT weights ({architecture})")
+    hf_prefix = "" if architecture == "BertModel" else PREFIX
+    converted = {
+        hf_prefix + theirs: state_dict[prefix + ours]
+        for theirs, ours in backbone_key_map(config.n_layers, pooler).items()
+    }
+    converted.update({theirs: state_dict[ours] for theirs, ours in _expand(HEAD_KEYS[architecture]).items()})
+    return converted
+
+
+def architecture_of(model: nn.Module) -> str:
+    """The transformers class name for one of our BERT models."""
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise ConversionError(f"{type(model).__name__} is not one of {', '.join(ARCHITECTURES)}")
+
+
+# --------------------------------------------------------------------------------------
+# Folders
+# --------------------------------------------------------------------------------------
+
+
+def load_hf_folder(folder: str | Path, architecture: Optional[str] = None) -> BertAny:
+    """A Hugging Face or sentence-transformers BERT folder -> our model, in eval mode.
+
+    The class follows ``config.json``'s ``architectures`` (BertModel, BertForMaskedLM,
+    BertForSequenceClassification), unless ``architecture`` names one.
+    """
+    hf_config = read_config(folder)
+    where = f"{hf_folder.model_folder(folder)}/config.json"
+    if architecture is None:
+        architecture = pick_architecture(hf_config, ARCHITECTURES, where, "BertModel")
+    elif architecture not in ARCHITECTURES:
+        raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    try:
+        config = config_from_hf(hf_config)
+    except (ConfigError, ConversionError) as error:
+        raise ConversionError(f"{where}: {error}") from None
+    state_dict = read_state_dict(folder)
+    pooler = architecture != "BertModel" or checkpoint_has_pooler(state_dict)
+    model = _build(config, architecture, pooler)
+    converted = state_dict_from_hf(state_dict, config, architecture, pooler)
+    load_checked(model, converted, f"{folder}: BERT weights")
+    return model.eval()
+
+
+def save_hf_folder(model: BertAny, folder: str | Path) -> Path:
+    """Write ``model`` as a Hugging Face folder that transformers' class of the same name loads."""
+    architecture = architecture_of(model)
+    hf_config = config_to_hf(model.config, architecture)
+    return write_folder(folder, hf_config, state_dict_to_hf(model.state_dict(), model.config, architecture))
+
+
+def load_tokenizer(folder: str | Path, max_length: Optional[int] = None):
+    """The folder's ``tokenizers.Tokenizer`` (adds [CLS]/[SEP]), truncating to ``max_length``,
+    else to a sentence-transformers folder's ``max_seq_length``, else to the model's positions."""
+    if max_length is None and not (Path(folder) / hf_folder.SENTENCE_TRANSFORMERS_CONFIG).is_file():
+        max_length = HF_DEFAULTS["max_position_embeddings"]
+        max_length = read_config(folder).get("max_position_embeddings", max_length)
+    return hf_folder.load_tokenizer(folder, max_length)
