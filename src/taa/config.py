@@ -774,6 +774,7 @@ class LanguageModelTaskConfig:
         for name in ("block_size", "sample_tokens", "top_k"):
             _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         _require(self.temperature > 0, f"temperature={self.temperature} must be positive")
+        _require(self.sample_tokens == 0 or self.sample_prompt != "", "sample_prompt='' is empty: sampling needs a token")
 
 
 @dataclass

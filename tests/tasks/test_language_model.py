@@ -92,8 +92,9 @@ def test_tiny_run_writes_a_checkpoint_that_loads(tmp_path):
     model, tokenizer, recipe = load_language_model(out)
     assert isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size == 65
     assert recipe.model.vocab_size == 65 and model.config.n_layers == 1
-    if "sample" in metrics:  # once taa.torch.generate samples from decoder-only models
-        assert (out / "sample.txt").read_text() == metrics["sample"]
+    sample = (out / "sample.txt").read_text()
+    assert sample == metrics["sample"] and sample.startswith("\n") and len(sample) == 1 + 20  # prompt + 20 characters
+    assert set(sample) <= set(tokenizer.characters)
 
 
 @needs_shakespeare
@@ -106,8 +107,8 @@ def test_half_then_resume_equals_one_go(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("TAA_DATA", str(DATA))
     assert_resume_continues(run, RecipeConfig.load(CHAR, settings), tmp_path / "parts", whole, 3)
-    assert json.loads((tmp_path / "parts" / "metrics.json").read_text())["val_loss"] == json.loads(
-        (whole / "metrics.json").read_text())["val_loss"]
+    parts, one_go = (json.loads((folder / "metrics.json").read_text()) for folder in (tmp_path / "parts", whole))
+    assert parts["val_loss"] == one_go["val_loss"] and parts["sample"] == one_go["sample"]
 
 
 def test_bpe_variant_on_a_small_file(tmp_path):
@@ -126,6 +127,7 @@ def test_bpe_variant_on_a_small_file(tmp_path):
     (["data.file=/nowhere/input.txt"], "/nowhere/input.txt: no such file"),
     (["data.block_size=64"], "data.block_size=64 exceeds model.max_length=32"),
     (["model.preset=bert-tiny"], "task='language_model' needs a GPTConfig model"),
+    (["data.sample_prompt=Zounds€"], "character '€' is not in the vocabulary of 65"),
 ])
 def test_errors_are_one_line(tmp_path, settings, message):
     result = taa_train(CHAR, tmp_path / "run", *TINY, *settings)

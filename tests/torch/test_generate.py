@@ -335,3 +335,271 @@ def test_beam_search_checks_its_arguments() -> None:
         beam_search(model, source, beam_size=0)
     with pytest.raises(ValueError, match="max_length"):
         beam_search(model, source, max_length=1)
+
+
+# ======================================================================================
+# Decoder-only generation (issue 4): generate() on GPT, against transformers' generate
+# ======================================================================================
+
+from taa import config as cfg  # noqa: E402
+from taa.torch.attention import KVCache  # noqa: E402
+from taa.torch.generate import generate, sample, top_k_filter, top_p_filter  # noqa: E402
+from taa.torch.models.gpt import GPT  # noqa: E402
+
+LM_VOCAB, LM_PAD, LM_SEP, LM_EOS, LM_NEW = 16, 0, 1, 2, 10
+
+
+def _copy_sequences(generator: torch.Generator, n: int):
+    """x_1..x_m SEP x_1..x_m EOS, left-padded with PAD; labels -100 on the padding."""
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(2, 6, (1,), generator=generator))
+        tokens = torch.randint(3, LM_VOCAB, (length,), generator=generator).tolist()
+        rows.append(tokens + [LM_SEP] + tokens + [LM_EOS])
+    width = max(len(row) for row in rows)
+    ids = torch.full((n, width), LM_PAD)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return ids, mask, ids.masked_fill(mask == 0, -100)
+
+
+@pytest.fixture(scope="module")
+def gpt_pair(tmp_path_factory):
+    """A tiny HF GPT-2 trained for 40 steps to copy its prompt and end (a random one never
+    emits EOS), the same weights in taa, and a left-padded batch of 8 prompts of 2-6 tokens."""
+    transformers = pytest.importorskip("transformers")
+    from taa.convert import hf_gpt2
+    from taa.torch.models.gpt import positions_from_mask
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=LM_VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+        bos_token_id=LM_SEP, eos_token_id=LM_EOS, pad_token_id=LM_PAD,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    hf = transformers.GPT2LMHeadModel(config)
+    optimizer = torch.optim.Adam(hf.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        ids, mask, labels = _copy_sequences(generator, 32)
+        loss = hf(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    hf.eval()
+    folder = tmp_path_factory.mktemp("gpt2-generation")
+    hf.save_pretrained(folder, safe_serialization=True)
+    ours = hf_gpt2.load_hf_folder(folder)
+    prompt_generator = torch.Generator().manual_seed(5)
+    rows = [torch.randint(3, LM_VOCAB, (int(torch.randint(2, 7, (1,), generator=prompt_generator)),),
+                          generator=prompt_generator).tolist() + [LM_SEP] for _ in range(8)]
+    width = max(len(row) for row in rows)
+    ids = torch.full((8, width), LM_PAD)
+    mask = torch.zeros((8, width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return hf, ours, ids, mask
+
+
+def _new_tokens(sequences: torch.Tensor, prompt_length: int) -> list[list[int]]:
+    """Generated rows -> the new tokens up to the end token (excluded), without padding."""
+    hypotheses = []
+    for row in sequences[:, prompt_length:].tolist():
+        if LM_EOS in row:
+            row = row[: row.index(LM_EOS)]
+        while row and row[-1] == LM_PAD:
+            row.pop()
+        hypotheses.append(row)
+    return hypotheses
+
+
+def test_gpt_greedy_equals_transformers_generate(gpt_pair):
+    hf, ours, ids, mask = gpt_pair
+    for new_tokens in (LM_NEW, 5):
+        expected = hf.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, num_beams=1)
+        tokens = generate(ours, ids, mask, max_new_tokens=new_tokens, eos_id=LM_EOS, pad_id=LM_PAD)
+        assert torch.equal(tokens, expected)  # prompt, new tokens, end token, pad after it: all the same
+    new = tokens[:, ids.shape[1]:]
+    assert 1 <= int((new == LM_EOS).any(dim=1).sum()) < len(ids)  # some rows end early, some run to the limit
+
+
+@pytest.mark.parametrize("alpha, early_stopping", list(itertools.product([0.0, 1.0, 2.0, -0.5], ["never", False, True])))
+def test_gpt_beam_search_equals_transformers_generate(gpt_pair, alpha, early_stopping):
+    hf, ours, ids, mask = gpt_pair
+    expected = hf.generate(
+        ids, attention_mask=mask, max_new_tokens=LM_NEW, do_sample=False, num_beams=4,
+        length_penalty=alpha, early_stopping=early_stopping,
+    )
+    tokens = generate(
+        ours, ids, mask, max_new_tokens=LM_NEW, num_beams=4, length_penalty=alpha, early_stopping=early_stopping,
+        eos_id=LM_EOS, pad_id=LM_PAD,
+    )
+    assert _new_tokens(tokens, ids.shape[1]) == _new_tokens(expected, ids.shape[1])
+
+
+def test_gpt_beam_one_is_greedy_and_beams_matter(gpt_pair):
+    _, ours, ids, mask = gpt_pair
+    greedy = generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=LM_EOS)
+    beam_one = generate(ours, ids, mask, max_new_tokens=LM_NEW, num_beams=1, eos_id=LM_EOS)
+    assert torch.equal(greedy, beam_one)
+    beams = generate(ours, ids, mask, max_new_tokens=LM_NEW, num_beams=4, length_penalty=0.0, eos_id=LM_EOS)
+    assert _new_tokens(beams, ids.shape[1]) != _new_tokens(greedy, ids.shape[1])  # so the parity above can fail
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_left_padded_batch_equals_one_prompt_at_a_time(gpt_pair, num_beams):
+    _, ours, ids, mask = gpt_pair
+    batched = _new_tokens(generate(ours, ids, mask, max_new_tokens=LM_NEW, num_beams=num_beams, eos_id=LM_EOS),
+                          ids.shape[1])
+    for row in range(len(ids)):
+        prompt = ids[row][mask[row].bool()][None]  # (1, p): this prompt alone, unpadded
+        alone = generate(ours, prompt, max_new_tokens=LM_NEW, num_beams=num_beams, eos_id=LM_EOS)
+        assert _new_tokens(alone, prompt.shape[1]) == [batched[row]]
+
+
+def test_sampling_is_repeatable_and_top_k_one_is_greedy(gpt_pair):
+    _, ours, ids, mask = gpt_pair
+    options = dict(max_new_tokens=LM_NEW, eos_id=None, temperature=1.5)
+    first = generate(ours, ids, mask, seed=3, **options)
+    assert torch.equal(first, generate(ours, ids, mask, seed=3, **options))
+    assert torch.equal(first, generate(ours, ids, mask, generator=torch.Generator().manual_seed(3), **options))
+    assert not torch.equal(first, generate(ours, ids, mask, seed=4, **options))
+    greedy = generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None)
+    assert not torch.equal(first, greedy)
+    assert torch.equal(generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None, top_k=1, seed=0), greedy)
+    # sample() always samples: temperature 1, no filter
+    assert torch.equal(sample(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None, seed=3),
+                       generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None, do_sample=True, seed=3))
+
+
+def test_sampling_equals_transformers_filters():
+    """Temperature, then top-k, then top-p: the probabilities transformers' warpers give."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = torch.randn(5, 50, generator=torch.Generator().manual_seed(0)) * 3
+    for temperature, k, p in [(0.7, 10, 0.9), (1.3, 50, 0.5), (1.0, 3, 1.0), (0.5, 20, 0.05)]:
+        theirs = TopPLogitsWarper(p)(None, TopKLogitsWarper(k)(None, TemperatureLogitsWarper(temperature)(None, logits)))
+        ours = top_p_filter(top_k_filter(logits / temperature, k), p)
+        torch.testing.assert_close(ours.softmax(-1), theirs.softmax(-1), atol=1e-6, rtol=0)
+    assert transformers is not None
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p():
+    # probabilities 1/2, 1/4, 1/8, 1/8, in a shuffled vocabulary order
+    probabilities = torch.tensor([0.125, 0.5, 0.125, 0.25])
+    logits = probabilities.log()[None]
+    kept = lambda p: set(torch.isfinite(top_p_filter(logits, p))[0].nonzero()[:, 0].tolist())  # noqa: E731
+    assert kept(0.3) == {1}  # 1/2 alone reaches 0.3
+    assert kept(0.6) == {1, 3}  # 1/2 + 1/4
+    assert kept(0.8) == {1, 3, 0}  # ... + the first 1/8 (ties keep vocabulary order)
+    assert kept(0.9) == {0, 1, 2, 3}
+    assert kept(1.0) == {0, 1, 2, 3}
+    assert set(torch.isfinite(top_k_filter(logits, 2))[0].nonzero()[:, 0].tolist()) == {1, 3}
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), p=st.floats(0.01, 0.99))
+def test_top_p_property(seed, p):
+    logits = torch.randn(40, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+    kept = torch.isfinite(top_p_filter(logits[None], p))[0]
+    probabilities = logits.softmax(-1)
+    mass = float(probabilities[kept].sum())
+    assert mass >= p - 1e-12  # the kept set reaches p ...
+    smallest = float(probabilities[kept].min())
+    assert mass - smallest < p + 1e-12  # ... and is the smallest that does: without its least likely token it would not
+    assert float(torch.cat([probabilities[~kept], torch.zeros(1, dtype=torch.float64)]).max()) <= smallest  # the most likely tokens are the ones kept
+
+
+def test_streamer_receives_the_tokens_in_order(gpt_pair):
+    _, ours, ids, mask = gpt_pair
+    received = []
+    tokens = generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=LM_EOS, pad_id=LM_PAD,
+                      streamer=lambda step_tokens: received.append(step_tokens.clone()))
+    assert torch.equal(torch.stack(received, dim=1), tokens[:, ids.shape[1]:])
+    received.clear()
+    sampled = generate(ours, ids[:1], max_new_tokens=5, eos_id=None, seed=1, top_p=0.9,
+                       streamer=lambda step_tokens: received.append(step_tokens.clone()))
+    assert torch.stack(received, dim=1).tolist() == sampled[:, ids.shape[1]:].tolist()
+
+
+@torch.no_grad()
+def test_generation_past_the_context_slides_as_nanogpt_does():
+    """Beyond max_length positions each step reads the last max_length tokens (nanoGPT crops)."""
+    torch.manual_seed(0)
+    model = GPT(cfg.preset("gpt-tiny", vocab_size=LM_VOCAB, max_length=8)).eval()
+    prompt = torch.tensor([[3, 4, 5]])
+    tokens = generate(model, prompt, max_new_tokens=12, eos_id=None)
+    expected = prompt
+    for _ in range(12):
+        logits = model(expected[:, -8:])[:, -1]  # no cache: the last 8 tokens
+        expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(tokens, expected)
+    with pytest.raises(ValueError, match="exceeds the model's context of max_length=8"):
+        generate(model, torch.tensor([[0, 3, 4]]), torch.tensor([[0, 1, 1]]), max_new_tokens=6)
+    with pytest.raises(ValueError, match="beam search does not slide"):
+        generate(model, prompt, max_new_tokens=6, num_beams=2)
+
+
+def test_generate_restores_training_mode_and_autocasts(gpt_pair):
+    _, ours, ids, mask = gpt_pair
+    ours.train()
+    try:
+        tokens = generate(ours, ids, mask, max_new_tokens=3, eos_id=None)
+        assert ours.training  # dropout was off while generating, and the mode is restored
+    finally:
+        ours.eval()
+    assert torch.equal(tokens, generate(ours, ids, mask, max_new_tokens=3, eos_id=None))
+    bf16 = generate(ours, ids, mask, max_new_tokens=3, eos_id=None, dtype="bfloat16")
+    assert bf16.shape == tokens.shape and next(ours.parameters()).dtype == torch.float32
+
+
+def test_generate_on_an_encoder_decoder_equals_greedy_decode_and_beam_search():
+    model = decoding_model()
+    source = random_source(torch.Generator().manual_seed(2), [5, 3, 6])
+    end_id = frequent_end_token(model, source)
+    tokens = generate(model, source, max_new_tokens=8, eos_id=end_id)
+    assert torch.equal(tokens, greedy_decode(model, source, max_length=9, end_id=end_id))
+    beams = generate(model, source, max_new_tokens=8, eos_id=end_id, num_beams=3, length_penalty=0.7)
+    expected = beam_search(model, source, 3, max_length=9, length_penalty=0.7, end_id=end_id,
+                           length_penalty_rule="power", stopping="current_length")
+    for row, hypothesis in zip(beams[:, 1:].tolist(), expected):
+        assert row[: len(hypothesis)] == hypothesis
+
+
+def test_generate_checks_its_arguments(gpt_pair):
+    _, ours, ids, mask = gpt_pair
+    with pytest.raises(ValueError, match="beam search with sampling"):
+        generate(ours, ids, num_beams=2, temperature=0.5)
+    with pytest.raises(ValueError, match="temperature=0"):
+        generate(ours, ids, temperature=0.0)
+    with pytest.raises(ValueError, match="top_p=1.5"):
+        generate(ours, ids, top_p=1.5)
+    with pytest.raises(ValueError, match="early_stopping='sometimes'"):
+        generate(ours, ids, num_beams=2, early_stopping="sometimes")
+    with pytest.raises(ValueError, match="prompt is empty"):
+        generate(ours, ids[:, :0])
+    assert torch.equal(generate(ours, ids, mask, max_new_tokens=0), ids)
+
+
+def test_preallocated_kv_cache_equals_concatenation():
+    generator = torch.Generator().manual_seed(0)
+    grown, allocated = KVCache(), KVCache(capacity=6)
+    for length in (3, 1, 1):
+        keys, values = torch.randn(4, 2, length, 5, generator=generator), torch.randn(4, 2, length, 5, generator=generator)
+        for cache in (grown, allocated):
+            cache.append(keys, values)
+        assert torch.equal(grown.keys, allocated.keys) and torch.equal(grown.values, allocated.values)
+    buffer = allocated.key_buffer
+    order = torch.tensor([2, 2, 0])
+    grown.reorder(order)
+    allocated.reorder(order)
+    assert allocated.length == grown.length == 5 and allocated.keys.shape[0] == 3
+    assert torch.equal(grown.keys, allocated.keys) and torch.equal(grown.values, allocated.values)
+    for cache in (grown, allocated):  # the 6th position fits, the 7th falls back to concatenation
+        cache.append(torch.ones(3, 2, 2, 5), torch.ones(3, 2, 2, 5))
+    assert torch.equal(grown.keys, allocated.keys) and allocated.length == 7
+    assert buffer.shape == (4, 2, 6, 5)

@@ -17,7 +17,8 @@ next token. Set up as nanoGPT's ``shakespeare_char`` (Karpathy):
 4. validation: the mean next-token loss over a fixed set of ``eval_batches``
    windows of the validation text (the same windows at every evaluation, so the
    numbers compare across steps and runs);
-5. at the end, a text sample continuing ``sample_prompt``, saved as ``sample.txt``.
+5. at the end, a text sample continuing ``sample_prompt`` (temperature 0.8, top-k
+   200, as nanoGPT's ``sample.py``), saved as ``sample.txt`` and reported.
 
 The run folder holds ``tokenizer/`` next to the weights, as translation's does, so
 :func:`load_language_model` (and ``taa generate --checkpoint DIR``) restores both.
@@ -40,6 +41,7 @@ from taa.data.text_corpus import WindowSampler, find_text_file, fixed_windows, r
 from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, load_tokenizer, train_bpe
 from taa.tasks import require_model_config
 from taa.tasks.common import save_run, selected_metrics, training_metrics
+from taa.torch.generate import sample
 from taa.torch.models.gpt import GPT
 from taa.torch.training import Trainer, seed_everything
 from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
@@ -138,17 +140,19 @@ def validation_loss(model: nn.Module, windows: list[np.ndarray], dtype: str = "f
 
 
 def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTaskConfig, seed: int) -> Optional[str]:
-    """``task.sample_tokens`` tokens sampled after ``task.sample_prompt`` (temperature, top-k), as text.
+    """``task.sample_tokens`` tokens sampled after ``task.sample_prompt``, as text (None when 0 are asked).
 
-    HOOK (taa generate): sampling from a decoder-only model belongs to
-    :mod:`taa.torch.generate`, the one sampler of the package, which ``taa generate``
-    uses too; it does not offer one yet. Connect it here: encode ``task.sample_prompt``
-    with ``tokenizer``, sample ``task.sample_tokens`` new tokens with
-    ``task.temperature`` and ``task.top_k`` (0 = all) from a generator seeded with
-    ``seed``, and return ``tokenizer.decode`` of prompt + new tokens. Until then no
-    sample is drawn: this returns None, and the run writes no ``sample.txt``.
+    Sampling with ``task.temperature`` and top-k (nanoGPT's ``sample.py``: 0.8 and 200)
+    is :func:`taa.torch.generate.sample`, the sampler ``taa generate`` uses too.
     """
-    return None  # HOOK: see the docstring (and return None when task.sample_tokens is 0)
+    if task.sample_tokens == 0:
+        return None
+    prompt = torch.tensor([tokenizer.encode(task.sample_prompt)])  # (1, p)
+    ids = sample(
+        model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
+        top_k=task.top_k or None, seed=seed,
+    )  # (1, p + sample_tokens)
+    return tokenizer.decode(ids[0].tolist())
 
 
 # ------------------------------------------------------------------ the run
@@ -181,6 +185,7 @@ def run(
     model = GPT(recipe.model)
     tracker.log_params(flatten_params(recipe))
 
+    tokenizer.encode(task.sample_prompt)  # a prompt the vocabulary cannot spell fails now, not after training
     train_tokens = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
     val_tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
     val_windows = fixed_windows(val_tokens, context + 1, task.eval_batches, train.batch_size, seed=train.seed)
@@ -202,7 +207,7 @@ def run(
         trainer.load_state(Path(resume))
     result = trainer.fit()
 
-    sample = generate_sample(model, tokenizer, task, train.seed)
+    text_sample = generate_sample(model, tokenizer, task, train.seed)
     metrics = {
         **selected_metrics(trainer, result),
         **training_metrics(result, trainer, model),
@@ -210,13 +215,13 @@ def run(
         "val_tokens": len(val_tokens),
         "vocab_size": tokenizer.vocab_size,
     }
-    if sample is not None:
-        metrics["sample"] = sample
+    if text_sample is not None:
+        metrics["sample"] = text_sample
         if out is not None:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / SAMPLE).write_text(sample, encoding="utf-8")
+            (Path(out) / SAMPLE).write_text(text_sample, encoding="utf-8")
     save_run(out, model, recipe, metrics, result, tracker, write_extra=write_tokenizer, artifacts=(TOKENIZER, SAMPLE))
-    return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result, "sample": sample}
+    return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result, "sample": text_sample}
 
 
 # ------------------------------------------------------------------ loading a trained model

@@ -261,7 +261,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     if p >= 1.0:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # (r, v)
-    probabilities = sorted_logits.float().softmax(dim=-1)
+    probabilities = sorted_logits.to(torch.promote_types(sorted_logits.dtype, torch.float32)).softmax(dim=-1)
     mass_before = probabilities.cumsum(dim=-1) - probabilities  # (r, v): the probability of the tokens before
     drop_sorted = mass_before >= p
     drop_sorted[..., 0] = False

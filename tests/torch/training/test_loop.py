@@ -34,3 +34,18 @@ def test_history_records_steps_loss_and_lr():
     for step, _, lr in result.history:
         assert abs(lr - 32**-0.5 * min(step**-0.5, step * 4**-1.5)) < 1e-12
     assert all(loss > 0 for _, loss, _ in result.history)
+
+
+def test_weight_decay_spares_biases_and_norm_gains() -> None:
+    from taa.config import TrainConfig
+    from taa.torch.training.loop import make_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    adam = make_optimizer(model, TrainConfig(weight_decay=0.0))
+    assert isinstance(adam, torch.optim.Adam) and len(adam.param_groups) == 1
+    adamw = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    assert isinstance(adamw, torch.optim.AdamW)
+    decayed = {id(p) for g in adamw.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    free = {id(p) for g in adamw.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert decayed == {id(model[0].weight)}
+    assert free == {id(model[0].bias), id(model[1].weight), id(model[1].bias)}

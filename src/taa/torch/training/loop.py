@@ -89,14 +89,23 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam(beta1, beta2, eps) as in §5.3; AdamW when weight decay is set."""
-    cls = torch.optim.AdamW if train.weight_decay > 0 else torch.optim.Adam
-    return cls(
-        model.parameters(),
-        lr=train.lr,
-        betas=(train.adam_beta1, train.adam_beta2),
-        eps=train.adam_eps,
-        weight_decay=train.weight_decay,
+    """Adam(beta1, beta2, eps) as in §5.3; AdamW when weight decay is set.
+
+    Decoupled weight decay (Loshchilov & Hutter 2019) shrinks only the matrices (linear
+    maps and embeddings): biases and norm gains stay free, as in BERT and GPT-2 training.
+    """
+    if train.weight_decay <= 0:
+        return torch.optim.Adam(
+            model.parameters(), lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps
+        )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": train.weight_decay},
+        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [group for group in groups if group["params"]],
+        lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps,
     )
 
 
