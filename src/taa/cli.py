@@ -5,6 +5,10 @@
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--json]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
     taa model-info PRESET [--set key=value ...] [--json]
+    taa convert (--from-hf DIR | --to-hf DIR) --out DIR
+    taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--temperature T]
+                 [--top-k K] [--top-p P] [--beam N] [--seed S] [--dtype float32|bfloat16] [--json]
+    taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [SENTENCE ...]
 
 Frameworks are imported inside the commands, so ``taa --help`` stays fast. Bad input
 (a missing file, an unknown field, a bad value) ends with one line naming it.
@@ -122,7 +126,7 @@ def _print_summary(config: cfg.RecipeConfig, metrics: dict, out: Path) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field, e.g. d_model=256.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def model_info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Parameter count per component and in total for a PRESET (e.g. vaswani-base)."""
+    """Parameter count per component and in total for a PRESET (e.g. vaswani-base, gpt2-small, bert-base, t5-small)."""
     try:
         fields = cfg.parse_overrides(overrides)
         if preset not in cfg.PRESETS:
@@ -132,10 +136,10 @@ def model_info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
         _fail(error)
     import torch
 
-    from taa.torch.models.transformer import Transformer
+    from taa.torch.hub import build_model
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = Transformer(model_config)
+        model = build_model(model_config)  # the class of the config's type: Transformer, GPT, BertModel, T5
     components = model.parameter_breakdown()
     total = model.num_parameters()
     if as_json:
@@ -248,6 +252,213 @@ def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
     plot_attention(weights, source_tokens, target_tokens, out)
     click.echo(f"{translation}\nwrote {out}")
 
+
+
+# --------------------------------------------------------------------------------------
+# Issue 4: Hugging Face interop, generation and sentence embeddings
+# --------------------------------------------------------------------------------------
+
+DTYPE_CHOICE = click.Choice(["float32", "bfloat16"])
+
+
+def _load_pretrained(checkpoint: Path, dtype: str = "float32"):
+    """``taa.torch.from_pretrained``; a bad folder is one line."""
+    from taa.convert.state_dict import ConversionError
+    from taa.torch.hub import from_pretrained
+
+    try:
+        return from_pretrained(checkpoint, dtype=None if dtype == "float32" else dtype)
+    except ConversionError as error:
+        _fail(error)
+
+
+@main.command()
+@click.option("--from-hf", "from_hf", type=click.Path(path_type=Path), default=None,
+              help="A Hugging Face model folder (config.json + model.safetensors) to convert to a taa folder.")
+@click.option("--to-hf", "to_hf", type=click.Path(path_type=Path), default=None,
+              help="A taa checkpoint folder (a training run or a converted model) to write for transformers.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder to write.")
+def convert(from_hf: Path | None, to_hf: Path | None, out: Path) -> None:
+    """Convert weights between Hugging Face folders and taa checkpoint folders (safetensors only).
+
+    GPT-2 (GPT2LMHeadModel), BERT (BertModel, BertForMaskedLM, BertForSequenceClassification)
+    and T5 (T5ForConditionalGeneration). The tokenizer files travel along.
+    """
+    from taa.convert import hf
+    from taa.convert.state_dict import ConversionError
+    from taa.torch.hub import copy_tokenizer, save_pretrained
+
+    if (from_hf is None) == (to_hf is None):
+        _fail(cfg.ConfigError("give exactly one of --from-hf DIR and --to-hf DIR"))
+    source = from_hf if from_hf is not None else to_hf
+    if out.resolve() == source.resolve():
+        _fail(cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else"))
+    try:
+        if from_hf is not None:
+            model = hf.load_hf_folder(from_hf)
+            save_pretrained(model, out, tokenizer_from=from_hf)
+            copied = [path.name for path in hf.tokenizer_files(from_hf)]
+        else:
+            pretrained = _load_pretrained(to_hf)
+            model = pretrained.model
+            hf.save_hf_folder(model, out)
+            copied = copy_tokenizer(pretrained, out)
+    except ConversionError as error:
+        _fail(error)
+    parameters = sum(p.numel() for p in model.parameters())
+    tokenizer = f", tokenizer: {', '.join(copied)}" if copied else ", no tokenizer"
+    click.echo(f"{type(model).__name__} ({parameters:,} parameters){tokenizer}: {source} -> {out}")
+
+
+def _parse_ids(text: str, vocab_size: int) -> list[int]:
+    try:
+        ids = [int(token) for token in text.replace(",", " ").split()]
+    except ValueError:
+        raise cfg.ConfigError(f"--prompt-ids {text!r}: give token ids separated by spaces, e.g. \"464 3290\"") from None
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise cfg.ConfigError(f"--prompt-ids: {bad} outside the model's vocabulary of {vocab_size}")
+    return ids
+
+
+class _TextStream:
+    """Prints generated text as it comes: decodes all tokens so far and writes what is new
+    (a byte-level BPE may need several tokens for one character: those wait)."""
+
+    def __init__(self, decode) -> None:
+        self.decode, self.ids, self.printed = decode, [], ""
+
+    def __call__(self, tokens) -> None:
+        self.ids.append(int(tokens[0]))
+        self.show(self.decode(self.ids))
+
+    def show(self, text: str) -> None:
+        if text.endswith("\ufffd") or not text.startswith(self.printed):
+            return  # an unfinished character, or a tokenizer that rewrote earlier text: wait
+        click.echo(text[len(self.printed):], nl=False)  # click flushes
+        self.printed = text
+
+    def finish(self, text: str) -> None:
+        """Print the rest of the final text (whole, on a new line, if earlier text changed)."""
+        if text.startswith(self.printed):
+            click.echo(text[len(self.printed):], nl=False)
+        else:
+            click.echo("\n" + text, nl=False)
+        self.printed = text
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A Hugging Face folder or taa checkpoint of a GPT (continues the prompt) or T5 / translation model.")
+@click.option("--prompt", default=None, help="The prompt text (for T5 and translation models: the source).")
+@click.option("--prompt-ids", "prompt_ids", default=None, help='The prompt as token ids, e.g. "464 3290 318".')
+@click.option("--max-new-tokens", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Sample with this temperature (no sampling option: greedy).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k most likely tokens.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Sample from the smallest set of tokens whose probability reaches p (nucleus).")
+@click.option("--beam", type=click.IntRange(min=1), default=1, show_default=True, help="Beam size (1: no beam search).")
+@click.option("--seed", type=int, default=None, help="Seed of the sampler.")
+@click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
+              help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tokens, text) instead of streaming.")
+def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_new_tokens: int,
+             temperature: float | None, top_k: int | None, top_p: float | None, beam: int, seed: int | None,
+             dtype: str, as_json: bool) -> None:
+    """Continue a prompt (GPT) or generate from a source (T5): greedy unless a sampling option is given.
+
+    The text streams to standard output as it is produced, on the KV cache.
+    """
+    import torch
+
+    from taa.torch.generate import generate as generate_tokens
+    from taa.torch.hub import decode_tokens, encode_text, vocab_size
+
+    if (prompt is None) == (prompt_ids is None):
+        _fail(cfg.ConfigError("give the prompt as --prompt TEXT or as --prompt-ids \"ID ID ...\" (one of them)"))
+    sampling = any(option is not None for option in (temperature, top_k, top_p))
+    if sampling and beam > 1:
+        _fail(cfg.ConfigError("--beam samples nothing: use --beam with no --temperature/--top-k/--top-p"))
+    pretrained = _load_pretrained(checkpoint, dtype)
+    if pretrained.architecture not in ("GPT", "T5ForConditionalGeneration", "Transformer"):
+        _fail(cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture} does not generate text "
+                              "(taa generate needs a GPT, T5 or translation model)"))
+    tokenizer, encoder_decoder = pretrained.tokenizer, pretrained.is_encoder_decoder
+    try:
+        if prompt_ids is not None:
+            ids = _parse_ids(prompt_ids, vocab_size(pretrained))
+        elif tokenizer is None:
+            raise cfg.ConfigError(f"{checkpoint} has no tokenizer: give the prompt as --prompt-ids \"ID ID ...\"")
+        else:
+            ids = encode_text(tokenizer, prompt, source=encoder_decoder)
+        if not ids and not encoder_decoder and getattr(pretrained.config, "bos_id", None) is not None:
+            ids = [pretrained.config.bos_id]  # an empty prompt: start from the start token
+        if not ids:
+            raise cfg.ConfigError("the prompt is empty: give at least one token")
+    except Exception as error:  # ConfigError, or a character the vocabulary cannot spell (DataError)
+        _fail(error)
+
+    def decode(new_ids):
+        return decode_tokens(tokenizer, new_ids, target=encoder_decoder)
+
+    stream = None
+    if not as_json and beam == 1:
+        stream = _TextStream(decode) if tokenizer is not None else (
+            lambda tokens: click.echo(f"{int(tokens[0])} ", nl=False))
+        if tokenizer is not None and not encoder_decoder and prompt is not None:
+            click.echo(prompt, nl=False)  # the continuation follows the prompt
+    input_ids = torch.tensor([ids])
+    try:
+        output = generate_tokens(
+            pretrained.model, input_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+            top_p=top_p, num_beams=beam, seed=seed, streamer=stream,
+        )
+    except ValueError as error:  # e.g. a padded prompt past the context
+        _fail(error)
+    new_ids = output[0, 1 if encoder_decoder else len(ids):].tolist()
+    text = decode(new_ids) if tokenizer is not None else None
+    if as_json:
+        click.echo(json.dumps({"tokens": new_ids, "text": text, "prompt_tokens": ids}))
+        return
+    if isinstance(stream, _TextStream):
+        stream.finish(text)
+    elif stream is None:  # beam search knows its answer only at the end
+        click.echo(text if text is not None else " ".join(map(str, new_ids)), nl=False)
+    click.echo()
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A BERT folder with its tokenizer (e.g. all-MiniLM-L6-v2), Hugging Face or taa.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of vectors.")
+@click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
+              help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.argument("sentences", nargs=-1)
+def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentences: tuple[str, ...]) -> None:
+    """Sentence embeddings of SENTENCES (or of each line of standard input): the mean of BERT's
+    last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line."""
+    from taa.torch.models.bert import BertModel, sentence_embeddings
+
+    pretrained = _load_pretrained(checkpoint, dtype)
+    model = getattr(pretrained.model, "bert", pretrained.model)  # a task model's BERT backbone
+    if not isinstance(model, BertModel):
+        _fail(cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a BERT model (taa embed needs one)"))
+    tokenizer = pretrained.tokenizer
+    if not hasattr(tokenizer, "encode_batch"):
+        _fail(cfg.ConfigError(f"{checkpoint}: no Hugging Face tokenizer (tokenizer.json) that adds [CLS] and [SEP]"))
+    import torch
+
+    lines = list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
+    with torch.inference_mode():
+        vectors = sentence_embeddings(model, tokenizer, lines, batch_size=batch_size) if lines else None
+    rows = vectors.tolist() if vectors is not None else []
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(" ".join(f"{value:.7g}" for value in row))
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

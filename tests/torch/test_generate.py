@@ -462,17 +462,18 @@ def test_left_padded_batch_equals_one_prompt_at_a_time(gpt_pair, num_beams):
 
 def test_sampling_is_repeatable_and_top_k_one_is_greedy(gpt_pair):
     _, ours, ids, mask = gpt_pair
-    options = dict(max_new_tokens=LM_NEW, eos_id=None, temperature=1.5)
+    options = dict(max_new_tokens=LM_NEW, eos_id=-1, temperature=1.5)  # -1: never stop
     first = generate(ours, ids, mask, seed=3, **options)
     assert torch.equal(first, generate(ours, ids, mask, seed=3, **options))
     assert torch.equal(first, generate(ours, ids, mask, generator=torch.Generator().manual_seed(3), **options))
     assert not torch.equal(first, generate(ours, ids, mask, seed=4, **options))
-    greedy = generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None)
+    greedy = generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=-1)
+    assert greedy.shape == (len(ids), ids.shape[1] + LM_NEW)  # eos_id=-1: no row stops at the end token
     assert not torch.equal(first, greedy)
-    assert torch.equal(generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None, top_k=1, seed=0), greedy)
+    assert torch.equal(generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=-1, top_k=1, seed=0), greedy)
     # sample() always samples: temperature 1, no filter
-    assert torch.equal(sample(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None, seed=3),
-                       generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=None, do_sample=True, seed=3))
+    assert torch.equal(sample(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=-1, seed=3),
+                       generate(ours, ids, mask, max_new_tokens=LM_NEW, eos_id=-1, do_sample=True, seed=3))
 
 
 def test_sampling_equals_transformers_filters():
@@ -521,7 +522,7 @@ def test_streamer_receives_the_tokens_in_order(gpt_pair):
                       streamer=lambda step_tokens: received.append(step_tokens.clone()))
     assert torch.equal(torch.stack(received, dim=1), tokens[:, ids.shape[1]:])
     received.clear()
-    sampled = generate(ours, ids[:1], max_new_tokens=5, eos_id=None, seed=1, top_p=0.9,
+    sampled = generate(ours, ids[:1], max_new_tokens=5, eos_id=-1, seed=1, top_p=0.9,
                        streamer=lambda step_tokens: received.append(step_tokens.clone()))
     assert torch.stack(received, dim=1).tolist() == sampled[:, ids.shape[1]:].tolist()
 
@@ -538,6 +539,8 @@ def test_generation_past_the_context_slides_as_nanogpt_does():
         logits = model(expected[:, -8:])[:, -1]  # no cache: the last 8 tokens
         expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(tokens, expected)
+    long_prompt = expected[:, :11]  # longer than the context itself: its last 8 tokens are read
+    assert torch.equal(generate(model, long_prompt, max_new_tokens=4, eos_id=None), expected[:, :15])
     with pytest.raises(ValueError, match="exceeds the model's context of max_length=8"):
         generate(model, torch.tensor([[0, 3, 4]]), torch.tensor([[0, 1, 1]]), max_new_tokens=6)
     with pytest.raises(ValueError, match="beam search does not slide"):
@@ -548,12 +551,12 @@ def test_generate_restores_training_mode_and_autocasts(gpt_pair):
     _, ours, ids, mask = gpt_pair
     ours.train()
     try:
-        tokens = generate(ours, ids, mask, max_new_tokens=3, eos_id=None)
+        tokens = generate(ours, ids, mask, max_new_tokens=3, eos_id=-1)
         assert ours.training  # dropout was off while generating, and the mode is restored
     finally:
         ours.eval()
-    assert torch.equal(tokens, generate(ours, ids, mask, max_new_tokens=3, eos_id=None))
-    bf16 = generate(ours, ids, mask, max_new_tokens=3, eos_id=None, dtype="bfloat16")
+    assert torch.equal(tokens, generate(ours, ids, mask, max_new_tokens=3, eos_id=-1))
+    bf16 = generate(ours, ids, mask, max_new_tokens=3, eos_id=-1, dtype="bfloat16")
     assert bf16.shape == tokens.shape and next(ours.parameters()).dtype == torch.float32
 
 

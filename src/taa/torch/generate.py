@@ -182,6 +182,7 @@ class DecoderOnlySteps:
             self.history = input_ids.new_empty((self.rows, total))
             self.history[:, :prompt_length] = input_ids
         self.length = 0  # tokens read so far
+        self.last_position_only = hasattr(model, "hidden_states") and hasattr(model, "output_projection")
 
     def repeat_rows(self, k: int) -> None:
         """Each prompt k times in neighbouring rows (row = prompt * k + beam), before the first step."""
@@ -199,16 +200,17 @@ class DecoderOnlySteps:
         mask = self.mask[:, :end] if self.mask is not None else None  # cached + new tokens
         positions = self.positions[:, start:end] if self.positions is not None else None
         model = self.model
-        if hasattr(model, "hidden_states") and hasattr(model, "output_projection"):
+        if self.last_position_only:
             hidden = model.hidden_states(input_ids, mask, position_ids=positions, cache=cache)  # (r, n, d)
             return model.output_projection(hidden[:, -1])  # (r, v): only the last position
         return model(input_ids, mask, position_ids=positions, cache=cache)[:, -1]
 
     def next_logits(self, last: Optional[Tensor]) -> Tensor:
-        if last is None:  # the whole prompt at once
-            logits = self._logits(self.prompt, 0, self.cache)
+        if last is None:  # the whole prompt at once (its last max_length tokens when longer)
             self.length = self.prompt.shape[1]
-            return logits
+            if self.slides and self.length > self.max_positions:
+                return self._logits(self.prompt[:, -self.max_positions :], 0, None)
+            return self._logits(self.prompt, 0, self.cache)
         if self.history is not None:
             self.history[:, self.length] = last
         self.length += 1
@@ -658,9 +660,9 @@ def generate(
       (or ``do_sample=True``) sample instead, from ``seed`` or ``generator``.
       ``num_beams`` > 1: beam search with lp(Y) = |Y| ** ``length_penalty`` and
       Hugging Face's ``early_stopping`` (False, True or "never").
-    - Each row stops at ``eos_id`` (default: the config's ``eos_id``; None: never) or
-      after ``max_new_tokens``; what follows is ``pad_id`` (default: the config's
-      ``pad_id``, else ``eos_id``, as transformers does).
+    - Each row stops at ``eos_id`` (default: the config's ``eos_id``; a negative id, or a
+      config without one: never) or after ``max_new_tokens``; what follows is ``pad_id``
+      (default: the config's ``pad_id``, else ``eos_id``, as transformers does).
     - ``streamer(tokens)`` receives each step's new tokens (b,) as they are chosen
       (greedy and sampling; beam search knows its answer only at the end).
     - ``dtype="bfloat16"`` autocasts a float32 model. A model cast once
@@ -683,6 +685,8 @@ def generate(
         raise ValueError("beam search with sampling is not supported: use num_beams=1 to sample")
     config = model.config
     eos_id = getattr(config, "eos_id", None) if eos_id is None else eos_id
+    if eos_id is not None and eos_id < 0:
+        eos_id = None  # never stop early: the loop keeps no book of finished rows
     if pad_id is None:
         pad_id = getattr(config, "pad_id", None)
         pad_id = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
