@@ -36,6 +36,7 @@ from taa.torch.attention import MultiHeadAttention, key_padding_to_attention_mas
 from taa.torch.blocks import Decoder, DecoderCache, Encoder
 from taa.torch.dropout import Dropout
 from taa.torch.feedforward import PositionwiseFeedForward
+from taa.torch.models.transformer import Transformer
 from taa.torch.positional import RelativePositionBias
 
 
@@ -173,18 +174,6 @@ class T5ForConditionalGeneration(nn.Module):
     # Sizes
     # ----------------------------------------------------------------------------------
 
-    def num_parameters(self) -> int:
-        """Distinct parameters (the tied output layer counts once)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def parameter_breakdown(self) -> dict[str, int]:
-        """Parameters per top-level component; shared tensors count once, where first seen."""
-        seen: set[int] = set()
-        counts: dict[str, int] = {}
-        for name, parameter in self.named_parameters(remove_duplicate=False):
-            if id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            component = name.split(".")[0]
-            counts[component] = counts.get(component, 0) + parameter.numel()
-        return counts
+    # Distinct parameters (the tied output layer counts once), and per top-level component.
+    num_parameters = Transformer.num_parameters
+    parameter_breakdown = Transformer.parameter_breakdown
