@@ -394,6 +394,10 @@ class BertConfig(BlockConfig):
     pad_id: int = 0  # BERT: pad_token_id ([PAD])
     num_labels: int = 2  # outputs of the sequence-classification head
     classifier_dropout: Optional[float] = None  # dropout before the classifier; None = dropout
+    # What the classifier reads: "cls" = the pooler on [CLS] (BERT §4.1, transformers'
+    # BertForSequenceClassification); "mean" = the mean over real tokens (Sentence-BERT §3),
+    # how sentence-embedding checkpoints such as all-MiniLM-L6-v2 were trained.
+    classifier_pooling: Literal["cls", "mean"] = "cls"
     feed_forward_dropout: float = 0.0  # dropout inside the feed-forward; BERT has none there
     init_std: float = 0.02  # N(0, init_std) initialisation (BERT: initializer_range)
 
@@ -756,7 +760,7 @@ class LanguageModelTaskConfig:
     vocab_size: int = 1024  # byte-level BPE vocabulary (tokenizer: bpe): 260 bytes and specials, then merges
     min_frequency: int = 2  # a BPE merge must occur this often
     block_size: int = 0  # context: tokens the model reads per window (nanoGPT: block_size); 0 = model.max_length
-    eval_batches: int = 20  # validation loss: the mean over this fixed set of batches
+    eval_batches: int = 20  # validation loss: the mean over this fixed set of batches; 0 = every validation token
     sample_tokens: int = 300  # length of the text sample generated at the end; 0 = none
     sample_prompt: str = "\n"  # what the sample continues (nanoGPT's sample.py starts at "\n")
     temperature: float = 0.8  # sampling temperature of the sample
@@ -769,9 +773,8 @@ class LanguageModelTaskConfig:
             self.tokenizer != "bpe" or self.vocab_size > 260,
             f"vocab_size={self.vocab_size} must exceed 260 (256 bytes and 4 special tokens)",
         )
-        for name in ("eval_batches", "min_frequency"):
-            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
-        for name in ("block_size", "sample_tokens", "top_k"):
+        _require(self.min_frequency > 0, f"min_frequency={self.min_frequency} must be positive")
+        for name in ("block_size", "eval_batches", "sample_tokens", "top_k"):
             _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         _require(self.temperature > 0, f"temperature={self.temperature} must be positive")
         _require(self.sample_tokens == 0 or self.sample_prompt != "", "sample_prompt='' is empty: sampling needs a token")

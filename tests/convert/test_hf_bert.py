@@ -175,6 +175,8 @@ def test_config_errors_name_the_field(tmp_path) -> None:
         hf_bert.load_hf_folder(tmp_path)
     with pytest.raises(ConversionError, match=r"norm_first=True \(BERT is post-norm\)"):
         hf_bert.config_to_hf(cfg.preset("bert-tiny", norm_first=True))
+    with pytest.raises(ConversionError, match=r"classifier_pooling='mean' \(BertForSequenceClassification pools"):
+        hf_bert.config_to_hf(cfg.preset("bert-tiny", classifier_pooling="mean"), "BertForSequenceClassification")
     with pytest.raises(ConversionError, match="architecture='BertForQuestionAnswering'"):
         hf_bert.load_hf_folder(tmp_path, architecture="BertForQuestionAnswering")
 

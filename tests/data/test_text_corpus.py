@@ -7,6 +7,7 @@ from taa.data.text import DataError
 from taa.data.text_corpus import (
     TINY_SHAKESPEARE,
     WindowSampler,
+    every_window,
     find_text_file,
     fixed_windows,
     random_windows,
@@ -83,3 +84,13 @@ def test_sampler_resumes_at_the_same_batch_and_validation_is_fixed():
     first, second = fixed_windows(tokens, 17, 3, 4, seed=3), fixed_windows(tokens, 17, 3, 4, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert not np.array_equal(first[0], next(WindowSampler(tokens, 17, 4, seed=3)))  # not training's batches
+
+
+def test_every_window_predicts_each_token_after_the_first_once():
+    tokens = np.arange(40, dtype=np.int64)
+    batches = every_window(tokens, length=9, batch_size=2)  # windows of 9: 8 inputs, 8 targets
+    windows = np.concatenate(batches)
+    assert [len(b) for b in batches] == [2, 2] and windows.shape == (4, 9)
+    assert all(np.array_equal(w, np.arange(w[0], w[0] + 9)) for w in windows)  # contiguous text
+    targets = windows[:, 1:].ravel()
+    np.testing.assert_array_equal(targets, np.arange(1, 33))  # tokens 1..32 once each; the tail (33..39) is left out

@@ -98,6 +98,22 @@ def test_tiny_run_writes_a_checkpoint_that_loads(tmp_path):
 
 
 @needs_shakespeare
+def test_validation_on_the_whole_split(tmp_path):
+    """``eval_batches: 0`` scores every validation token: the loss equals the mean over
+    all consecutive windows, recomputed here from the saved model."""
+    out = tmp_path / "run"
+    result = taa_train(CHAR, out, *TINY, "data.eval_batches=0", "train.steps=2")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    model, tokenizer, recipe = load_language_model(out)
+    val_text = SHAKESPEARE.read_text(encoding="utf-8")[-metrics["val_tokens"]:]
+    tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
+    windows = np.stack([tokens[i * 32 : i * 32 + 33] for i in range((len(tokens) - 1) // 32)])  # context 32
+    batches = [windows[start : start + 500] for start in range(0, len(windows), 500)]
+    assert metrics["val_loss"] == pytest.approx(validation_loss(model, batches), rel=1e-5)
+
+
+@needs_shakespeare
 def test_half_then_resume_equals_one_go(tmp_path, monkeypatch):
     """Steps 1-6 in one go == steps 1-3, then a resumed run that trains steps 4-6 only
     (no kill needed: the constant schedule does not depend on the total number of steps)."""

@@ -149,6 +149,8 @@ def config_to_hf(config: BertConfig, architecture: str = "BertModel") -> dict[st
         problems.append(f"n_kv_heads={config.n_kv_heads} (BERT has no grouped-query attention)")
     if config.activation not in ACTIVATIONS_TO_HF:
         problems.append(f"activation={config.activation!r} (BERT supports {', '.join(ACTIVATIONS_TO_HF)})")
+    if architecture == "BertForSequenceClassification" and config.classifier_pooling != "cls":
+        problems.append(f"classifier_pooling={config.classifier_pooling!r} (BertForSequenceClassification pools [CLS])")
     if problems:
         raise ConversionError(f"BertConfig cannot be written as BERT: {'; '.join(problems)}")
     hf = {

@@ -102,3 +102,15 @@ def fixed_windows(tokens: np.ndarray, length: int, batches: int, batch_size: int
     """A fixed list of ``batches`` window batches (the same every call): validation data."""
     sampler = WindowSampler(tokens, length, batch_size, seed, stream=1)
     return [next(sampler) for _ in range(batches)]
+
+
+def every_window(tokens: np.ndarray, length: int, batch_size: int) -> list[np.ndarray]:
+    """The whole text as consecutive windows of ``length`` tokens, in batches (b, length).
+
+    Neighbouring windows share one token (the last input of one is the first of the
+    next), so a model reading ``window[:-1]`` predicts every token after the first
+    exactly once. A tail shorter than a window is left out.
+    """
+    count = (len(tokens) - 1) // (length - 1)
+    windows = np.stack([tokens[i * (length - 1) : i * (length - 1) + length] for i in range(count)])  # (count, length)
+    return [windows[start : start + batch_size] for start in range(0, count, batch_size)]

@@ -53,8 +53,8 @@ TOKENIZER = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
 # Hyper-parameters that differ between pre-training and fine-tuning; every other field of
 # the model section must equal the pre-trained folder's config.
-FINE_TUNING_FIELDS = ("dropout", "attention_dropout", "classifier_dropout", "feed_forward_dropout", "num_labels",
-                      "init_std", "attention")
+FINE_TUNING_FIELDS = ("dropout", "attention_dropout", "classifier_dropout", "classifier_pooling", "feed_forward_dropout",
+                      "num_labels", "init_std", "attention")
 
 # ------------------------------------------------------------------ the pre-trained folder and its tokenizer
 

@@ -14,9 +14,10 @@ next token. Set up as nanoGPT's ``shakespeare_char`` (Karpathy):
 3. each step reads ``batch_size`` windows of ``block_size + 1`` tokens at random
    offsets; the model reads ``window[:-1]`` and predicts ``window[1:]``, every
    position at once under the causal mask;
-4. validation: the mean next-token loss over a fixed set of ``eval_batches``
-   windows of the validation text (the same windows at every evaluation, so the
-   numbers compare across steps and runs);
+4. validation: the mean next-token loss over every token of the validation text
+   (``eval_batches: 0``), or over a fixed set of ``eval_batches`` batches of random
+   windows (nanoGPT's estimate; the same windows at every evaluation, so the numbers
+   compare across steps and runs);
 5. at the end, a text sample continuing ``sample_prompt`` (temperature 0.8, top-k
    200, as nanoGPT's ``sample.py``), saved as ``sample.txt`` and reported.
 
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from taa import config as cfg
-from taa.data.text_corpus import WindowSampler, find_text_file, fixed_windows, read_text, split_text
+from taa.data.text_corpus import WindowSampler, every_window, find_text_file, fixed_windows, read_text, split_text
 from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, load_tokenizer, train_bpe
 from taa.tasks import require_model_config
 from taa.tasks.common import save_run, selected_metrics, training_metrics
@@ -51,6 +52,7 @@ from taa.tracking import Tracker, flatten_params
 
 TOKENIZER = "tokenizer"
 SAMPLE = "sample.txt"
+EVAL_BATCH_SIZE = 64  # windows per batch when validating on the whole text
 
 Tokenizer = CharTokenizer | SubwordTokenizer
 
@@ -188,7 +190,10 @@ def run(
     tokenizer.encode(task.sample_prompt)  # a prompt the vocabulary cannot spell fails now, not after training
     train_tokens = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
     val_tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
-    val_windows = fixed_windows(val_tokens, context + 1, task.eval_batches, train.batch_size, seed=train.seed)
+    if task.eval_batches == 0:  # the whole validation text
+        val_windows = every_window(val_tokens, context + 1, EVAL_BATCH_SIZE)
+    else:
+        val_windows = fixed_windows(val_tokens, context + 1, task.eval_batches, train.batch_size, seed=train.seed)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         loss = validation_loss(model, val_windows, train.dtype)

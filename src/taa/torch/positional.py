@@ -65,8 +65,7 @@ class LearnedPositionalEmbedding(nn.Module):
         length = x.shape[1]
         if offset + length > self.embedding.num_embeddings:
             raise ValueError(f"position {offset + length} exceeds max_length={self.embedding.num_embeddings}")
-        positions = torch.arange(offset, offset + length, device=x.device)
-        return x + self.embedding(positions)
+        return x + self.embedding.weight[offset : offset + length]  # (n, d): rows offset..offset+n-1
 
 
 class RotaryEmbedding(nn.Module):

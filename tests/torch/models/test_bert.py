@@ -78,6 +78,21 @@ def test_heads_shapes_and_tying() -> None:
     assert classifier(ids, torch.ones_like(ids)).shape == (2, 3)
 
 
+def test_mean_pooled_classifier_reads_the_mean_of_real_tokens() -> None:
+    ids = torch.randint(1, 100, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    classifier = tiny(BertForSequenceClassification, num_labels=3, classifier_pooling="mean")
+    hidden = classifier.bert(ids, mask)  # (2, 5, d)
+    expected = torch.stack([hidden[0].mean(dim=0), hidden[1, :3].mean(dim=0)]) @ classifier.classifier.weight.T
+    torch.testing.assert_close(classifier(ids, mask), expected + classifier.classifier.bias)
+    # [CLS] pooling (the default) gives other logits from the same weights
+    cls_pooled = tiny(BertForSequenceClassification, num_labels=3)
+    cls_pooled.load_state_dict(classifier.state_dict())
+    assert not torch.allclose(cls_pooled(ids, mask), classifier(ids, mask))
+    with pytest.raises(ConfigError, match="classifier_pooling"):
+        cfg.preset("bert-tiny", classifier_pooling="max")
+
+
 def test_bert_initialisation_is_normal_002_with_a_zero_padding_row() -> None:
     torch.manual_seed(0)
     model = BertModel(BertConfig(d_model=128, n_heads=4, d_ff=256, n_layers=2, vocab_size=600, max_length=64))

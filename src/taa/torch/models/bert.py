@@ -153,7 +153,12 @@ class BertForMaskedLM(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """BERT with a classifier on the pooled [CLS] state (§4.1): -> logits (b, c)."""
+    """BERT with a classifier on the pooled [CLS] state (§4.1): -> logits (b, c).
+
+    ``config.classifier_pooling="mean"`` feeds the classifier the mean of the last hidden
+    states over real tokens instead (:func:`mean_pool`, not normalised): the sentence
+    vector a Sentence-BERT checkpoint was trained to produce. The pooler is then unused.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -172,8 +177,13 @@ class BertForSequenceClassification(nn.Module):
         *,
         position_ids: Optional[Tensor] = None,
     ) -> Tensor:  # (b, n) -> (b, c)
-        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        return self.classifier(self.dropout(self.bert.pool(hidden)))
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids=position_ids)  # (b, n, d)
+        if self.config.classifier_pooling == "mean":
+            real = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            pooled = mean_pool(hidden, real, normalize=False)  # (b, d)
+        else:
+            pooled = self.bert.pool(hidden)  # (b, d): tanh(W h_[CLS] + b)
+        return self.classifier(self.dropout(pooled))
 
     num_parameters = Transformer.num_parameters
     parameter_breakdown = Transformer.parameter_breakdown
