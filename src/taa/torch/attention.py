@@ -114,6 +114,18 @@ def _repeat_kv_heads(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor,
     return key.repeat_interleave(groups, dim=-3), value.repeat_interleave(groups, dim=-3)
 
 
+def empty_query_rows(mask: Tensor) -> Optional[Tensor]:
+    """(.., q, 1) bool, True at queries that may attend to no key; None when the mask has none.
+
+    "None" is only decided on a CPU, where the check costs no device sync; elsewhere the
+    rows are always returned (zeroing rows that are not empty changes nothing).
+    """
+    empty = ~mask.any(dim=-1, keepdim=True)
+    if empty.device.type == "cpu" and not bool(empty.any()):
+        return None  # the usual case
+    return empty
+
+
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,
@@ -146,8 +158,8 @@ def scaled_dot_product_attention(
         scores = scores + blocked.masked_fill_(~mask, torch.finfo(scores.dtype).min / 2)
     weights = torch.softmax(scores, dim=-1)
     if mask is not None:
-        empty_rows = ~mask.any(dim=-1, keepdim=True)  # (.., q, 1): queries with nothing to attend to
-        if bool(empty_rows.any()):
+        empty_rows = empty_query_rows(mask)  # (.., q, 1) or None
+        if empty_rows is not None:
             weights = weights.masked_fill(empty_rows, 0.0)  # zero weights there, not uniform ones
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p)
@@ -172,10 +184,8 @@ def fused_scaled_dot_product_attention(
     if mask is not None:
         # Let a query with no visible key attend everywhere, then zero its output:
         # the kernel never sees an all -inf row, so no NaN reaches forward or backward.
-        empty_rows = ~mask.any(dim=-1, keepdim=True)  # (.., q, 1)
-        if query.device.type == "cpu" and not bool(empty_rows.any()):
-            empty_rows = None  # the usual case; on a CPU the check costs no device sync
-        else:
+        empty_rows = empty_query_rows(mask)  # (.., q, 1) or None
+        if empty_rows is not None:
             mask = mask | empty_rows
     attn_mask = mask
     if bias is not None:
