@@ -15,6 +15,7 @@ from taa.data.text import DataError
 from taa.tasks.classification import (
     ClassificationBatches,
     classify,
+    evaluate_classifier,
     load_classifier,
     load_pretrained,
     load_tokenizer,
@@ -101,6 +102,7 @@ def test_fine_tune_minilm_for_two_steps(sst2_slice, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["train_examples"] == metrics["valid_examples"] == 12
+    assert metrics["sentences_per_second"] > 0 and "tokens_per_second" not in metrics
     assert metrics["val_accuracy"] in [i / 12 for i in range(13)]
     model, tokenizer, recipe = load_classifier(out)
     assert recipe.data.pretrained == PACKAGE and model.config.d_model == 384
@@ -116,6 +118,26 @@ def test_tiny_bert_from_scratch_with_the_minilm_tokenizer(sst2_slice, tmp_path):
     assert len(metrics["best_steps"]) == 1 and metrics["best_steps"][0] in (2, 4)
     _, _, recipe = load_classifier(out)
     assert recipe.model.vocab_size == 30522 and recipe.model.n_layers == 2
+
+
+def test_averaged_checkpoints_report_their_own_evaluation(sst2_slice, tmp_path):
+    """With average_best the final weights are a mean never seen during the run: the metrics
+    written are the evaluation of those weights, not of the best single checkpoint."""
+    out = tmp_path / "averaged"
+    result = taa_train(out, f"data.dir={sst2_slice}", *SMALL, "model.preset=bert-tiny", "data.pretrained=",
+                       f"data.tokenizer={PACKAGE}", "train.steps=4", "train.eval_every=1", "train.lr=1e-3",
+                       "train.keep_best=3", "train.average_best=true", "model.dropout=0", "model.attention_dropout=0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["best_steps"]) == 3
+    model, tokenizer, recipe = load_classifier(out)
+    rows = [(f"{s} ", 1) for s in POSITIVE] + [(f"{s} ", 0) for s in NEGATIVE]  # as sst2_slice writes them
+    encoded = [e.ids for e in tokenizer.encode_batch([s for s, _ in rows])]
+    expected = evaluate_classifier(model, encoded, [label for _, label in rows], 128, recipe.model.pad_id)
+    assert metrics["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
+    assert metrics["val_accuracy"] == expected["val_accuracy"]
+    single = {e["step"]: e["val_loss"] for e in json.loads((out / "state" / "trainer.json").read_text())["trainer"]["evaluations"]}
+    assert all(abs(loss - metrics["val_loss"]) > 1e-6 for loss in single.values())  # none of the single ones
 
 
 @pytest.mark.parametrize("row, message", [

@@ -256,6 +256,8 @@ def run(
         "valid_examples": len(valid_rows),
         "epochs": result.steps * train.batch_size * train.grad_accumulation / len(train_rows),
     }
+    # The trainer's speed counts the loss's targets: here one label per sentence.
+    metrics["sentences_per_second"] = metrics.pop("tokens_per_second")
     save_run(out, model, recipe, metrics, result, tracker, write_extra=write_tokenizer, artifacts=(TOKENIZER,))
     return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result}
 

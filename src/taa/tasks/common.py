@@ -35,10 +35,14 @@ def selected_metrics(trainer: Trainer, result: TrainResult) -> dict[str, float]:
     """The validation metrics of the weights the model holds after ``fit``.
 
     With a run folder the trainer reloads the best weights by ``select_metric``: their
-    evaluation. Without one the model keeps its last weights: the last evaluation.
+    evaluation. Without one the model keeps its last weights: the last evaluation. An
+    average of several kept checkpoints (``average_best``) was never evaluated during the
+    run, so it is evaluated here.
     """
     if not result.evaluations:
         return {}
+    if trainer.train.average_best and len(trainer.state.best) > 1 and trainer.evaluate is not None:
+        return dict(trainer.evaluate(trainer.model))
     evaluations = {e["step"]: e for e in result.evaluations}
     step = trainer.state.best[0][1] if trainer.state.best else result.evaluations[-1]["step"]
     return {k: v for k, v in evaluations[step].items() if k != "step"}
