@@ -221,20 +221,16 @@ def attend(
     query_length, key_length = query.shape[-2], key.shape[-2]
     if implementation not in ("fused", "readable"):
         raise ValueError(f"attention implementation {implementation!r} is not 'fused' or 'readable'")
-    if (
-        query.device.type == "cpu"
-        and query.dtype in (torch.bfloat16, torch.float16)
-        and query.requires_grad
-        and torch.is_grad_enabled()
-    ):
-        # Measured (torch 2.13, AMX CPU): the fused CPU kernel's bfloat16 backward is 4-6x
-        # slower than the two matmuls of equation 1, while its forward and float32 paths are
-        # fast. So reduced-precision training on a CPU takes the readable path.
-        implementation = "readable"
-    if query_length == 1 and not (query.requires_grad and torch.is_grad_enabled()):
-        # A decoding step: one query per head. The fused kernel's fixed cost per call (~48 us
-        # on the 2-core CPU) is larger than the work; equation 1's two small matmuls are not.
-        implementation = "readable"
+    if query.device.type == "cpu":  # measured on torch 2.13, AMX CPU
+        training = query.requires_grad and torch.is_grad_enabled()
+        if training and query.dtype in (torch.bfloat16, torch.float16):
+            # The fused CPU kernel's bfloat16 backward is 4-6x slower than the two matmuls of
+            # equation 1, while its forward and float32 paths are fast.
+            implementation = "readable"
+        elif not training and query_length == 1:
+            # A decoding step: one query per head. The fused kernel's fixed cost per call
+            # (~48 us on the 2-core CPU) is larger than the work; the two matmuls' is not.
+            implementation = "readable"
     if return_weights or implementation == "readable":
         if causal and query_length > 1:
             mask = combine_masks(mask, causal_mask(query_length, key_length, query.device))
