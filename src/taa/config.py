@@ -355,6 +355,7 @@ class GPTConfig(BlockConfig):
     n_layers: int = 12  # GPT-2: n_layer
     max_length: int = 1024  # the context: positions the model has embeddings for (GPT-2: n_positions)
     tie_output: bool = True  # the output head reuses the token embedding matrix
+    positional: Literal["learned", "rotary", "alibi"] = "learned"  # GPT-2: learned; or RoPE, ALiBi in attention
     feed_forward_dropout: float = 0.0  # dropout inside the feed-forward; GPT-2 has none there
     init_std: float = 0.02  # N(0, init_std) initialisation (GPT-2: initializer_range)
     bos_id: Optional[int] = None  # GPT-2: 50256 (<|endoftext|>)
@@ -371,6 +372,8 @@ class GPTConfig(BlockConfig):
             f"feed_forward_dropout={self.feed_forward_dropout} must be in [0, 1)",
         )
         _check_token_ids(self, ("bos_id", "eos_id", "pad_id"))
+        if self.positional == "rotary":
+            _require(self.head_dim % 2 == 0, f"positional=rotary needs an even head_dim, got {self.head_dim}")
 
 
 @dataclass
@@ -647,6 +650,7 @@ class TrainConfig:
     adam_beta2: float = 0.98  # paper: beta2=0.98
     adam_eps: float = 1e-9  # paper: epsilon=1e-9
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0 = Adam
+    layer_lr_decay: float = 1.0  # fine-tuning: each layer below the top learns this much slower (1 = off)
     label_smoothing: float = 0.0  # paper §5.4: 0.1
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     grad_accumulation: int = 1  # batches whose gradients add up to one optimizer step
@@ -675,6 +679,7 @@ class TrainConfig:
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         _require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        _require(0.0 < self.layer_lr_decay <= 1.0, f"layer_lr_decay={self.layer_lr_decay} must be in (0, 1]")
         if self.schedule == "noam":
             _require(self.warmup_steps > 0, "schedule=noam needs warmup_steps > 0")
 

@@ -144,6 +144,8 @@ def test_folder_and_config_errors_name_the_problem(tmp_path) -> None:
         hf_gpt2.load_hf_folder(tmp_path)
     with pytest.raises(ConversionError, match="norm_first=False .*; activation='swiglu'"):
         hf_gpt2.config_to_hf(cfg.preset("gpt-tiny", norm_first=False, activation="swiglu"))
+    with pytest.raises(ConversionError, match="positional='rotary'"):
+        hf_gpt2.config_to_hf(cfg.preset("gpt-tiny", positional="rotary"))
 
 
 def test_readable_attention_and_norms_also_equal_transformers(tmp_path) -> None:

@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taa.torch.positional import (
+    AlibiBias,
     LearnedPositionalEmbedding,
     RelativePositionBias,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
+    alibi_slopes,
     relative_position_bucket,
     sinusoidal_table,
 )
@@ -105,9 +107,16 @@ def _rotary_complex(x: torch.Tensor, positions: torch.Tensor, base: float = 1000
 def test_rotary_equals_complex_implementation(offset: int) -> None:
     torch.manual_seed(2)
     rotary = RotaryEmbedding(16, max_length=64)
-    x = torch.randn(2, 3, 6, 16)
+    x = torch.randn(2, 3, 6, 16, requires_grad=True)
     expected = _rotary_complex(x, torch.arange(offset, offset + 6))
-    torch.testing.assert_close(rotary(x, offset), expected, atol=1e-5, rtol=1e-5)
+    ours = rotary(x, offset)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    cos, sin = rotary.cos[offset : offset + 6], rotary.sin[offset : offset + 6]
+    torch.testing.assert_close(ours, x * cos + RotaryEmbedding.rotate_half(x) * sin)  # the textbook form
+    upstream = torch.randn_like(x)
+    (ours_grad,) = torch.autograd.grad(ours, x, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(ours_grad, expected_grad, atol=1e-5, rtol=1e-5)  # the rotation's transpose
 
 
 def test_rotary_preserves_norm_and_position_zero_is_identity() -> None:
@@ -233,5 +242,39 @@ def test_relative_position_bias_shape_and_offset() -> None:
             bucket = _t5_bucket(j - i, False, 8, 16)
             torch.testing.assert_close(full[0, :, i, j], bias.embedding.weight[bucket])
     # the last two queries with an offset (KV cache) are the last two rows of the full bias
+    torch.testing.assert_close(bias(2, 5, offset=3), full[:, :, 3:, :])
+    torch.testing.assert_close(bias(1, 5, offset=4), full[:, :, 4:, :])
+
+
+# --------------------------------------------------------------------------------------
+# ALiBi
+# --------------------------------------------------------------------------------------
+
+
+def test_alibi_slopes_follow_the_paper() -> None:
+    """8 heads: 1/2, 1/4, ..., 1/256 (ALiBi §3); 6 heads: the 4-head slopes, then every
+    other 8-head slope."""
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0**-i for i in range(1, 9)]))
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]))
+    with pytest.raises(ValueError, match="at least one head"):
+        alibi_slopes(0)
+
+
+@pytest.mark.parametrize("n_heads", [1, 4, 6, 12, 16])
+def test_alibi_slopes_equal_transformers_bloom(n_heads: int) -> None:
+    """BLOOM's ALiBi gives key j the logit slope * j (the same softmax as -slope * (i - j))."""
+    bloom = pytest.importorskip("transformers.models.bloom.modeling_bloom")
+    theirs = bloom.build_alibi_tensor(torch.ones(1, 3), n_heads, torch.float32)  # (h, 1, 3)
+    torch.testing.assert_close(alibi_slopes(n_heads), theirs[:, 0, 1])
+
+
+def test_alibi_bias_penalises_distance_and_follows_the_cache_offset() -> None:
+    bias = AlibiBias(n_heads=4)
+    full = bias(5, 5)
+    assert full.shape == (1, 4, 5, 5)
+    slopes = alibi_slopes(4)
+    for i in range(5):
+        for j in range(i + 1):
+            torch.testing.assert_close(full[0, :, i, j], -slopes * (i - j))
     torch.testing.assert_close(bias(2, 5, offset=3), full[:, :, 3:, :])
     torch.testing.assert_close(bias(1, 5, offset=4), full[:, :, 4:, :])

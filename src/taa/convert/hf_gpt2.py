@@ -128,6 +128,8 @@ def config_to_hf(config: GPTConfig, architecture: str = "GPT2LMHeadModel") -> di
         problems.append("bias=False (GPT-2 has biases)")
     if config.n_kv_heads not in (None, config.n_heads):
         problems.append(f"n_kv_heads={config.n_kv_heads} (GPT-2 has no grouped-query attention)")
+    if config.positional != "learned":
+        problems.append(f"positional={config.positional!r} (GPT-2 learns absolute positions)")
     if config.activation not in ACTIVATIONS_TO_HF:
         problems.append(f"activation={config.activation!r} (GPT-2 supports {', '.join(ACTIVATIONS_TO_HF)})")
     if problems:

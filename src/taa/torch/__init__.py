@@ -26,21 +26,24 @@ from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification
 from taa.torch.models.gpt import GPT
 from taa.torch.norm import LayerNorm, RMSNorm
 from taa.torch.positional import (
+    AlibiBias,
     LearnedPositionalEmbedding,
     RelativePositionBias,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
+    alibi_slopes,
     relative_position_bucket,
     sinusoidal_table,
 )
 
 __all__ = [
-    "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer", "Hypothesis", "KVCache", "LayerCache",
-    "LayerNorm", "LearnedPositionalEmbedding", "MultiHeadAttention", "PositionwiseFeedForward",
-    "RMSNorm", "RelativePositionBias", "RotaryEmbedding", "SinusoidalPositionalEncoding", "Transformer",
-    "attend", "attention_mask", "beam_search", "capture_attention", "causal_mask", "combine_masks",
-    "fused_scaled_dot_product_attention", "greedy_decode", "key_padding_to_attention_mask",
-    "padding_mask", "relative_position_bucket", "scaled_dot_product_attention", "sinusoidal_table",
+    "AlibiBias", "Decoder", "DecoderCache", "DecoderLayer", "Encoder", "EncoderLayer", "Hypothesis",
+    "KVCache", "LayerCache", "LayerNorm", "LearnedPositionalEmbedding", "MultiHeadAttention",
+    "PositionwiseFeedForward", "RMSNorm", "RelativePositionBias", "RotaryEmbedding",
+    "SinusoidalPositionalEncoding", "Transformer", "alibi_slopes", "attend", "attention_mask", "beam_search",
+    "capture_attention", "causal_mask", "combine_masks", "fused_scaled_dot_product_attention",
+    "greedy_decode", "key_padding_to_attention_mask", "padding_mask", "relative_position_bucket",
+    "scaled_dot_product_attention", "sinusoidal_table",
 ]
 __all__ += ["BertForMaskedLM", "BertForSequenceClassification", "BertModel", "GPT"]  # issue 4: GPT and BERT
 

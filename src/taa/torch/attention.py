@@ -148,15 +148,16 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     # Scaling the queries equals scaling the scores, on k/e times fewer numbers.
     scores = torch.matmul(query * scale, key.transpose(-2, -1))  # (b, h, q, k)
-    if bias is not None:
-        scores = scores + bias
     if mask is not None:
         # The mask as an additive bias of its own small shape: 0 where a key may be seen,
         # a large finite negative where not, so masked keys get exactly zero weight. Half
         # the dtype's minimum leaves room for the scores (no overflow to -inf, no NaN).
         # One broadcast addition: masked_fill with a broadcast mask was ~14x slower on a CPU.
         blocked = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
-        scores = scores + blocked.masked_fill_(~mask, torch.finfo(scores.dtype).min / 2)
+        blocked.masked_fill_(~mask, torch.finfo(scores.dtype).min / 2)
+        bias = blocked if bias is None else bias.to(scores.dtype) + blocked  # still the small shape
+    if bias is not None:
+        scores = scores + bias  # one pass over the (b, h, q, k) scores
     weights = torch.softmax(scores, dim=-1)
     if mask is not None:
         empty_rows = empty_query_rows(mask)  # (.., q, 1) or None

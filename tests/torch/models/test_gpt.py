@@ -44,8 +44,9 @@ def test_logits_shape_and_tied_head() -> None:
     assert untied.num_parameters() == model.num_parameters() + 64 * 32
 
 
-def test_cached_step_by_step_decoding_equals_full_forward() -> None:
-    model = tiny()
+@pytest.mark.parametrize("positional", ["learned", "rotary", "alibi"])
+def test_cached_step_by_step_decoding_equals_full_forward(positional: str) -> None:
+    model = tiny(positional=positional)
     ids = torch.randint(0, 64, (3, 12))
     with torch.no_grad():
         full = model(ids)
@@ -56,8 +57,9 @@ def test_cached_step_by_step_decoding_equals_full_forward() -> None:
     torch.testing.assert_close(torch.cat([prefill, *steps], dim=1), full, atol=1e-5, rtol=0)
 
 
-def test_cached_decoding_of_left_padded_prompts_equals_each_prompt_alone() -> None:
-    model = tiny()
+@pytest.mark.parametrize("positional", ["learned", "rotary", "alibi"])
+def test_cached_decoding_of_left_padded_prompts_equals_each_prompt_alone(positional: str) -> None:
+    model = tiny(positional=positional)
     prompts = [torch.randint(0, 64, (n,)) for n in (6, 3, 1)]
     continuation = torch.randint(0, 64, (3, 4))
     batch = torch.zeros(3, 6, dtype=torch.long)
@@ -75,6 +77,38 @@ def test_cached_decoding_of_left_padded_prompts_equals_each_prompt_alone() -> No
             alone = model(torch.cat([prompt, continuation[row]])[None])[0]  # (n, v)
             expected = alone[len(prompt) - 1 :]  # the logits after the prompt and after each new token
             torch.testing.assert_close(torch.stack([o[row] for o in outputs]), expected, atol=1e-5, rtol=0)
+
+
+def test_rotary_positions_replace_the_learned_table() -> None:
+    """positional="rotary": no position table (max_length x d fewer parameters), queries and
+    keys rotated in every layer. (Caching and left padding: the tests above.)"""
+    learned, rotary = tiny(), tiny(positional="rotary")
+    assert rotary.position_embedding is None
+    assert rotary.num_parameters() == learned.num_parameters() - 64 * 32
+    assert all(layer.self_attention.rotary is not None for layer in rotary.blocks.layers)
+    ids = torch.randint(0, 64, (2, 10))
+    with torch.no_grad():
+        rotated = rotary(ids)
+        for layer in rotary.blocks.layers:
+            layer.self_attention.rotary = None
+        assert not torch.allclose(rotary(ids), rotated, atol=1e-4)  # the rotation is applied
+    with pytest.raises(ConfigError, match="even head_dim"):
+        cfg.preset("gpt-tiny", positional="rotary", d_model=30, n_heads=10)
+
+
+def test_alibi_adds_its_bias_and_has_no_position_table() -> None:
+    """positional="alibi": no position table; the stack adds the slopes' distance penalty
+    (the logits change without it), and the penalty lets a token see where it stands."""
+    learned, alibi = tiny(), tiny(positional="alibi")
+    assert alibi.position_embedding is None and alibi.blocks.relative_bias is not None
+    assert alibi.num_parameters() == learned.num_parameters() - 64 * 32
+    ids = torch.randint(0, 64, (2, 10))
+    with torch.no_grad():
+        biased = alibi(ids)
+        alibi.blocks.relative_bias = None
+        assert not torch.allclose(alibi(ids), biased, atol=1e-4)
+    with pytest.raises(ValueError, match="exceeds max_length=64"):
+        tiny(positional="alibi")(torch.zeros(1, 65, dtype=torch.long))
 
 
 def test_positions_from_mask_count_from_the_first_real_token() -> None:
@@ -107,8 +141,9 @@ def test_readable_attention_gives_the_fused_logits() -> None:
         torch.testing.assert_close(readable(ids, mask)[real], fused(ids, mask)[real], atol=1e-5, rtol=0)
 
 
-def test_too_long_input_raises() -> None:
-    model = tiny()
+@pytest.mark.parametrize("positional", ["learned", "rotary", "alibi"])
+def test_too_long_input_raises(positional: str) -> None:
+    model = tiny(positional=positional)
     with pytest.raises(ValueError, match="exceeds max_length=64"):
         model(torch.zeros(1, 65, dtype=torch.long))
     cache = model.new_cache()

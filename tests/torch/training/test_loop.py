@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from taa.config import CopyTaskConfig, TrainConfig, preset
@@ -79,3 +80,50 @@ def test_the_fused_optimizer_makes_the_same_update_as_the_loop() -> None:
         for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
         assert (ours[0].weight - start).abs().max() > 1e-3  # the steps did move the weights
+
+
+def test_layer_lr_decay_scales_each_depth_and_the_trainer_applies_it() -> None:
+    """layer_lr_decay=0.5 on a 2-layer BERT classifier: the head (and pooler) learn at the
+    scheduled rate, layer 2 at half, layer 1 at a quarter, the embeddings at an eighth;
+    weight decay still spares biases and norm gains at every depth."""
+    from taa.config import BertConfig, TrainConfig
+    from taa.torch import BertForSequenceClassification
+    from taa.torch.training.loop import Trainer, make_optimizer
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=11, n_layers=2, d_model=8, n_heads=2, d_ff=16, max_length=8, num_labels=2)
+    model = BertForSequenceClassification(config)
+    train = TrainConfig(lr=1e-3, schedule="constant", warmup_steps=0, weight_decay=0.1, layer_lr_decay=0.5, steps=1)
+    optimizer = make_optimizer(model, train)
+    scale = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    expected = {"bert.embeddings.": 0.125, "bert.encoder.layers.0.": 0.25, "bert.encoder.layers.1.": 0.5}
+    for name, p in model.named_parameters():
+        want = next((v for prefix, v in expected.items() if name.startswith(prefix)), 1.0)
+        assert scale[id(p)] == want, name
+        assert decay[id(p)] == (0.1 if p.dim() >= 2 else 0.0), name
+    assert len(scale) == sum(1 for _ in model.parameters())
+
+    def loss(model, batch):
+        return model(batch).square().sum(), batch.numel()
+
+    batches = iter([torch.randint(0, 11, (2, 5))] * 2)
+    trainer = Trainer(model, train, loss, batches, d_model=8, progress=False)
+    trainer.fit()
+    rates = {g["lr_scale"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert rates == {s: pytest.approx(1e-3 * s) for s in (0.125, 0.25, 0.5, 1.0)}
+    # decay 1 (the default) keeps the plain two groups, so older optimizer states still load
+    plain = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    assert len(plain.param_groups) == 2 and "lr_scale" not in plain.param_groups[0]
+
+
+def test_layer_lr_decay_rejects_a_model_with_two_stacks() -> None:
+    from taa.torch.training.loop import layer_depths
+
+    assert layer_depths(["embedding.weight", "stack.layers.0.w", "stack.layers.1.w", "head.w"]) == {
+        "embedding.weight": 0, "stack.layers.0.w": 1, "stack.layers.1.w": 2, "head.w": 3,
+    }
+    with pytest.raises(ValueError, match="one stack of layers"):
+        layer_depths(["encoder.layers.0.w", "decoder.layers.0.w"])
+    with pytest.raises(ValueError, match="layer_lr_decay"):
+        TrainConfig(layer_lr_decay=0.0)

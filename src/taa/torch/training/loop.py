@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -93,20 +94,53 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
 
     Decoupled weight decay (Loshchilov & Hutter 2019) shrinks only the matrices (linear
     maps and embeddings): biases and norm gains stay free, as in BERT and GPT-2 training.
+    With ``train.layer_lr_decay`` < 1 every group also carries an ``lr_scale`` by depth
+    (:func:`layer_depths`); the trainer multiplies the scheduled rate by it.
     """
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     # PyTorch's fused kernel updates every tensor in one pass. Measured on a 2-core CPU
     # (torch 2.13): 1.6 vs 7.2 ms a step for 0.8M parameters, 10 vs 50 ms for 10.7M, where
     # the default on a CPU is a Python loop over the tensors. Same update, same state.
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in named)
     hyper = dict(lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps, fused=fused or None)
-    if train.weight_decay <= 0:
-        return torch.optim.Adam(parameters, **hyper)
-    groups = [
-        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": train.weight_decay},
-        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+    depth = layer_depths([name for name, _ in named]) if train.layer_lr_decay < 1 else {}
+    top = max(depth.values(), default=0)
+    groups: dict[tuple[int, bool], list[Tensor]] = {}
+    for name, p in named:
+        decays = train.weight_decay > 0 and p.dim() >= 2
+        groups.setdefault((depth.get(name, top), decays), []).append(p)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": train.weight_decay if decays else 0.0,
+            **({"lr_scale": train.layer_lr_decay ** (top - level)} if depth else {}),
+        }
+        for (level, decays), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
     ]
-    return torch.optim.AdamW([group for group in groups if group["params"]], **hyper)
+    kind = torch.optim.AdamW if train.weight_decay > 0 else torch.optim.Adam
+    return kind(param_groups, **hyper)
+
+
+def layer_depths(names: list[str]) -> dict[str, int]:
+    """Depth of each parameter for layer-wise learning-rate decay (Clark et al. 2020, ELECTRA
+    §A; Howard & Ruder 2018's "discriminative fine-tuning"): 0 for the embeddings, i + 1 for
+    ``layers.i``, and L + 1 for everything above the L layers (final norm, pooler, heads).
+    A layer ``d`` below the top learns at ``layer_lr_decay ** d`` of the rate.
+
+    Depth only makes sense in one stack of layers: an encoder-decoder is an error.
+    """
+    stacks, depth = set(), {}
+    for name in names:
+        found = re.search(r"(^|\.)layers\.(\d+)\.", name)
+        if found:
+            stacks.add(name[: found.start()])
+            depth[name] = int(found.group(2)) + 1
+        elif "embed" in name:
+            depth[name] = 0
+    if len(stacks) > 1:
+        raise ValueError(f"layer_lr_decay needs one stack of layers; this model has {len(stacks)}: {sorted(stacks)}")
+    top = max(depth.values(), default=0) + 1
+    return {name: depth.get(name, top) for name in names}
 
 
 def seq2seq_loss(smoothing: float, pad_id: int) -> Callable[[nn.Module, Seq2SeqBatch], tuple[Tensor, Tensor]]:
@@ -187,7 +221,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_total, token_total, lr
