@@ -148,6 +148,8 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     # Scaling the queries equals scaling the scores, on k/e times fewer numbers.
     scores = torch.matmul(query * scale, key.transpose(-2, -1))  # (b, h, q, k)
+    if bias is not None:
+        bias = bias.to(scores.dtype)  # as the fused kernel takes it: scores keep their dtype
     if mask is not None:
         # The mask as an additive bias of its own small shape: 0 where a key may be seen,
         # a large finite negative where not, so masked keys get exactly zero weight. Half
@@ -155,7 +157,7 @@ def scaled_dot_product_attention(
         # One broadcast addition: masked_fill with a broadcast mask was ~14x slower on a CPU.
         blocked = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
         blocked.masked_fill_(~mask, torch.finfo(scores.dtype).min / 2)
-        bias = blocked if bias is None else bias.to(scores.dtype) + blocked  # still the small shape
+        bias = blocked if bias is None else bias + blocked  # still the small shape
     if bias is not None:
         scores = scores + bias  # one pass over the (b, h, q, k) scores
     weights = torch.softmax(scores, dim=-1)
