@@ -650,6 +650,8 @@ class TrainConfig:
     adam_beta2: float = 0.98  # paper: beta2=0.98
     adam_eps: float = 1e-9  # paper: epsilon=1e-9
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0 = Adam
+    optimizer: Literal["adam", "muon"] = "adam"  # adam: Adam(W); muon: Muon on the layers' matrices, AdamW elsewhere
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum mu (Jordan et al. 2024)
     layer_lr_decay: float = 1.0  # fine-tuning: each layer below the top learns this much slower (1 = off)
     label_smoothing: float = 0.0  # paper §5.4: 0.1
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
@@ -679,6 +681,7 @@ class TrainConfig:
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         _require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        _require(0.0 <= self.muon_momentum < 1.0, f"muon_momentum={self.muon_momentum} must be in [0, 1)")
         _require(0.0 < self.layer_lr_decay <= 1.0, f"layer_lr_decay={self.layer_lr_decay} must be in (0, 1]")
         if self.schedule == "noam":
             _require(self.warmup_steps > 0, "schedule=noam needs warmup_steps > 0")

@@ -244,7 +244,7 @@ def run(
     trainer = Trainer(
         model, train, classification_loss(train.label_smoothing), batches,
         d_model=recipe.model.d_model, evaluate=evaluate, out=out, tracker=tracker, progress=progress,
-        write_extra=write_tokenizer,
+        write_extra=write_tokenizer, rate_unit="sent",
     )
     if resume is not None:
         trainer.load_state(Path(resume))

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from taa.config import TrainConfig
 from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
+from taa.torch.training.muon import Muon
 from taa.torch.training.progress import TrainingProgress
 from taa.torch.training.schedules import schedule_from_config
 from taa.tracking import Tracker
@@ -90,12 +91,14 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam(beta1, beta2, eps) as in §5.3; AdamW when weight decay is set.
+    """Adam(beta1, beta2, eps) as in §5.3; AdamW when weight decay is set; or Muon.
 
     Decoupled weight decay (Loshchilov & Hutter 2019) shrinks only the matrices (linear
     maps and embeddings): biases and norm gains stay free, as in BERT and GPT-2 training.
     With ``train.layer_lr_decay`` < 1 every group also carries an ``lr_scale`` by depth
     (:func:`layer_depths`); the trainer multiplies the scheduled rate by it.
+    ``train.optimizer: muon`` updates the matrices inside the layers with :class:`Muon`
+    (:func:`is_hidden_matrix`) and everything else with AdamW, at the same rate.
     """
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     # PyTorch's fused kernel updates every tensor in one pass. Measured on a 2-core CPU
@@ -105,20 +108,32 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
     hyper = dict(lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps, fused=fused or None)
     depth = layer_depths([name for name, _ in named]) if train.layer_lr_decay < 1 else {}
     top = max(depth.values(), default=0)
-    groups: dict[tuple[int, bool], list[Tensor]] = {}
+    muon = train.optimizer == "muon"
+    groups: dict[tuple[int, bool, bool], list[Tensor]] = {}
     for name, p in named:
         decays = train.weight_decay > 0 and p.dim() >= 2
-        groups.setdefault((depth.get(name, top), decays), []).append(p)
+        groups.setdefault((depth.get(name, top), decays, muon and is_hidden_matrix(name, p)), []).append(p)
     param_groups = [
         {
             "params": params,
             "weight_decay": train.weight_decay if decays else 0.0,
+            **({"muon": hidden} if muon else {}),
             **({"lr_scale": train.layer_lr_decay ** (top - level)} if depth else {}),
         }
-        for (level, decays), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
+        for (level, decays, hidden), params in sorted(
+            groups.items(), key=lambda item: (item[0][0], not item[0][1], not item[0][2])
+        )
     ]
+    if muon:
+        return Muon(param_groups, momentum=train.muon_momentum, **hyper)
     kind = torch.optim.AdamW if train.weight_decay > 0 else torch.optim.Adam
     return kind(param_groups, **hyper)
+
+
+def is_hidden_matrix(name: str, parameter: Tensor) -> bool:
+    """A weight matrix inside a layer of a stack (``layers.i``): what Muon updates.
+    Embeddings, position tables, the output head, biases and norm gains are not."""
+    return parameter.dim() == 2 and "embed" not in name and re.search(r"(^|\.)layers\.\d+\.", name) is not None
 
 
 def layer_depths(names: list[str]) -> dict[str, int]:
@@ -163,7 +178,8 @@ class Trainer:
 
     ``out`` is the run folder: ``state/`` (resumable), ``best/step-N.safetensors`` (the
     kept best weights) and, at the end, the final ``model.safetensors``. ``write_extra``
-    adds task files (e.g. the tokenizer) to every state folder.
+    adds task files (e.g. the tokenizer) to every state folder. ``rate_unit`` names what
+    ``compute_loss`` counts, for the progress bar: "tok" (tokens) or "sent" (sentences).
     """
 
     def __init__(
@@ -179,12 +195,13 @@ class Trainer:
         write_extra: Optional[Callable[[Path], None]] = None,
         tracker: Optional[Tracker] = None,
         progress: bool = True,
+        rate_unit: str = "tok",
     ) -> None:
         self.model, self.train, self.compute_loss, self.batches = model, train, compute_loss, batches
         self.evaluate, self.write_extra = evaluate, write_extra
         self.out = Path(out) if out is not None else None
         self.tracker = tracker or Tracker()
-        self.progress = progress
+        self.progress, self.rate_unit = progress, rate_unit
         self.device = next(model.parameters()).device
         self.optimizer = make_optimizer(model, train)
         self.schedule = schedule_from_config(train, d_model)  # multiplier of train.lr at a step
@@ -233,7 +250,7 @@ class Trainer:
         torch.set_num_threads(train.threads)
         started = time.perf_counter() - state.seconds
         window_loss, window_tokens = 0.0, 0
-        with TrainingProgress(train.steps, enabled=self.progress) as bar:
+        with TrainingProgress(train.steps, enabled=self.progress, unit=self.rate_unit) as bar:
             bar.update(state.step)
             while state.step < train.steps and not state.stopped_early:
                 loss_sum, tokens, lr = self._step()

@@ -1,5 +1,8 @@
 """A live progress bar for training: step, loss, learning rate, tokens/s and ETA.
 
+The rate counts what the loss is averaged over: tokens for language and translation,
+sentences for a classifier (``unit="sent"``).
+
 When the output is not a terminal (a log file, CI), the bar is replaced by a plain
 line at most every ``log_seconds``, so a long run in the background can be followed.
 """
@@ -17,12 +20,14 @@ class TrainingProgress:
     """``with TrainingProgress(total_steps) as bar: bar.update(step, loss=..., lr=..., tokens_per_s=...)``."""
 
     def __init__(
-        self, total_steps: int, enabled: bool = True, console: Console | None = None, log_seconds: float = 30.0
+        self, total_steps: int, enabled: bool = True, console: Console | None = None, log_seconds: float = 30.0,
+        unit: str = "tok",
     ) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
         self.total_steps = total_steps
         self.log_seconds = log_seconds
+        self.unit = unit
         self.plain = enabled and not self.console.is_terminal
         self.started = self.last_line = time.perf_counter()
         self.progress = Progress(
@@ -31,7 +36,7 @@ class TrainingProgress:
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),
             TextColumn("lr {task.fields[lr]:.2e}"),
-            TextColumn("{task.fields[tokens_per_s]:,.0f} tok/s"),
+            TextColumn(f"{{task.fields[tokens_per_s]:,.0f}} {unit}/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -57,7 +62,7 @@ class TrainingProgress:
             eta = elapsed / max(step, 1) * (self.total_steps - step)
             self.console.print(
                 f"step {step}/{self.total_steps} loss {fields.get('loss', float('nan')):.4f} "
-                f"lr {fields.get('lr', 0.0):.2e} {rate:,.0f} tok/s elapsed {elapsed:,.0f}s ETA {eta:,.0f}s",
+                f"lr {fields.get('lr', 0.0):.2e} {rate:,.0f} {self.unit}/s elapsed {elapsed:,.0f}s ETA {eta:,.0f}s",
                 highlight=False,
             )
 
