@@ -1,4 +1,4 @@
-"""Training: the loop, schedules, losses, checkpoints and the progress bar."""
+"""Training: the loop, optimizers, schedules, losses, checkpoints and the progress bar."""
 
 from taa.torch.training.checkpoint import load_recipe, load_weights, save_checkpoint
 from taa.torch.training.loop import (
@@ -7,14 +7,16 @@ from taa.torch.training.loop import (
     Trainer,
     TrainResult,
     fit,
+    make_optimizer,
     seed_everything,
     seq2seq_loss,
 )
 from taa.torch.training.losses import label_smoothed_cross_entropy
+from taa.torch.training.muon import Muon
 from taa.torch.training.schedules import constant, cosine, noam, schedule_from_config
 
 __all__ = [
-    "BatchStream", "Seq2SeqBatch", "TrainResult", "Trainer", "constant", "cosine", "fit",
-    "label_smoothed_cross_entropy", "load_recipe", "load_weights", "noam", "save_checkpoint",
+    "BatchStream", "Muon", "Seq2SeqBatch", "TrainResult", "Trainer", "constant", "cosine", "fit",
+    "label_smoothed_cross_entropy", "load_recipe", "load_weights", "make_optimizer", "noam", "save_checkpoint",
     "schedule_from_config", "seed_everything", "seq2seq_loss",
 ]
