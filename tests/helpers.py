@@ -67,3 +67,15 @@ def assert_resume_continues(run, recipe, folder: Path, whole: Path, half_steps: 
     run(recipe, out=folder, progress=False, resume=folder, tracker=recorder)
     assert recorder.steps == list(range(half_steps + 1, recipe.train.steps + 1)), recorder.steps
     assert_same_weights(whole / "model.safetensors", folder / "model.safetensors")
+
+
+def assert_optimizers_agree(ours, optimizer, reference, reference_optimizer, x: torch.Tensor, steps: int) -> None:
+    """``steps`` steps of the loss mean(model(x)^2) on two models that start equal: their
+    weights stay equal to float32 rounding."""
+    for _ in range(steps):
+        for model, opt in ((ours, optimizer), (reference, reference_optimizer)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

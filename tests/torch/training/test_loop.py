@@ -5,6 +5,7 @@ from taa.config import CopyTaskConfig, TrainConfig, preset
 from taa.tasks.copy import CopyBatches
 from taa.torch import Transformer
 from taa.torch.training import fit, seed_everything, seq2seq_loss
+from tests.helpers import assert_optimizers_agree
 
 
 def _train(seed: int):
@@ -71,14 +72,7 @@ def test_the_fused_optimizer_makes_the_same_update_as_the_loop() -> None:
         ]
         kind = torch.optim.AdamW if decay else torch.optim.Adam
         loop = kind(groups, lr=1e-2, betas=(0.9, 0.98), eps=1e-9, fused=False, foreach=False)
-        x = torch.randn(32, 8)
-        for _ in range(5):
-            for model, opt in ((ours, optimizer), (reference, loop)):
-                opt.zero_grad()
-                model(x).square().mean().backward()
-                opt.step()
-        for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        assert_optimizers_agree(ours, optimizer, reference, loop, torch.randn(32, 8), steps=5)
         assert (ours[0].weight - start).abs().max() > 1e-3  # the steps did move the weights
 
 

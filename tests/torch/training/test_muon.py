@@ -6,6 +6,7 @@ from taa.torch import GPT
 from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.loop import is_hidden_matrix, make_optimizer
 from taa.torch.training.muon import NEWTON_SCHULZ, Muon, orthogonalize, update_scale
+from tests.helpers import assert_optimizers_agree
 
 
 def _through_the_svd(matrix: torch.Tensor, steps: int) -> torch.Tensor:
@@ -58,14 +59,7 @@ def test_the_adamw_groups_step_as_torch_adamw(fused) -> None:
     groups = lambda m: [{"params": [m.weight], "weight_decay": 0.1}, {"params": [m.bias], "weight_decay": 0.0}]  # noqa: E731
     muon = Muon(groups(ours), lr=1e-2, betas=(0.9, 0.98), eps=1e-9, fused=fused)
     adamw = torch.optim.AdamW(groups(reference), lr=1e-2, betas=(0.9, 0.98), eps=1e-9, foreach=False)
-    x = torch.randn(8, 5)
-    for _ in range(4):
-        for model, opt in ((ours, muon), (reference, adamw)):
-            opt.zero_grad()
-            model(x).square().mean().backward()
-            opt.step()
-    for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert_optimizers_agree(ours, muon, reference, adamw, torch.randn(8, 5), steps=4)
 
 
 def test_muon_takes_the_layers_matrices_and_adamw_the_rest() -> None:

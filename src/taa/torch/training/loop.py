@@ -130,10 +130,14 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
     return kind(param_groups, **hyper)
 
 
+# a parameter inside the i-th layer of a stack: "blocks.layers.3.feed_forward.w1.weight"
+IN_A_LAYER = re.compile(r"(^|\.)layers\.(\d+)\.")
+
+
 def is_hidden_matrix(name: str, parameter: Tensor) -> bool:
     """A weight matrix inside a layer of a stack (``layers.i``): what Muon updates.
     Embeddings, position tables, the output head, biases and norm gains are not."""
-    return parameter.dim() == 2 and "embed" not in name and re.search(r"(^|\.)layers\.\d+\.", name) is not None
+    return parameter.dim() == 2 and "embed" not in name and IN_A_LAYER.search(name) is not None
 
 
 def layer_depths(names: list[str]) -> dict[str, int]:
@@ -146,7 +150,7 @@ def layer_depths(names: list[str]) -> dict[str, int]:
     """
     stacks, depth = set(), {}
     for name in names:
-        found = re.search(r"(^|\.)layers\.(\d+)\.", name)
+        found = IN_A_LAYER.search(name)
         if found:
             stacks.add(name[: found.start()])
             depth[name] = int(found.group(2)) + 1

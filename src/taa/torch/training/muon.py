@@ -47,13 +47,13 @@ def orthogonalize(matrices: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor
     ``a s + b s^3 + c s^5`` and keeps the singular vectors.
     """
     a, b, c = NEWTON_SCHULZ
-    wide = matrices.size(-2) > matrices.size(-1)
-    x = matrices.mT if wide else matrices  # (..., r, k) with r <= k: A is the smaller Gram matrix
+    tall = matrices.size(-2) > matrices.size(-1)
+    x = matrices.mT if tall else matrices  # (..., r, k) with r <= k: A is the smaller Gram matrix
     x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
     for _ in range(steps):
         gram = x @ x.mT  # (..., r, r)
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.mT if wide else x
+    return x.mT if tall else x
 
 
 def update_scale(shape: torch.Size) -> float:
