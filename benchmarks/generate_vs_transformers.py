@@ -13,7 +13,11 @@ What it measures
     ``model.generate(do_sample=False, num_beams=1)`` with its default (dynamic) KV cache.
     Printed: ms per generation step (one token for every row of the batch), tokens/s,
     and the ratio taa speed / transformers speed = median transformers time / median taa
-    time. For gpt2-small at batch 1 the script also measures the memory bandwidth (a
+    time. Beside each taa row: the time of a step's matrix products alone (every linear
+    map of the model applied once to the batch's rows, in the model's dtype, nothing
+    else) and the ceiling it sets, transformers' step time / that time: an implementation
+    that calls the same matrix kernels on the same weights cannot beat transformers by
+    more. For gpt2-small at batch 1 the script also measures the memory bandwidth (a
     large tensor copy: bytes read + bytes written per second) and prints the floor
     parameter bytes / bandwidth: no implementation can produce a token faster than it
     can read every weight once.
@@ -105,6 +109,26 @@ def unique_parameter_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())  # parameters() skips tied copies
 
 
+def matrix_products_seconds(model: torch.nn.Module, rows: int, repeats: int = 5) -> float:
+    """The time of one generation step's matrix products alone: every ``nn.Linear`` of the
+    model applied, in order, to ``rows`` input rows of its dtype (the median of a few
+    passes, after one warm-up pass). No implementation that calls the same kernels can
+    make a step faster than this."""
+    weights = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            weights.append((module.weight, module.bias))
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w, _ in weights}
+    passes = []
+    with torch.inference_mode():
+        for repeat in range(repeats + 1):
+            start = time.perf_counter()
+            for weight, bias in weights:
+                torch.nn.functional.linear(inputs[weight.shape[1]], weight, bias)
+            passes.append(time.perf_counter() - start)
+    return statistics.median(passes[1:])
+
+
 def first_difference(a: torch.Tensor, b: torch.Tensor) -> str:
     rows, steps = (a != b).nonzero(as_tuple=True)
     return f"row {int(rows[0])}, position {int(steps[0])}" if len(rows) else "none"
@@ -169,6 +193,9 @@ def run_case(shape_name: str, batch: int, args, theirs, ours, ours_bf16, bandwid
         if name.startswith("taa"):
             row["speedup_vs_transformers_float32"] = reference / median
             row["goal"] = GOALS.get((shape_name, dtype))
+            products = matrix_products_seconds(ours if dtype == "float32" else ours_bf16, batch)
+            row["matrix_products_ms"] = 1000 * products
+            row["speedup_ceiling"] = (reference / new) / products  # a step of nothing but the products
         if name == "taa bfloat16":
             row["token_agreement_with_float32"] = agreement
         if bandwidth is not None and batch == 1 and name.startswith("taa"):
@@ -224,6 +251,9 @@ def main() -> None:
                         goal = row["goal"]
                         line += f"   x{row['speedup_vs_transformers_float32']:.2f} vs transformers float32"
                         line += f" (goal >= {goal})" if goal else ""
+                    if "matrix_products_ms" in row:
+                        line += (f"   products alone {row['matrix_products_ms']:.2f} ms "
+                                 f"(ceiling x{row['speedup_ceiling']:.2f})")
                     if "bandwidth_floor_ms" in row:
                         line += f"   floor {row['bandwidth_floor_ms']:.2f} ms ({row['ms_over_floor']:.2f}x of it)"
                     if row.get("token_agreement_with_float32") is not None:
