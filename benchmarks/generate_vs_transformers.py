@@ -121,7 +121,7 @@ def matrix_products_seconds(model: torch.nn.Module, rows: int, repeats: int = 5)
     inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w, _ in weights}
     passes = []
     with torch.inference_mode():
-        for repeat in range(repeats + 1):
+        for _ in range(repeats + 1):
             start = time.perf_counter()
             for weight, bias in weights:
                 torch.nn.functional.linear(inputs[weight.shape[1]], weight, bias)
