@@ -5,8 +5,8 @@ What it does
        folder with ``--checkpoint``), timing the whole run's wall clock;
     2. reports the test_2016_flickr scores the run wrote (sacreBLEU 13a, cased and
        lower-cased, and chrF), training tokens/s and the process's peak resident memory;
-    3. times beam search (beam 4, length penalty 0.6) over the 1000 test sentences with
-       the trained model, and checks its BLEU against the run's own figure.
+    3. times beam search (beam 4, the recipe's length penalty) over the 1000 test
+       sentences with the trained model, and checks its BLEU against the run's own figure.
 
 Goals (the translation issue): lower-cased sacreBLEU >= 40 within 60 minutes of training
 on a 2-core CPU; beam-4 decoding of the 1000 test sentences in under 60 s.

@@ -1,8 +1,8 @@
 """The ``taa`` command line.
 
     taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--tracking mlflow|none]
-    taa translate --checkpoint DIR [--beam N] [--max-len N] [SENTENCE ...]
-    taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--json]
+    taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [SENTENCE ...]
+    taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--json]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
     taa model-info PRESET [--set key=value ...] [--json]
     taa convert (--from-hf DIR | --to-hf DIR) --out DIR
@@ -169,19 +169,27 @@ def _load_translator(checkpoint: Path):
         _fail(error)
 
 
+def _alpha(length_penalty: float | None, recipe: cfg.RecipeConfig) -> float:
+    """The length penalty given on the command line, else the one the model was trained with."""
+    return recipe.data.length_penalty if length_penalty is None else length_penalty
+
+
 @main.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A translation run folder.")
 @click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True, help="Beam size (1 = greedy).")
 @click.option("--max-len", type=click.IntRange(min=2), default=None, help="Longest output, in tokens.")
+@click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
+              help="Beam search's length penalty alpha (GNMT); default: the recipe's.")
 @click.argument("sentences", nargs=-1)
-def translate(checkpoint: Path, beam: int, max_len: int | None, sentences: tuple[str, ...]) -> None:
+def translate(checkpoint: Path, beam: int, max_len: int | None, length_penalty: float | None,
+              sentences: tuple[str, ...]) -> None:
     """Translate SENTENCES, or one sentence a line from standard input; one translation a line out."""
     from taa.tasks.translation import translate as run_translation
 
     model, tokenizer, recipe = _load_translator(checkpoint)
     lines = list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
     outputs = run_translation(
-        model, tokenizer, lines, beam=beam, length_penalty=recipe.data.length_penalty,
+        model, tokenizer, lines, beam=beam, length_penalty=_alpha(length_penalty, recipe),
         max_extra=recipe.data.max_extra, max_length=max_len,
     )
     for line in outputs:
@@ -193,8 +201,11 @@ def translate(checkpoint: Path, beam: int, max_len: int | None, sentences: tuple
 @click.option("--source", type=click.Path(path_type=Path), required=True, help="Source sentences (plain or .gz).")
 @click.option("--reference", type=click.Path(path_type=Path), required=True, help="Reference translations.")
 @click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True, help="Beam size (1 = greedy).")
+@click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
+              help="Beam search's length penalty alpha (GNMT); default: the recipe's.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: Path, source: Path, reference: Path, beam: int, as_json: bool) -> None:
+def evaluate(checkpoint: Path, source: Path, reference: Path, beam: int, length_penalty: float | None,
+             as_json: bool) -> None:
     """sacreBLEU (cased and lower-cased) and chrF of the model's translations of SOURCE."""
     from taa.data import DataError, read_parallel
     from taa.tasks.translation import bleu_scores
@@ -206,11 +217,12 @@ def evaluate(checkpoint: Path, source: Path, reference: Path, beam: int, as_json
         _fail(error)
     model, tokenizer, recipe = _load_translator(checkpoint)
     hypotheses = run_translation(
-        model, tokenizer, [s for s, _ in pairs], beam=beam, length_penalty=recipe.data.length_penalty,
+        model, tokenizer, [s for s, _ in pairs], beam=beam, length_penalty=_alpha(length_penalty, recipe),
         max_extra=recipe.data.max_extra,
     )
     try:
-        scores = {**bleu_scores(hypotheses, [r for _, r in pairs]), "sentences": len(pairs), "beam": beam}
+        scores = {**bleu_scores(hypotheses, [r for _, r in pairs]), "sentences": len(pairs), "beam": beam,
+                  "length_penalty": _alpha(length_penalty, recipe)}
     except cfg.ConfigError as error:
         _fail(error)
     if as_json:

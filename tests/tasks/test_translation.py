@@ -12,7 +12,7 @@ import torch
 
 from taa.config import RecipeConfig
 from taa.data import find_data_dir
-from taa.tasks.translation import TranslationBatches, load_translator, translate
+from taa.tasks.translation import TranslationBatches, bleu_scores, load_translator, translate
 from taa.torch.generate import beam_search, greedy_decode
 
 from tests.helpers import assert_same_weights, run_and_sigkill
@@ -93,6 +93,25 @@ def test_evaluate_json_matches_the_training_run(trained, tmp_path):
     assert scores["chrf"] == pytest.approx(metrics["test_chrf"])
 
 
+def test_evaluate_length_penalty_overrides_the_recipe(trained, tmp_path):
+    for side in ("de", "en"):
+        with gzip.open(DATA / "multi30k" / f"test_2016_flickr.{side}.gz", "rt", encoding="utf-8") as f:
+            (tmp_path / f"test.{side}").write_text("".join(f.readlines()[:20]), encoding="utf-8")
+    result = taa("evaluate", "--checkpoint", str(trained), "--source", str(tmp_path / "test.de"),
+                 "--reference", str(tmp_path / "test.en"), "--beam", "3", "--length-penalty", "1.5", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    model, tokenizer, recipe = load_translator(trained)
+    assert scores["length_penalty"] == 1.5 != recipe.data.length_penalty
+    sources = (tmp_path / "test.de").read_text(encoding="utf-8").splitlines()
+    hypotheses = translate(model, tokenizer, sources, beam=3, length_penalty=1.5, max_extra=recipe.data.max_extra)
+    references = (tmp_path / "test.en").read_text(encoding="utf-8").splitlines()
+    assert scores["bleu"] == pytest.approx(bleu_scores(hypotheses, references)["bleu"])
+    by_cli = taa("translate", "--checkpoint", str(trained), "--beam", "3", "--length-penalty", "1.5", *sources[:5])
+    assert by_cli.returncode == 0, by_cli.stderr
+    assert by_cli.stdout.splitlines() == hypotheses[:5]
+
+
 def _files(source: bytes, reference: bytes):
     def write(folder: Path) -> None:
         (folder / "src.de").write_bytes(source)
@@ -167,4 +186,4 @@ def test_recipes_parse():
         recipe = RecipeConfig.load(ROOT / "recipes" / f"{name}.yaml")
         assert recipe.task == "translation"
     full = RecipeConfig.load(ROOT / "recipes" / "translate-multi30k.yaml")
-    assert full.train.label_smoothing == 0.1 and full.data.beam == 4 and full.data.length_penalty == 0.6
+    assert full.train.label_smoothing == 0.1 and full.data.beam == 4 and full.data.length_penalty == 1.4
