@@ -169,6 +169,10 @@ def _load_translator(checkpoint: Path):
         _fail(error)
 
 
+LENGTH_PENALTY = click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
+                              help="Beam search's length penalty alpha (GNMT); default: the recipe's.")
+
+
 def _alpha(length_penalty: float | None, recipe: cfg.RecipeConfig) -> float:
     """The length penalty given on the command line, else the one the model was trained with."""
     return recipe.data.length_penalty if length_penalty is None else length_penalty
@@ -178,8 +182,7 @@ def _alpha(length_penalty: float | None, recipe: cfg.RecipeConfig) -> float:
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A translation run folder.")
 @click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True, help="Beam size (1 = greedy).")
 @click.option("--max-len", type=click.IntRange(min=2), default=None, help="Longest output, in tokens.")
-@click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
-              help="Beam search's length penalty alpha (GNMT); default: the recipe's.")
+@LENGTH_PENALTY
 @click.argument("sentences", nargs=-1)
 def translate(checkpoint: Path, beam: int, max_len: int | None, length_penalty: float | None,
               sentences: tuple[str, ...]) -> None:
@@ -201,8 +204,7 @@ def translate(checkpoint: Path, beam: int, max_len: int | None, length_penalty: 
 @click.option("--source", type=click.Path(path_type=Path), required=True, help="Source sentences (plain or .gz).")
 @click.option("--reference", type=click.Path(path_type=Path), required=True, help="Reference translations.")
 @click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True, help="Beam size (1 = greedy).")
-@click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
-              help="Beam search's length penalty alpha (GNMT); default: the recipe's.")
+@LENGTH_PENALTY
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(checkpoint: Path, source: Path, reference: Path, beam: int, length_penalty: float | None,
              as_json: bool) -> None:
@@ -216,13 +218,13 @@ def evaluate(checkpoint: Path, source: Path, reference: Path, beam: int, length_
     except DataError as error:
         _fail(error)
     model, tokenizer, recipe = _load_translator(checkpoint)
+    alpha = _alpha(length_penalty, recipe)
     hypotheses = run_translation(
-        model, tokenizer, [s for s, _ in pairs], beam=beam, length_penalty=_alpha(length_penalty, recipe),
-        max_extra=recipe.data.max_extra,
+        model, tokenizer, [s for s, _ in pairs], beam=beam, length_penalty=alpha, max_extra=recipe.data.max_extra,
     )
     try:
         scores = {**bleu_scores(hypotheses, [r for _, r in pairs]), "sentences": len(pairs), "beam": beam,
-                  "length_penalty": _alpha(length_penalty, recipe)}
+                  "length_penalty": alpha}
     except cfg.ConfigError as error:
         _fail(error)
     if as_json:
