@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from taa.torch import attention as attention_module
 from taa.torch.attention import (
     KVCache,
     MultiHeadAttention,
@@ -358,6 +359,30 @@ def test_multi_head_attention_matches_torch(implementation: str, setting: str) -
     # without weights the fused kernel runs: the same numbers
     assert max_diff(ours(x, context, mask, causal=causal)[0], expected) <= 1e-5
     assert ours(x, context, mask, causal=causal)[1] is None
+
+
+@pytest.mark.parametrize("n_kv_heads, bias, rotary", [(4, True, False), (2, False, False), (4, True, True)])
+def test_stacked_qkv_product_equals_three_products(monkeypatch, n_kv_heads: int, bias: bool, rotary: bool) -> None:
+    # From FUSED_PROJECTION_ROWS rows up, self-attention computes Q, K, V as one product with
+    # the stacked weight: the same outputs and the same gradients for each of W^Q, W^K, W^V.
+    torch.manual_seed(3)
+    rope = RotaryEmbedding(D // HEADS, 64) if rotary else None
+    layer = MultiHeadAttention(D, HEADS, n_kv_heads, bias=bias, rotary=rope)
+    x = torch.randn(4, 20, D, requires_grad=True)  # 80 rows: above the default threshold
+    results = []
+    for rows in (10**9, 1):  # three products, then one
+        monkeypatch.setattr(attention_module, "FUSED_PROJECTION_ROWS", rows)
+        output, _ = layer(x, causal=True)
+        output.square().sum().backward()
+        grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+        results.append((output.detach(), grads, x.grad.clone()))
+        layer.zero_grad(), x.grad.zero_()
+    (out_a, grads_a, x_a), (out_b, grads_b, x_b) = results
+    close(out_b, out_a)
+    close(x_b, x_a)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        close(grads_b[name], grads_a[name])
 
 
 def test_multi_head_attention_rejects_bad_shapes() -> None:
