@@ -238,6 +238,25 @@ def test_bfloat16_training_on_cpu_takes_the_readable_path() -> None:
     torch.testing.assert_close(inference.float(), readable.detach().float(), atol=2e-2, rtol=0)
 
 
+@pytest.mark.parametrize("dtype, amx, fused", [
+    (torch.float32, False, True), (torch.float32, True, False), (torch.bfloat16, False, False),
+])
+def test_decoding_step_kernel_choice(monkeypatch, dtype: torch.dtype, amx: bool, fused: bool) -> None:
+    # One query (a decoding step) in inference: the fused kernel in float32 except on AMX CPUs,
+    # eq. 1's matmuls in bfloat16 (measured faster on each host); the same numbers either way.
+    monkeypatch.setattr(attention_module, "cpu_has_amx", lambda: amx)
+    calls = []
+    kernel = attention_module.fused_scaled_dot_product_attention
+    monkeypatch.setattr(attention_module, "fused_scaled_dot_product_attention",
+                        lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs))
+    q, k, v = (t.to(dtype) for t in qkv(queries=1, keys=6, seed=12))
+    with torch.inference_mode():
+        output, _ = attend(q, k, v, causal=True)
+        readable, _ = attend(q, k, v, causal=True, implementation="readable")
+    assert bool(calls) == fused
+    torch.testing.assert_close(output.float(), readable.float(), atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=0)
+
+
 def test_attend_rejects_unknown_implementation() -> None:
     with pytest.raises(ValueError, match="implementation"):
         attend(*qkv(), implementation="flash")

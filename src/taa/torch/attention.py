@@ -209,7 +209,7 @@ def fused_scaled_dot_product_attention(
 
 
 @functools.cache
-def _cpu_has_amx() -> bool:
+def cpu_has_amx() -> bool:
     """Whether this CPU has Intel's AMX tile units (read from /proc/cpuinfo; False elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -245,11 +245,12 @@ def attend(
             # The fused CPU kernel's bfloat16 backward is 4-6x slower than the two matmuls of
             # equation 1, while its forward and float32 paths are fast.
             implementation = "readable"
-        elif not training and query_length == 1 and _cpu_has_amx():
+        elif not training and query_length == 1 and (query.dtype != torch.float32 or cpu_has_amx()):
             # A decoding step: one query per head. On the Intel host with AMX the fused
             # kernel's fixed cost per call (~48 us on 2 cores) was larger than the work and
-            # the two matmuls' was not; on an AMD EPYC (AVX-512) host the fused kernel took
-            # 7-15 us at batch 1 against 18-25 us for the matmuls, so it stays there.
+            # the two matmuls' was not. On an AMD EPYC (AVX-512) host the fused kernel won in
+            # float32 (7-19 us at batch 1 against 19-31 us for the matmuls) and lost in
+            # bfloat16 (up to 2x slower at batch 8), so float32 keeps it there.
             implementation = "readable"
     if return_weights or implementation == "readable":
         if causal and query_length > 1:
