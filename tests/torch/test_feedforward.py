@@ -78,6 +78,9 @@ def test_gelu_tanh_training_path_matches_the_builtin_values_and_gradients() -> N
     assert ours_in.grad[-2:].tolist() == [grad[-2].item(), 0.0]
     double = torch.randn(30, dtype=torch.float64) * 3  # the formula itself, against finite differences
     assert torch.autograd.gradcheck(_TanhGeluWithSlope.apply, (double.requires_grad_(),))
+    first, = torch.autograd.grad(gelu_tanh(ours_in).sum(), ours_in, create_graph=True)
+    with pytest.raises(RuntimeError):  # no silent wrong second derivative
+        first.sum().backward()
 
 
 def test_gelu_tanh_outside_float32_training_is_the_builtin() -> None:

@@ -381,8 +381,9 @@ class MultiHeadAttention(nn.Module):
     def _project_together(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention's Q, K and V as one product with [W^Q; W^K; W^V] (the same numbers).
 
-        One large matrix product instead of three smaller ones: ~10% of a training step at
-        nanoGPT's CPU shape. The stacked weight is rebuilt each call (autograd splits its
+        One larger matrix product instead of three: a training step at nanoGPT's CPU shape runs
+        16 products forward instead of 24, as transformers' GPT-2 (whose c_attn is stacked) does.
+        The stacked weight is rebuilt each call (autograd splits its
         gradient back), which costs little next to the product once there are many rows.
         """
         projections = (self.q_proj, self.k_proj, self.v_proj)

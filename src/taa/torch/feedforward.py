@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from taa.torch.dropout import Dropout
 
@@ -46,6 +47,7 @@ class _TanhGeluWithSlope(torch.autograd.Function):
         return x * s
 
     @staticmethod
+    @once_differentiable  # the saved derivative is a constant: a second derivative must not pass through
     def backward(ctx, grad: Tensor) -> Tensor:
         (derivative,) = ctx.saved_tensors
         return grad * derivative
