@@ -383,8 +383,8 @@ class MultiHeadAttention(nn.Module):
 
         One larger matrix product instead of three: a training step at nanoGPT's CPU shape runs
         16 products forward instead of 24, as transformers' GPT-2 (whose c_attn is stacked) does.
-        The stacked weight is rebuilt each call (autograd splits its
-        gradient back), which costs little next to the product once there are many rows.
+        The stacked weight is rebuilt each call (autograd splits its gradient back), which costs
+        little next to the product once there are many rows.
         """
         projections = (self.q_proj, self.k_proj, self.v_proj)
         weight = torch.cat([p.weight for p in projections])
@@ -411,7 +411,10 @@ class MultiHeadAttention(nn.Module):
         weights (b, h, q, k) or None).
         """
         batch, query_length, _ = x.shape
-        if context is not None or batch * query_length < FUSED_PROJECTION_ROWS:
+        stacked = context is None and batch * query_length >= FUSED_PROJECTION_ROWS
+        if stacked:  # self-attention over many rows: Q, K and V from one product
+            queries, keys, values = self._project_together(x)
+        else:
             queries = self._split_heads(self.q_proj(x), self.n_heads)  # (b, h, q, e)
         if context is not None:  # cross-attention: the context's keys never change
             if cache is not None and cache.keys is not None:
@@ -422,9 +425,7 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     cache.append(keys, values)
         else:  # self-attention: new keys join the cached ones
-            if batch * query_length >= FUSED_PROJECTION_ROWS:
-                queries, keys, values = self._project_together(x)
-            else:
+            if not stacked:
                 keys = self._split_heads(self.k_proj(x), self.n_kv_heads)  # (b, g, q, e)
                 values = self._split_heads(self.v_proj(x), self.n_kv_heads)
             if self.rotary is not None:
