@@ -65,7 +65,7 @@ if importlib.util.find_spec("taa") is None:  # running from a checkout without a
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from taa.convert import hf_gpt2
-from taa.convert.state_dict import load_checked
+from taa.torch.convert.state_dict import load_checked
 from taa.torch.generate import generate
 from taa.torch.models.gpt import GPT
 

@@ -53,8 +53,8 @@ if importlib.util.find_spec("taa") is None:  # running from a checkout without a
 
 from taa.config import TrainConfig
 from taa.convert import hf_gpt2
-from taa.convert.state_dict import load_checked
 from taa.tasks.language_model import LanguageModelBatch, language_model_loss
+from taa.torch.convert.state_dict import load_checked
 from taa.torch.models.gpt import GPT
 from taa.torch.training.loop import make_optimizer
 

@@ -13,7 +13,7 @@ Why the comparison is fair
       pre-norm; taa is built with ``final_norm=True`` because torch.nn always ends each
       stack with a LayerNorm;
     * same weights: torch.nn's state dict is copied into taa with
-      ``taa.convert.torch_nn.from_torch_nn``, and before any timing both are run in eval
+      ``taa.torch.convert.torch_nn.from_torch_nn``, and before any timing both are run in eval
       mode on the benchmark batch and their outputs must agree (max abs diff <= 1e-4);
     * same work: training mode on both, the same dropout on residuals, feed-forward and
       attention weights (torch.nn.Transformer applies its one ``dropout`` to all three,
@@ -76,7 +76,7 @@ except ImportError:  # running from a checkout without an install: use ./src
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from taa.config import TransformerConfig
-from taa.convert.torch_nn import from_torch_nn
+from taa.torch.convert.torch_nn import from_torch_nn
 from taa.torch.models.transformer import Transformer
 
 TOLERANCE = 1e-4  # max abs difference allowed between the two outputs in eval mode

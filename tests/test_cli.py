@@ -62,7 +62,8 @@ def test_train_writes_a_checkpoint(tmp_path):
         "--set", "train.steps=4", "--set", "data.eval_sequences=4", "--tracking", "none",
     )
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "recipe.yaml", "metrics.json", "state"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "recipe.yaml", "metrics.json", "state",
+                                               "training_curves.png"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and 0.0 <= metrics["exact_match"] <= 1.0
 
@@ -220,11 +221,57 @@ def test_convert_a_language_model_run_to_hugging_face(tmp_path):
     assert result.exit_code == 0, result.output
     _, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert (info["missing_keys"], info["unexpected_keys"]) == (set(), set())
-    texts = [json.loads(run("generate", "--checkpoint", str(tmp_path / folder), "--prompt", "to be",
-                            "--max-new-tokens", "6", "--json").output)["text"] for folder in ("run", "hf")]
+    greedy = ["--prompt", "to be", "--max-new-tokens", "6", "--no-sample"]  # the run alone would sample (its recipe)
+    texts = [json.loads(run("generate", "--checkpoint", str(tmp_path / folder), *greedy, "--json").output)["text"]
+             for folder in ("run", "hf")]
     assert texts[0] == texts[1] and len(texts[0]) == 6
-    streamed = run("generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "to be", "--max-new-tokens", "6")
+    streamed = run("generate", "--checkpoint", str(tmp_path / "run"), *greedy)
     assert streamed.output == "to be" + texts[0] + "\n"  # the prompt, then the continuation as it came
+
+
+def test_generate_samples_a_language_model_run_as_its_recipe_says(tmp_path):
+    """A run's decoding settings are taa generate's defaults: the recipe's temperature, top-k and seed."""
+    from taa import config as cfg
+    from taa.data.tokenizer import CharTokenizer
+    from taa.torch.generate import sample
+    from taa.torch.models.gpt import GPT
+    from taa.torch.training.checkpoint import save_checkpoint
+
+    tokenizer = CharTokenizer.train("to be or not to be\n")
+    recipe = cfg.RecipeConfig.from_dict({
+        "task": "language_model", "model": {"preset": "gpt-tiny", "vocab_size": tokenizer.vocab_size},
+        "train": {"seed": 5}, "data": {"temperature": 1.7, "top_k": 6},
+    })
+    torch.manual_seed(0)
+    model = GPT(recipe.model).eval()
+    save_checkpoint(tmp_path / "run", model, recipe, {},
+                    write_extra=lambda folder: tokenizer.save(folder / "tokenizer"))
+    answer = json.loads(run("generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "to be",
+                            "--max-new-tokens", "12", "--json").output)
+    expected = sample(model, torch.tensor([tokenizer.encode("to be")]), max_new_tokens=12, temperature=1.7, top_k=6,
+                      seed=5)
+    assert answer["tokens"] == expected[0, len("to be"):].tolist()
+    seeded = json.loads(run("generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "to be",
+                            "--max-new-tokens", "12", "--seed", "6", "--json").output)
+    assert seeded["tokens"] != answer["tokens"]  # the option replaces the recipe's seed
+
+
+def test_generate_past_the_context_says_so_in_one_line(gpt2_folder):
+    folder, _, _ = gpt2_folder  # n_positions = 64
+    result = run("generate", "--checkpoint", str(folder), "--prompt-ids", "40 41", "--max-new-tokens", "70")
+    assert result.exit_code == 0, result.output
+    notes = result.stderr.splitlines()
+    assert len(notes) == 1 and "2 prompt + 70 new tokens pass the model's context of 64 tokens" in notes[0]
+    assert result.stdout.endswith("\n")
+    tokens = json.loads(run("generate", "--checkpoint", str(folder), "--prompt-ids", "40 41", "--max-new-tokens", "70",
+                            "--json").stdout)["tokens"]
+    assert len(tokens) == 70  # the context slides: every token is made
+    within = run("generate", "--checkpoint", str(folder), "--prompt-ids", "40 41", "--max-new-tokens", "62")
+    assert within.exit_code == 0 and within.stderr == ""
+    beams = run("generate", "--checkpoint", str(folder), "--prompt-ids", "40 41", "--max-new-tokens", "70",
+                "--beam", "2")
+    lines = beams.output.strip().splitlines()
+    assert beams.exit_code != 0 and len(lines) == 1 and "beam search does not slide the context" in lines[0]
 
 
 def test_generate_greedy_equals_transformers_and_streams(gpt2_folder):

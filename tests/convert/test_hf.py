@@ -1,86 +1,24 @@
-"""taa.convert.hf: one entry point for every Hugging Face family, picked from config.json.
+"""taa.convert.hf: one entry point for every Hugging Face family, picked from config.json,
+working on arrays of any framework.
 
-Tiny random transformers models are built from configs and saved to tmp_path (no
-downloads); every family loads into the right taa class with equal outputs, and goes
-back to transformers with no missing or unexpected key.
+The parity of each family with transformers is in tests/convert/test_hf_<family>.py; loading
+into torch models through this entry point is tests/torch/convert/test_hf.py. Here: the
+family lookup, the tokenizer files, and the key maps run on numpy arrays with no framework.
 """
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
-import torch
+from safetensors.numpy import save_file
 
-from taa.convert import hf
+from taa import config as cfg
+from taa.convert import hf, hf_gpt2, hf_t5
+from taa.convert.hf_folder import write_config
 from taa.convert.state_dict import ConversionError
-from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
-from taa.torch.models.gpt import GPT
-from taa.torch.models.t5 import T5ForConditionalGeneration
-
-transformers = pytest.importorskip("transformers")
-
-IDS = torch.tensor([[5, 7, 9, 11, 3], [4, 4, 8, 2, 6]])
-DECODER_IDS = torch.tensor([[0, 5, 6], [0, 7, 8]])
-
-
-def _randomize(model):
-    """Every tensor distinct (norms and biases too), so a swapped key shows."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.2)
-    return model.eval()
-
-
-def build(name: str):
-    """A tiny random transformers model of class ``name``."""
-    torch.manual_seed(0)
-    if name == "GPT2LMHeadModel":
-        config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2)
-    elif name.startswith("Bert"):
-        config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=32, max_position_embeddings=16, num_labels=3)
-    else:
-        config = transformers.T5Config(vocab_size=40, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                                       relative_attention_num_buckets=8, relative_attention_max_distance=16)
-    return _randomize(getattr(transformers, name)(config))
-
-
-def outputs(model, ours: bool) -> torch.Tensor:
-    """Logits (or BertModel's hidden states) on a fixed batch."""
-    with torch.no_grad():
-        if isinstance(model, (T5ForConditionalGeneration, transformers.T5ForConditionalGeneration)):
-            result = model(IDS, DECODER_IDS) if ours else model(input_ids=IDS, decoder_input_ids=DECODER_IDS)
-        else:
-            result = model(IDS)
-    if ours:
-        return result
-    return result.last_hidden_state if hasattr(result, "last_hidden_state") else result.logits
-
-
-CLASSES = {
-    "GPT2LMHeadModel": GPT,
-    "BertModel": BertModel,
-    "BertForMaskedLM": BertForMaskedLM,
-    "BertForSequenceClassification": BertForSequenceClassification,
-    "T5ForConditionalGeneration": T5ForConditionalGeneration,
-}
-
-
-@pytest.mark.parametrize("name", CLASSES)
-def test_every_family_loads_and_saves_through_one_entry_point(tmp_path, name):
-    theirs = build(name)
-    theirs.save_pretrained(tmp_path / "hf", safe_serialization=True)
-    ours = hf.load_hf_folder(tmp_path / "hf")
-    assert type(ours) is CLASSES[name] and not ours.training
-    torch.testing.assert_close(outputs(ours, True), outputs(theirs, False), atol=1e-5, rtol=0)
-
-    hf.save_hf_folder(ours, tmp_path / "back")
-    again, info = getattr(transformers, name).from_pretrained(tmp_path / "back", output_loading_info=True)
-    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
-    torch.testing.assert_close(outputs(again.eval(), False), outputs(theirs, False), atol=1e-5, rtol=0)
-
 
 @pytest.mark.parametrize("config, expected", [
     ({"model_type": "gpt2"}, "gpt2"),
@@ -103,22 +41,6 @@ def test_unknown_families_are_one_line_errors(config, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_folder_errors_name_the_folder(tmp_path):
-    with pytest.raises(ConversionError, match="no such folder"):
-        hf.load_hf_folder(tmp_path / "missing")
-    with pytest.raises(ConversionError, match=r"no config.json \(not a Hugging Face model folder\)"):
-        hf.load_hf_folder(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 10, "n_head": 3}))
-    with pytest.raises(ConversionError, match="config.json: d_model=10 is not divisible by n_heads=3") as error:
-        hf.load_hf_folder(tmp_path)
-    assert str(tmp_path) in str(error.value)
-
-
-def test_a_model_without_counterpart_is_refused(tmp_path):
-    with pytest.raises(ConversionError, match="Linear has no Hugging Face counterpart"):
-        hf.save_hf_folder(torch.nn.Linear(2, 2), tmp_path)
-
-
 def test_tokenizer_files_are_copied(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
@@ -129,3 +51,80 @@ def test_tokenizer_files_are_copied(tmp_path):
     assert sorted(copied) == ["special_tokens_map.json", "tokenizer.json", "vocab.txt"]
     assert (tmp_path / "out" / "vocab.txt").read_text() == "vocab.txt"
     assert hf.copy_tokenizer_files(tmp_path / "out" / "nothing-here", tmp_path / "none") == []
+
+
+# --------------------------------------------------------------------------------------
+# The key maps on numpy arrays: what a port reuses
+# --------------------------------------------------------------------------------------
+
+
+def _random_folder(folder, hf_config, shapes) -> dict[str, np.ndarray]:
+    """A Hugging Face folder of random float32 numpy arrays; every array distinct."""
+    rng = np.random.default_rng(0)
+    weights = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in shapes.items()}
+    write_config(folder, hf_config)
+    save_file(weights, str(folder / "model.safetensors"))
+    return weights
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_gpt2_folder_round_trips_as_numpy_arrays(tmp_path, tied):
+    config = cfg.preset("gpt-tiny", vocab_size=23, tie_output=tied)
+    backbone, heads = hf_gpt2.hf_shapes(config)
+    weights = _random_folder(tmp_path, hf_gpt2.config_to_hf(config), {**backbone, **heads})
+    converted = hf.read_hf_folder(tmp_path, framework="np")
+    assert (converted.architecture, converted.config, converted.options) == ("GPT", config, {})
+    ours = converted.weights
+    assert all(isinstance(value, np.ndarray) for value in ours.values())
+    # Conv1D (in, out) -> (out, in); the fused c_attn columns are [queries | keys | values]
+    d = config.d_model
+    np.testing.assert_array_equal(ours["blocks.layers.0.self_attention.v_proj.weight"],
+                                  weights["h.0.attn.c_attn.weight"][:, 2 * d:].T)
+    np.testing.assert_array_equal(ours["blocks.layers.0.self_attention.q_proj.bias"],
+                                  weights["h.0.attn.c_attn.bias"][:d])
+    assert (ours["output_projection.weight"] is ours["token_embedding.weight"]) is tied
+    hf_config, back = hf.to_hf("GPT", converted.config, ours)
+    assert hf_config["architectures"] == ["GPT2LMHeadModel"]
+    assert set(back) == {key if key == "lm_head.weight" else f"transformer.{key}" for key in weights}
+    for key, value in weights.items():
+        np.testing.assert_array_equal(back[key if key == "lm_head.weight" else f"transformer.{key}"], value)
+
+
+def test_t5_tied_copies_are_compared_on_numpy_arrays(tmp_path):
+    config = cfg.preset("t5-tiny")
+    shapes = hf_t5.hf_shapes(config)
+    weights = _random_folder(tmp_path, hf_t5.config_to_hf(config), shapes)
+    converted = hf.read_hf_folder(tmp_path, framework="np")
+    assert converted.config == config and converted.architecture == "T5ForConditionalGeneration"
+    _, back = hf.to_hf("T5ForConditionalGeneration", config, converted.weights)
+    assert back.keys() == weights.keys()
+    assert all(np.array_equal(back[key], value) for key, value in weights.items())
+    copy = dict(weights, **{"encoder.embed_tokens.weight": weights["shared.weight"] + 1})
+    with pytest.raises(ConversionError, match="encoder.embed_tokens.weight differs from shared.weight"):
+        hf_t5.state_dict_from_hf(copy, config)
+
+
+def test_numpy_refuses_bfloat16_files_by_name(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch_file
+
+    write_config(tmp_path, hf_gpt2.config_to_hf(cfg.preset("gpt-tiny")))
+    save_torch_file({"wte.weight": torch.zeros(2, 2, dtype=torch.bfloat16)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConversionError, match="wte.weight is bfloat16, which numpy lacks"):
+        hf.read_hf_folder(tmp_path, framework="np")
+
+
+def test_the_numpy_path_imports_no_framework(tmp_path):
+    """A port reads and writes Hugging Face folders through these maps without torch."""
+    config = cfg.preset("gpt-tiny", vocab_size=23)
+    backbone, heads = hf_gpt2.hf_shapes(config)
+    _random_folder(tmp_path, hf_gpt2.config_to_hf(config), {**backbone, **heads})
+    code = (
+        "import sys\n"
+        "from taa.convert import hf\n"
+        f"converted = hf.read_hf_folder({str(tmp_path)!r}, framework='np')\n"
+        "hf.to_hf(converted.architecture, converted.config, converted.weights)\n"
+        "print(','.join(m for m in ('torch', 'tensorflow', 'jax', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

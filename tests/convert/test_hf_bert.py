@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from taa import config as cfg
 from taa.convert import hf_bert
 from taa.convert.state_dict import ConversionError
+from taa.torch.convert.hf import load_hf_folder, save_hf_folder
 from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
 
 transformers = pytest.importorskip("transformers")
@@ -77,7 +78,7 @@ def assert_same_outputs(theirs, ours, architecture: str) -> None:
 def test_hugging_face_folder_loads_with_equal_outputs(tmp_path, architecture: str) -> None:
     theirs = hf_model(architecture)
     theirs.save_pretrained(tmp_path, safe_serialization=True)
-    ours = hf_bert.load_hf_folder(tmp_path)
+    ours = load_hf_folder(tmp_path)
     assert type(ours) is CLASSES[architecture] and not ours.training
     assert ours.config.num_labels == 3 and ours.config.type_vocab_size == 3 and ours.config.norm_eps == 1e-12
     assert_same_outputs(theirs, ours, architecture)
@@ -91,14 +92,14 @@ def test_our_folder_loads_into_transformers_with_equal_outputs(tmp_path, archite
     with torch.no_grad():
         for parameter in ours.parameters():
             parameter.normal_(0.0, 0.2)
-    hf_bert.save_hf_folder(ours, tmp_path)
+    save_hf_folder(ours, tmp_path)
     auto = {"BertModel": "AutoModel", "BertForMaskedLM": "AutoModelForMaskedLM",
             "BertForSequenceClassification": "AutoModelForSequenceClassification"}[architecture]
     theirs, info = getattr(transformers, auto).from_pretrained(tmp_path, output_loading_info=True)
     assert type(theirs).__name__ == architecture
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     assert_same_outputs(theirs.eval(), ours, architecture)
-    again = hf_bert.load_hf_folder(tmp_path)
+    again = load_hf_folder(tmp_path)
     assert again.config == ours.config
     for key, value in ours.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
@@ -127,7 +128,7 @@ def test_checkpoint_variants_met_in_practice(tmp_path) -> None:
     save_file(state, str(tmp_path / "model.safetensors"))
     theirs.config.architectures = ["BertForPreTraining", "BertForMaskedLM"]  # the first one taa knows is used
     theirs.config.save_pretrained(tmp_path)
-    assert_same_outputs(theirs, hf_bert.load_hf_folder(tmp_path), "BertForMaskedLM")
+    assert_same_outputs(theirs, load_hf_folder(tmp_path), "BertForMaskedLM")
 
     backbone = hf_model("BertModel")
     prefixed = {f"bert.{k}": v.clone() for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
@@ -135,7 +136,7 @@ def test_checkpoint_variants_met_in_practice(tmp_path) -> None:
     folder.mkdir()
     save_file(prefixed, str(folder / "model.safetensors"))
     backbone.config.save_pretrained(folder)
-    ours = hf_bert.load_hf_folder(folder)
+    ours = load_hf_folder(folder)
     assert ours.pooler is None
     ids, mask, types = inputs()
     with torch.no_grad():
@@ -151,7 +152,7 @@ def test_sentence_transformers_folder_with_a_module_subfolder(tmp_path) -> None:
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
-    assert_same_outputs(theirs, hf_bert.load_hf_folder(tmp_path), "BertModel")
+    assert_same_outputs(theirs, load_hf_folder(tmp_path), "BertModel")
 
 
 def test_missing_unexpected_and_misshaped_keys_are_one_error(tmp_path) -> None:
@@ -162,7 +163,7 @@ def test_missing_unexpected_and_misshaped_keys_are_one_error(tmp_path) -> None:
     state["classifier.weight"] = torch.zeros(2, 32)
     save_file(state, str(tmp_path / "model.safetensors"))
     with pytest.raises(ConversionError) as error:
-        hf_bert.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     message = str(error.value)
     assert "missing keys: bert.encoder.layer.1.attention.self.key.bias" in message
     assert "unexpected keys: bert.encoder.layer.0.attention.self.rotary" in message
@@ -172,20 +173,20 @@ def test_missing_unexpected_and_misshaped_keys_are_one_error(tmp_path) -> None:
 def test_config_errors_name_the_field(tmp_path) -> None:
     hf_model("BertModel", position_embedding_type="relative_key").config.save_pretrained(tmp_path)
     with pytest.raises(ConversionError, match=r"config.json: .*position_embedding_type='relative_key'"):
-        hf_bert.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     with pytest.raises(ConversionError, match=r"norm_first=True \(BERT is post-norm\)"):
         hf_bert.config_to_hf(cfg.preset("bert-tiny", norm_first=True))
     with pytest.raises(ConversionError, match=r"classifier_pooling='mean' \(BertForSequenceClassification pools"):
         hf_bert.config_to_hf(cfg.preset("bert-tiny", classifier_pooling="mean"), "BertForSequenceClassification")
     with pytest.raises(ConversionError, match="architecture='BertForQuestionAnswering'"):
-        hf_bert.load_hf_folder(tmp_path, architecture="BertForQuestionAnswering")
+        load_hf_folder(tmp_path, architecture="BertForQuestionAnswering")
 
 
 def test_readable_attention_and_norms_also_equal_transformers(tmp_path) -> None:
     """The written-out attention and LayerNorm (``attention: readable``), not only the fused kernels."""
     theirs = hf_model("BertModel")
     theirs.save_pretrained(tmp_path, safe_serialization=True)
-    fused = hf_bert.load_hf_folder(tmp_path)
+    fused = load_hf_folder(tmp_path)
     readable = BertModel(dataclasses.replace(fused.config, attention="readable")).eval()
     readable.load_state_dict(fused.state_dict())
     assert_same_outputs(theirs, readable, "BertModel")

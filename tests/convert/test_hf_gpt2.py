@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from taa import config as cfg
 from taa.convert import hf_gpt2
 from taa.convert.state_dict import ConversionError
+from taa.torch.convert.hf import load_hf_folder, save_hf_folder
 from taa.torch.models.gpt import GPT, positions_from_mask
 
 transformers = pytest.importorskip("transformers")
@@ -60,7 +61,7 @@ def assert_same_logits(theirs, ours: GPT) -> None:
 def test_hugging_face_folder_loads_with_equal_logits(tmp_path, tied: bool) -> None:
     theirs = hf_model(tie_word_embeddings=tied)
     theirs.save_pretrained(tmp_path, safe_serialization=True)
-    ours = hf_gpt2.load_hf_folder(tmp_path)
+    ours = load_hf_folder(tmp_path)
     assert isinstance(ours, GPT) and not ours.training
     assert ours.config.tie_output is tied
     assert (ours.output_projection.weight is ours.token_embedding.weight) is tied
@@ -72,13 +73,13 @@ def test_hugging_face_folder_loads_with_equal_logits(tmp_path, tied: bool) -> No
 def test_our_folder_loads_into_transformers_with_equal_logits(tmp_path, tied: bool) -> None:
     torch.manual_seed(0)
     ours = GPT(cfg.preset("gpt-tiny", vocab_size=VOCAB, tie_output=tied, eos_id=2)).eval()
-    hf_gpt2.save_hf_folder(ours, tmp_path)
+    save_hf_folder(ours, tmp_path)
     theirs, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     assert theirs.config.tie_word_embeddings is tied and theirs.config.eos_token_id == 2
     assert_same_logits(theirs.eval(), ours)
     # ... and back: the config and every tensor survive the round trip
-    again = hf_gpt2.load_hf_folder(tmp_path)
+    again = load_hf_folder(tmp_path)
     assert again.config == ours.config
     for key, value in ours.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
@@ -108,7 +109,7 @@ def test_bare_checkpoint_with_old_buffers_and_a_saved_head_loads(tmp_path) -> No
         state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
     save_file(state, str(tmp_path / "model.safetensors"))
     theirs.config.save_pretrained(tmp_path)
-    assert_same_logits(theirs, hf_gpt2.load_hf_folder(tmp_path))
+    assert_same_logits(theirs, load_hf_folder(tmp_path))
 
 
 def test_missing_unexpected_and_misshaped_keys_are_one_error(tmp_path) -> None:
@@ -119,7 +120,7 @@ def test_missing_unexpected_and_misshaped_keys_are_one_error(tmp_path) -> None:
     state["transformer.wpe.weight"] = torch.zeros(23, 32)
     save_file(state, str(tmp_path / "model.safetensors"))
     with pytest.raises(ConversionError) as error:
-        hf_gpt2.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     message = str(error.value)
     assert "missing keys: transformer.h.1.ln_2.bias" in message
     assert "unexpected keys: transformer.h.0.attn.rotary.weight" in message
@@ -128,20 +129,20 @@ def test_missing_unexpected_and_misshaped_keys_are_one_error(tmp_path) -> None:
 
 def test_folder_and_config_errors_name_the_problem(tmp_path) -> None:
     with pytest.raises(ConversionError, match="no config.json"):
-        hf_gpt2.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     hf_model(scale_attn_by_inverse_layer_idx=True, activation_function="silu").config.save_pretrained(tmp_path)
     with pytest.raises(ConversionError, match=r"config.json: .*scale_attn_by_inverse_layer_idx=True.*'silu'"):
-        hf_gpt2.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     hf_model().config.save_pretrained(tmp_path)
     with pytest.raises(ConversionError, match="no model.safetensors"):
-        hf_gpt2.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(ConversionError, match="safetensors only"):
-        hf_gpt2.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2ForTokenClassification"]}))
     with pytest.raises(ConversionError, match="has none of GPT2LMHeadModel"):
-        hf_gpt2.load_hf_folder(tmp_path)
+        load_hf_folder(tmp_path)
     with pytest.raises(ConversionError, match="norm_first=False .*; activation='swiglu'"):
         hf_gpt2.config_to_hf(cfg.preset("gpt-tiny", norm_first=False, activation="swiglu"))
     with pytest.raises(ConversionError, match="positional='rotary'"):
@@ -152,7 +153,7 @@ def test_readable_attention_and_norms_also_equal_transformers(tmp_path) -> None:
     """The written-out attention and LayerNorm (``attention: readable``), not only the fused kernels."""
     theirs = hf_model()
     theirs.save_pretrained(tmp_path, safe_serialization=True)
-    fused = hf_gpt2.load_hf_folder(tmp_path)
+    fused = load_hf_folder(tmp_path)
     readable = GPT(dataclasses.replace(fused.config, attention="readable")).eval()
     readable.load_state_dict(fused.state_dict())
     assert_same_logits(theirs, readable)

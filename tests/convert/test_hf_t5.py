@@ -17,12 +17,11 @@ from taa.convert.hf_t5 import (
     config_from_hf,
     config_to_hf,
     key_map,
-    load_hf_folder,
-    save_hf_folder,
     state_dict_from_hf,
     state_dict_to_hf,
 )
 from taa.convert.state_dict import ConversionError
+from taa.torch.convert.hf import load_hf_folder, save_hf_folder
 from taa.torch.generate import beam_search, greedy_decode
 from taa.torch.models.t5 import T5ForConditionalGeneration
 

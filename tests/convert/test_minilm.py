@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taa.convert import hf_bert
+from taa.text import load_tokenizer
+from taa.torch.convert.hf import load_hf_folder
 from taa.torch.models.bert import BertModel, mean_pool, sentence_embeddings
 
 SENTENCES = [
@@ -37,14 +38,14 @@ def folder() -> Path:
 
 @pytest.fixture(scope="module")
 def ours(folder: Path) -> BertModel:
-    model = hf_bert.load_hf_folder(folder)
+    model = load_hf_folder(folder)
     assert type(model) is BertModel and model.config.n_layers == 6 and model.config.d_model == 384
     return model
 
 
 @pytest.fixture(scope="module")
 def tokenizer(folder: Path):
-    return hf_bert.load_tokenizer(folder)
+    return load_tokenizer(folder)  # truncates to sentence-transformers' max_seq_length
 
 
 def test_tokenization_equals_transformers(folder: Path, tokenizer) -> None:

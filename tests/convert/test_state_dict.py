@@ -1,17 +1,16 @@
-"""The checks every converter shares: one error naming every problem, never a partial load."""
+"""The checks every converter shares: one error naming every problem, on arrays of any framework."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from taa.convert.state_dict import ConversionError, check_state_dict, expected_shapes, load_checked
+from taa.convert.state_dict import ConversionError, check_state_dict
 
 
 def test_check_state_dict_lists_every_problem_at_once() -> None:
-    expected = {"a": torch.Size([2, 3]), "b": torch.Size([4]), "c": None, "d": torch.Size([1])}
-    state = {"a": torch.zeros(3, 2), "b": torch.zeros(4), "c": torch.zeros(7, 7), "x": torch.zeros(1), "y": torch.zeros(1)}
+    expected = {"a": (2, 3), "b": (4,), "c": None, "d": (1,)}
+    state = {"a": np.zeros((3, 2)), "b": np.zeros(4), "c": np.zeros((7, 7)), "x": np.zeros(1), "y": np.zeros(1)}
     with pytest.raises(ConversionError) as error:
         check_state_dict(state, expected, "thing")
     message = str(error.value)
@@ -23,22 +22,8 @@ def test_check_state_dict_lists_every_problem_at_once() -> None:
     assert issubclass(ConversionError, ValueError)
 
 
-def test_check_state_dict_accepts_a_match() -> None:
-    check_state_dict({"a": torch.zeros(2)}, {"a": torch.Size([2])}, "thing")
+def test_check_state_dict_accepts_a_match_of_any_array_type() -> None:
+    check_state_dict({"a": np.zeros(2)}, {"a": (2,)}, "thing")
     check_state_dict({}, {}, "nothing")
-
-
-def test_load_checked_loads_or_changes_nothing() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
-    assert expected_shapes(model) == {
-        "0.weight": (4, 3), "0.bias": (4,), "1.weight": (4,), "1.bias": (4,)
-    }
-    source = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
-    assert load_checked(model, source.state_dict(), "seq") is model
-    assert torch.equal(model[0].weight, source[0].weight)
-    before = model[0].weight.clone()
-    bad = {**nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).state_dict(), "1.bias": torch.zeros(5)}
-    with pytest.raises(ConversionError, match=r"1.bias \(5,\) != expected \(4,\)"):
-        load_checked(model, bad, "seq")
-    assert torch.equal(model[0].weight, before)
+    torch = pytest.importorskip("torch")
+    check_state_dict({"a": torch.zeros(2, 3)}, {"a": torch.Size([2, 3])}, "thing")

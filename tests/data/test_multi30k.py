@@ -133,6 +133,13 @@ def test_unreachable_source_is_a_clear_error(tmp_path, no_env):
     assert list((tmp_path / "cache" / "multi30k").iterdir()) == []
 
 
+def test_failed_download_says_where_to_point_instead(tmp_path, no_env):
+    with pytest.raises(DataError) as error:
+        download_multi30k(tmp_path / "cache", base_url=(tmp_path / "no-mirror").as_uri())
+    message = str(error.value)
+    assert "TAA_DATA" in message and "data.dir" in message and "\n" not in message
+
+
 def test_default_cache_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert multi30k.default_cache_dir() == tmp_path / "taa" / "data"

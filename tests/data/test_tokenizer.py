@@ -138,7 +138,8 @@ SHAKESPEARE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n
 
 
 def test_char_tokenizer_is_the_sorted_set_of_characters(tmp_path):
-    from taa.data.tokenizer import CharTokenizer, load_tokenizer
+    from taa.data.tokenizer import CharTokenizer
+    from taa.text import load_tokenizer
 
     tokenizer = CharTokenizer.train(SHAKESPEARE)
     assert tokenizer.characters == sorted(set(SHAKESPEARE)) and tokenizer.characters[0] == "\n"
@@ -168,7 +169,9 @@ def test_tiny_shakespeare_has_nanogpts_65_characters():
 
 
 def test_byte_level_bpe_round_trips_running_text_exactly(tmp_path):
-    from taa.data.tokenizer import load_tokenizer, train_bpe
+    from taa.data.tokenizer import train_bpe
+    from taa.folders import CheckpointError
+    from taa.text import load_tokenizer
 
     tokenizer = SubwordTokenizer(train_bpe([SHAKESPEARE], vocab_size=300, byte_level=True))
     ids = tokenizer.encode(SHAKESPEARE)
@@ -180,7 +183,7 @@ def test_byte_level_bpe_round_trips_running_text_exactly(tmp_path):
     tokenizer.save(tmp_path / "tok")
     loaded = load_tokenizer(tmp_path / "tok")
     assert isinstance(loaded, SubwordTokenizer) and loaded.encode(SHAKESPEARE) == ids
-    with pytest.raises(DataError, match="no saved tokenizer"):
+    with pytest.raises(CheckpointError, match="no tokenizer"):
         load_tokenizer(tmp_path)
 
 

@@ -112,6 +112,38 @@ def test_evaluate_length_penalty_overrides_the_recipe(trained, tmp_path):
     assert by_cli.stdout.splitlines() == hypotheses[:5]
 
 
+def test_the_recipe_decodes_by_default_and_generate_decodes_as_translate(trained, tmp_path):
+    """translate, evaluate and generate take the recipe's beam, length penalty and max_extra;
+    with the same settings generate and translate give the same tokens."""
+    model, tokenizer, recipe = load_translator(trained)
+    assert recipe.data.beam == 2 != 4  # not the paper's beam: the default visibly comes from the recipe
+    sentences = ["Ein Hund rennt durch den Schnee.", "Zwei Männer spielen Fußball.", "Eine Frau."]
+    expected = translate(model, tokenizer, sentences, beam=recipe.data.beam, length_penalty=recipe.data.length_penalty,
+                         max_extra=recipe.data.max_extra)
+    by_default = taa("translate", "--checkpoint", str(trained), *sentences)
+    assert by_default.returncode == 0, by_default.stderr
+    assert by_default.stdout.splitlines() == expected
+    for sentence, translation in zip(sentences, expected):
+        result = taa("generate", "--checkpoint", str(trained), "--prompt", sentence, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["text"] == translation
+    options = ["--beam", "3", "--length-penalty", "1.5"]
+    translated = taa("translate", "--checkpoint", str(trained), *options, sentences[0])
+    generated = taa("generate", "--checkpoint", str(trained), *options, "--prompt", sentences[0])
+    assert translated.returncode == 0 and generated.returncode == 0, translated.stderr + generated.stderr
+    assert generated.stdout == translated.stdout  # one line, the same translation
+    # evaluate with no option: the run's own final test figures
+    for side in ("de", "en"):
+        with gzip.open(DATA / "multi30k" / f"test_2016_flickr.{side}.gz", "rt", encoding="utf-8") as f:
+            (tmp_path / f"test.{side}").write_text("".join(f.readlines()[:40]), encoding="utf-8")
+    result = taa("evaluate", "--checkpoint", str(trained), "--source", str(tmp_path / "test.de"),
+                 "--reference", str(tmp_path / "test.en"), "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert (scores["beam"], scores["length_penalty"]) == (recipe.data.beam, recipe.data.length_penalty)
+    assert scores["bleu"] == pytest.approx(json.loads((trained / "metrics.json").read_text())["test_bleu"])
+
+
 def _files(source: bytes, reference: bytes):
     def write(folder: Path) -> None:
         (folder / "src.de").write_bytes(source)

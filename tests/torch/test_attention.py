@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from taa.torch import attention as attention_module
+from taa.torch import kernels
 from taa.torch.attention import (
     KVCache,
     MultiHeadAttention,
@@ -225,38 +225,6 @@ def test_attend_causal_equals_explicit_mask(implementation: str, queries: int, k
     close(out, expected)
 
 
-def test_bfloat16_training_on_cpu_takes_the_readable_path() -> None:
-    # The fused CPU kernel's bfloat16 backward is slow; training in bfloat16 uses eq. 1's matmuls.
-    torch.manual_seed(11)
-    q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    mask = padding_mask(torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]), pad_id=0)[:, None, None, :]
-    fused, _ = attend(q, k, v, mask, implementation="fused")
-    readable, _ = attend(q, k, v, mask, implementation="readable")
-    assert torch.equal(fused, readable)
-    with torch.no_grad():  # inference keeps the fused kernel, whose numbers differ in the last bits
-        inference, _ = attend(q, k, v, mask, implementation="fused")
-    torch.testing.assert_close(inference.float(), readable.detach().float(), atol=2e-2, rtol=0)
-
-
-@pytest.mark.parametrize("dtype, amx, fused", [
-    (torch.float32, False, True), (torch.float32, True, False), (torch.bfloat16, False, False),
-])
-def test_decoding_step_kernel_choice(monkeypatch, dtype: torch.dtype, amx: bool, fused: bool) -> None:
-    # One query (a decoding step) in inference: the fused kernel in float32 except on AMX CPUs,
-    # eq. 1's matmuls in bfloat16 (measured faster on each host); the same numbers either way.
-    monkeypatch.setattr(attention_module, "cpu_has_amx", lambda: amx)
-    calls = []
-    kernel = attention_module.fused_scaled_dot_product_attention
-    monkeypatch.setattr(attention_module, "fused_scaled_dot_product_attention",
-                        lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs))
-    q, k, v = (t.to(dtype) for t in qkv(queries=1, keys=6, seed=12))
-    with torch.inference_mode():
-        output, _ = attend(q, k, v, causal=True)
-        readable, _ = attend(q, k, v, causal=True, implementation="readable")
-    assert bool(calls) == fused
-    torch.testing.assert_close(output.float(), readable.float(), atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=0)
-
-
 def test_attend_rejects_unknown_implementation() -> None:
     with pytest.raises(ValueError, match="implementation"):
         attend(*qkv(), implementation="flash")
@@ -382,7 +350,7 @@ def test_multi_head_attention_matches_torch(implementation: str, setting: str) -
 
 @pytest.mark.parametrize("n_kv_heads, bias, rotary", [(4, True, False), (2, False, False), (4, True, True)])
 def test_stacked_qkv_product_equals_three_products(monkeypatch, n_kv_heads: int, bias: bool, rotary: bool) -> None:
-    # From FUSED_PROJECTION_ROWS rows up, self-attention computes Q, K, V as one product with
+    # From kernels.STACKED_PROJECTION_ROWS rows up, self-attention computes Q, K, V as one product with
     # the stacked weight: the same outputs and the same gradients for each of W^Q, W^K, W^V.
     torch.manual_seed(3)
     rope = RotaryEmbedding(D // HEADS, 64) if rotary else None
@@ -390,7 +358,7 @@ def test_stacked_qkv_product_equals_three_products(monkeypatch, n_kv_heads: int,
     x = torch.randn(4, 20, D, requires_grad=True)  # 80 rows: above the default threshold
     results = []
     for rows in (10**9, 1):  # three products, then one
-        monkeypatch.setattr(attention_module, "FUSED_PROJECTION_ROWS", rows)
+        monkeypatch.setattr(kernels, "STACKED_PROJECTION_ROWS", rows)
         output, _ = layer(x, causal=True)
         output.square().sum().backward()
         grads = {name: p.grad.clone() for name, p in layer.named_parameters()}

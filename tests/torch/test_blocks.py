@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from taa.config import BlockConfig
-from taa.convert.state_dict import load_checked
-from taa.convert.torch_nn import from_torch_nn
 from taa.torch.attention import causal_mask, key_padding_to_attention_mask, padding_mask
 from taa.torch.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, EncoderLayer, LayerCache, Residual
+from taa.torch.convert.state_dict import load_checked
+from taa.torch.convert.torch_nn import from_torch_nn
 from taa.torch.norm import LayerNorm, RMSNorm
 
 pytestmark = [

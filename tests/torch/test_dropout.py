@@ -1,32 +1,11 @@
-"""taa.torch.dropout: the mask's statistics, scaling, gradients and reproducibility."""
+"""taa.torch.dropout: scaling, gradients and reproducibility (the mask's statistics: test_kernels)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from taa.torch.dropout import Dropout, dropout, keep_mask
-
-
-@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
-def test_keep_rate_matches_p(p: float) -> None:
-    torch.manual_seed(0)
-    keep = keep_mask((1000, 1000), p)
-    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
-    rate = keep.float().mean().item()
-    assert abs(rate - (1 - p)) < 3e-3  # 1e6 draws: the standard error is <= 5e-4
-
-
-def test_mask_is_uniform_across_positions() -> None:
-    # Four 15-bit numbers come from each 64-bit draw: no lane may be biased.
-    torch.manual_seed(1)
-    keep = keep_mask((400_000,), 0.5).float().view(-1, 4).mean(dim=0)
-    torch.testing.assert_close(keep, torch.full((4,), 0.5), atol=6e-3, rtol=0)
-
-
-def test_odd_sizes_and_empty() -> None:
-    assert keep_mask((3, 7), 0.3).shape == (3, 7)
-    assert keep_mask((0, 5), 0.3).shape == (0, 5)
+from taa.torch.dropout import Dropout, dropout
 
 
 def test_survivors_are_scaled_and_expectation_kept() -> None:

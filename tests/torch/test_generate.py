@@ -1,4 +1,5 @@
-"""Greedy search and beam search against references that recompute everything from scratch."""
+"""The one decoder (greedy, sampling, beam search) against references that recompute everything
+from scratch, against transformers' generate, and its settings: one length penalty, the checkpoint's defaults."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taa.config import TransformerConfig
-from taa.torch.generate import beam_search, gnmt_length_penalty, greedy_decode
+from taa.decoding import length_penalty as lp
+from taa.torch.generate import beam_search, greedy_decode
 from taa.torch.models.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -216,7 +218,7 @@ def test_exhaustive_beam_finds_the_best_sequence(length_penalty) -> None:
         scored = []
         for tokens, ended in outputs:
             log_prob = log_prob_without_cache(model, source[row], tokens, EOS if ended else None)
-            scored.append((log_prob / gnmt_length_penalty(len(tokens) + ended, length_penalty), tokens, ended))
+            scored.append((log_prob / lp(len(tokens) + ended, length_penalty), tokens, ended))
         scored.sort(key=lambda item: -item[0])
         assert scored[0][0] - scored[1][0] > 1e-4, "a tie: pick another seed"
         assert best[row] == scored[0][1]
@@ -246,7 +248,7 @@ def beam_search_without_cache(
         for rank, (log_prob, tokens) in enumerate(candidates):
             if tokens[-1] == end_id or step == steps:
                 if rank < beam_size:  # an ending candidate among the k best leaves the beam
-                    finished.append((log_prob / gnmt_length_penalty(step, alpha), tokens[1:]))
+                    finished.append((log_prob / lp(step, alpha), tokens[1:]))
             elif len(beams) < beam_size:
                 beams.append((log_prob, tokens))
     score, tokens = max(finished, key=lambda item: item[0])
@@ -284,7 +286,7 @@ def test_beam_scores_equal_recomputation_without_cache(positional, length_penalt
         for h in hypotheses:
             expected = log_prob_without_cache(model, source[row], h.tokens, end_id if h.ended else None)
             assert h.log_prob == pytest.approx(expected, abs=1e-4)
-            penalty = gnmt_length_penalty(len(h.tokens) + h.ended, length_penalty)
+            penalty = lp(len(h.tokens) + h.ended, length_penalty)
             assert h.score == pytest.approx(h.log_prob / penalty, abs=1e-5)
 
 
@@ -338,7 +340,7 @@ def test_beam_search_checks_its_arguments() -> None:
 
 
 # ======================================================================================
-# Decoder-only generation (issue 4): generate() on GPT, against transformers' generate
+# Decoder-only generation: generate() on GPT, against transformers' generate
 # ======================================================================================
 
 from taa import config as cfg  # noqa: E402
@@ -370,7 +372,7 @@ def gpt_pair(tmp_path_factory):
     """A tiny HF GPT-2 trained for 40 steps to copy its prompt and end (a random one never
     emits EOS), the same weights in taa, and a left-padded batch of 8 prompts of 2-6 tokens."""
     transformers = pytest.importorskip("transformers")
-    from taa.convert import hf_gpt2
+    from taa.torch.convert.hf import load_hf_folder
     from taa.torch.models.gpt import positions_from_mask
 
     torch.manual_seed(0)
@@ -391,7 +393,7 @@ def gpt_pair(tmp_path_factory):
     hf.eval()
     folder = tmp_path_factory.mktemp("gpt2-generation")
     hf.save_pretrained(folder, safe_serialization=True)
-    ours = hf_gpt2.load_hf_folder(folder)
+    ours = load_hf_folder(folder)
     prompt_generator = torch.Generator().manual_seed(5)
     rows = [torch.randint(3, LM_VOCAB, (int(torch.randint(2, 7, (1,), generator=prompt_generator)),),
                           generator=prompt_generator).tolist() + [LM_SEP] for _ in range(8)]
@@ -433,9 +435,9 @@ def test_gpt_beam_search_equals_transformers_generate(gpt_pair, alpha, early_sto
         ids, attention_mask=mask, max_new_tokens=LM_NEW, do_sample=False, num_beams=4,
         length_penalty=alpha, early_stopping=early_stopping,
     )
-    tokens = generate(
-        ours, ids, mask, max_new_tokens=LM_NEW, num_beams=4, length_penalty=alpha, early_stopping=early_stopping,
-        eos_id=LM_EOS, pad_id=LM_PAD,
+    tokens = generate(  # transformers' lp(Y) = |Y| ** alpha
+        ours, ids, mask, max_new_tokens=LM_NEW, num_beams=4, length_penalty=alpha, length_penalty_rule="power",
+        early_stopping=early_stopping, eos_id=LM_EOS, pad_id=LM_PAD,
     )
     assert _new_tokens(tokens, ids.shape[1]) == _new_tokens(expected, ids.shape[1])
 
@@ -560,49 +562,118 @@ def test_generate_restores_training_mode_and_autocasts(gpt_pair):
     assert bf16.shape == tokens.shape and next(ours.parameters()).dtype == torch.float32
 
 
+def _until_end(rows: list[list[int]], end_id: int) -> list[list[int]]:
+    """Encoder-decoder output rows -> beam_search's hypotheses: no start token, nothing from the end token on."""
+    rows = [row[1:] for row in rows]
+    return [row[: row.index(end_id)] if end_id in row else row for row in rows]
+
+
 def test_generate_on_an_encoder_decoder_equals_greedy_decode_and_beam_search():
     model = decoding_model()
     source = random_source(torch.Generator().manual_seed(2), [5, 3, 6])
     end_id = frequent_end_token(model, source)
     tokens = generate(model, source, max_new_tokens=8, eos_id=end_id)
     assert torch.equal(tokens, greedy_decode(model, source, max_length=9, end_id=end_id))
-    beams = generate(model, source, max_new_tokens=8, eos_id=end_id, num_beams=3, length_penalty=0.7)
-    expected = beam_search(model, source, 3, max_length=9, length_penalty=0.7, end_id=end_id,
-                           length_penalty_rule="power", stopping="current_length")
-    for row, hypothesis in zip(beams[:, 1:].tolist(), expected):
-        assert row[: len(hypothesis)] == hypothesis
+    # the same defaults (GNMT's lp, alpha 0.6, the exact bound), and transformers' rules when asked for
+    hf_rules = dict(length_penalty=0.7, length_penalty_rule="power")
+    hf_options = ({**hf_rules, "early_stopping": False}, {**hf_rules, "stopping": "current_length"})
+    for options, rules in [({}, {}), hf_options]:
+        beams = generate(model, source, max_new_tokens=8, eos_id=end_id, num_beams=3, **options)
+        expected = beam_search(model, source, 3, max_length=9, end_id=end_id, **rules)
+        assert _until_end(beams.tolist(), end_id) == expected
+    # no max_new_tokens: each sentence's source length + max_extra, as in beam_search and greedy_decode
+    beams = generate(model, source, eos_id=end_id, num_beams=3, max_extra=4)
+    assert _until_end(beams.tolist(), end_id) == beam_search(model, source, 3, end_id=end_id, max_extra=4)
+    greedy = greedy_decode(model, source, end_id=-1, max_extra=4)
+    assert torch.equal(generate(model, source, eos_id=-1, max_extra=4), greedy)
 
 
-def test_generate_checks_its_arguments(gpt_pair):
+# ======================================================================================
+# One set of defaults: the length penalty, and what a checkpoint carries
+# ======================================================================================
+
+import inspect  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+from taa.decoding import DEFAULTS, DecodingConfig, decoding_defaults, length_penalty  # noqa: E402
+
+
+def test_every_entry_point_has_the_one_default_length_penalty():
+    from taa.tasks.translation import translate
+
+    assert (DEFAULTS.length_penalty, DEFAULTS.length_penalty_rule, DEFAULTS.stopping) == (0.6, "gnmt", "exact")
+    for function in (beam_search, generate, translate):
+        parameters = inspect.signature(function).parameters
+        assert parameters["length_penalty"].default == DEFAULTS.length_penalty, function.__name__
+        if "length_penalty_rule" in parameters:
+            assert parameters["length_penalty_rule"].default == DEFAULTS.length_penalty_rule
+        assert parameters["max_extra"].default == DEFAULTS.max_extra
+    assert length_penalty(7, 0.6) == ((5 + 7) / 6) ** 0.6 and length_penalty(7, 0.0) == 1.0
+    assert length_penalty(7, 1.5, "power") == 7**1.5
+    with pytest.raises(ValueError, match="length_penalty_rule='hf' is not one of gnmt, power"):
+        length_penalty(3, 1.0, "hf")
+
+
+def test_generate_beam_search_on_gpt_uses_the_same_default(gpt_pair):
+    """generate's default beam search is GNMT's lp with alpha 0.6, as an explicit call says."""
     _, ours, ids, mask = gpt_pair
-    with pytest.raises(ValueError, match="beam search with sampling"):
-        generate(ours, ids, num_beams=2, temperature=0.5)
-    with pytest.raises(ValueError, match="temperature=0"):
-        generate(ours, ids, temperature=0.0)
-    with pytest.raises(ValueError, match="top_p=1.5"):
-        generate(ours, ids, top_p=1.5)
-    with pytest.raises(ValueError, match="early_stopping='sometimes'"):
-        generate(ours, ids, num_beams=2, early_stopping="sometimes")
-    with pytest.raises(ValueError, match="prompt is empty"):
-        generate(ours, ids[:, :0])
-    assert torch.equal(generate(ours, ids, mask, max_new_tokens=0), ids)
+    default = generate(ours, ids, mask, max_new_tokens=LM_NEW, num_beams=3, eos_id=LM_EOS)
+    explicit = generate(ours, ids, mask, max_new_tokens=LM_NEW, num_beams=3, eos_id=LM_EOS, length_penalty=0.6,
+                        length_penalty_rule="gnmt", early_stopping="never")
+    assert torch.equal(default, explicit)
 
 
-def test_preallocated_kv_cache_equals_concatenation():
-    generator = torch.Generator().manual_seed(0)
-    grown, allocated = KVCache(), KVCache(capacity=6)
-    for length in (3, 1, 1):
-        keys, values = torch.randn(4, 2, length, 5, generator=generator), torch.randn(4, 2, length, 5, generator=generator)
-        for cache in (grown, allocated):
-            cache.append(keys, values)
-        assert torch.equal(grown.keys, allocated.keys) and torch.equal(grown.values, allocated.values)
-    buffer = allocated.key_buffer
-    order = torch.tensor([2, 2, 0])
-    grown.reorder(order)
-    allocated.reorder(order)
-    assert allocated.length == grown.length == 5 and allocated.keys.shape[0] == 3
-    assert torch.equal(grown.keys, allocated.keys) and torch.equal(grown.values, allocated.values)
-    for cache in (grown, allocated):  # the 6th position fits, the 7th falls back to concatenation
-        cache.append(torch.ones(3, 2, 2, 5), torch.ones(3, 2, 2, 5))
-    assert torch.equal(grown.keys, allocated.keys) and allocated.length == 7
-    assert buffer.shape == (4, 2, 6, 5)
+def test_decoding_defaults_come_from_the_recipe():
+    translation = cfg.RecipeConfig.from_dict({
+        "task": "translation", "data": {"beam": 5, "length_penalty": 1.4, "max_extra": 12},
+    })
+    assert decoding_defaults(translation) == DecodingConfig(beam=5, length_penalty=1.4, max_extra=12)
+    # what from_pretrained returns for a run: its recipe rules
+    assert decoding_defaults(SimpleNamespace(recipe=translation, source="taa_run", folder=".")).beam == 5
+    text_to_text = cfg.RecipeConfig.from_dict({"task": "text_to_text", "model": {"preset": "t5-small"},
+                                               "data": {"beam": 2, "length_penalty": 0.0}})
+    assert (decoding_defaults(text_to_text).beam, decoding_defaults(text_to_text).length_penalty) == (2, 0.0)
+    language_model = cfg.RecipeConfig.from_dict({
+        "task": "language_model", "model": {"preset": "gpt-tiny"}, "train": {"seed": 7},
+        "data": {"temperature": 0.8, "top_k": 200},
+    })
+    assert decoding_defaults(language_model) == DecodingConfig(sample=True, temperature=0.8, top_k=200, seed=7)
+    no_top_k = cfg.RecipeConfig.from_dict({"task": "language_model", "model": {"preset": "gpt-tiny"},
+                                           "data": {"top_k": 0}})
+    assert decoding_defaults(no_top_k).top_k is None  # 0: every token
+    assert decoding_defaults(cfg.RecipeConfig()) == DEFAULTS  # the copy task: greedy
+    assert decoding_defaults(SimpleNamespace(recipe=None, source="taa_model", folder=".")) == DEFAULTS
+
+
+def test_a_hugging_face_folder_decodes_as_transformers(tmp_path):
+    folder = SimpleNamespace(recipe=None, source="hugging_face", folder=tmp_path)
+    assert decoding_defaults(folder) == DecodingConfig(length_penalty=1.0, length_penalty_rule="power",
+                                                       stopping="current_length")
+    (tmp_path / "generation_config.json").write_text(json.dumps({
+        "num_beams": 4, "length_penalty": 0.6, "early_stopping": True, "bos_token_id": 0,
+    }))
+    assert decoding_defaults(folder) == DecodingConfig(beam=4, length_penalty=0.6, length_penalty_rule="power",
+                                                       stopping="k_finished")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"do_sample": True, "top_p": 0.9}))
+    sampled = decoding_defaults(folder)
+    assert (sampled.sample, sampled.top_k, sampled.top_p, sampled.temperature) == (True, 50, 0.9, 1.0)
+
+
+def test_decoding_settings_check_themselves():
+    for changes, message in [
+        (dict(beam=0), "beam=0 must be >= 1"), (dict(beam=2, sample=True), "beam search with sampling"),
+        (dict(stopping="never"), "stopping='never' is not one of"), (dict(temperature=0.0), "temperature=0.0"),
+        (dict(top_p=0.0), "top_p=0.0"), (dict(top_k=0), "top_k=0"), (dict(max_extra=-1), "max_extra=-1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            DecodingConfig(**changes)
+    assert DEFAULTS.replace(beam=None, length_penalty=1.0) == DecodingConfig(length_penalty=1.0)  # None: not given
+
+
+def test_decoding_settings_import_no_framework():
+    code = "import sys, taa.decoding; print(sorted(m for m in ('torch', 'tensorflow', 'jax') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -15,10 +15,11 @@ import torch
 from safetensors.torch import save_file
 
 from taa import config as cfg
-from taa.convert.state_dict import ConversionError
+from taa.folders import CheckpointError
 from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, train_bpe
 from taa.torch import Pretrained, from_pretrained
-from taa.torch.hub import decode_tokens, encode_text, save_pretrained
+from taa.text import decode_tokens, encode_text
+from taa.torch.hub import save_pretrained
 from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
 from taa.torch.models.gpt import GPT
 from taa.torch.models.t5 import T5ForConditionalGeneration
@@ -194,27 +195,27 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 
 
 def test_errors_name_the_folder(tmp_path):
-    with pytest.raises(ConversionError, match="no such folder") as error:
+    with pytest.raises(CheckpointError, match="no such folder") as error:
         from_pretrained(tmp_path / "missing")
     assert str(tmp_path / "missing") in _one_line(error)
-    with pytest.raises(ConversionError, match="neither a taa checkpoint .* nor a Hugging Face folder"):
+    with pytest.raises(CheckpointError, match="neither a taa checkpoint .* nor a Hugging Face folder"):
         from_pretrained(tmp_path)
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ConversionError, match="not a folder"):
+    with pytest.raises(CheckpointError, match="not a folder"):
         from_pretrained(tmp_path / "file.txt")
 
 
 def test_unknown_model_type_and_missing_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises(ConversionError, match="model_type='llama' is not supported .*gpt2, bert, t5") as error:
+    with pytest.raises(CheckpointError, match="model_type='llama' is not supported .*gpt2, bert, t5") as error:
         from_pretrained(tmp_path)
     assert "config.json" in _one_line(error)
     tiny_hf_gpt2(tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(ConversionError, match="no model.safetensors"):
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
         from_pretrained(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"not unpickled")
-    with pytest.raises(ConversionError, match="safetensors only"):
+    with pytest.raises(CheckpointError, match="safetensors only"):
         from_pretrained(tmp_path)
 
 
@@ -222,19 +223,19 @@ def test_taa_folder_errors(tmp_path):
     model = GPT(cfg.preset("gpt-tiny")).eval()
     save_pretrained(model, tmp_path)
     (tmp_path / "model.safetensors").rename(tmp_path / "model.pt")
-    with pytest.raises(ConversionError, match=r"only pickled weights \(model.pt\); taa reads safetensors only"):
+    with pytest.raises(CheckpointError, match=r"only pickled weights \(model.pt\); taa reads safetensors only"):
         from_pretrained(tmp_path)
     (tmp_path / "model.pt").unlink()
-    with pytest.raises(ConversionError, match="model.safetensors: no such file"):
+    with pytest.raises(CheckpointError, match="model.safetensors: no such file"):
         from_pretrained(tmp_path)
     wrong = {key: value for key, value in model.state_dict().items() if "blocks.layers.1" not in key}
     wrong.pop("output_projection.weight")
     save_file({k: v.contiguous() for k, v in wrong.items()}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ConversionError, match="weights do not fit GPT: missing keys: blocks.layers.1"):
+    with pytest.raises(CheckpointError, match="weights do not fit GPT: missing keys: blocks.layers.1"):
         from_pretrained(tmp_path)
     description = (tmp_path / "model.yaml").read_text().replace("d_model: 32", "d_model: 30")
     (tmp_path / "model.yaml").write_text(description)
-    with pytest.raises(ConversionError, match="model.yaml: .*d_model=30 is not divisible by n_heads=4"):
+    with pytest.raises(CheckpointError, match="model.yaml: .*d_model=30 is not divisible by n_heads=4"):
         from_pretrained(tmp_path)
 
 
@@ -243,5 +244,65 @@ def test_run_folder_with_a_bad_recipe_names_it(tmp_path):
     save_checkpoint(tmp_path, GPT(recipe.model), recipe, {})
     text = (tmp_path / "recipe.yaml").read_text().replace("task: language_model", "task: poetry")
     (tmp_path / "recipe.yaml").write_text(text)
-    with pytest.raises(ConversionError, match="recipe.yaml: task='poetry'"):
+    with pytest.raises(CheckpointError, match="recipe.yaml: task='poetry'"):
         from_pretrained(tmp_path)
+
+
+# --------------------------------------------------------------------------------------
+# The one loader is strict: every key and shape, for every kind of taa folder
+# --------------------------------------------------------------------------------------
+
+
+def _gpt_run(folder: Path) -> GPT:
+    recipe = cfg.RecipeConfig.from_dict({"task": "language_model", "model": {"preset": "gpt-tiny"}})
+    model = GPT(recipe.model).eval()
+    save_checkpoint(folder, model, recipe, {})
+    return model
+
+
+def _gpt_model_folder(folder: Path) -> GPT:
+    model = GPT(cfg.preset("gpt-tiny")).eval()
+    save_pretrained(model, folder)
+    return model
+
+
+@pytest.mark.parametrize("make", [_gpt_run, _gpt_model_folder], ids=["run folder", "converted model folder"])
+def test_strict_loader_refuses_missing_unexpected_and_misshaped_keys(tmp_path, make):
+    model = make(tmp_path)
+    tied = "output_projection.weight"  # the token embedding's matrix, stored once
+    weights = {key: value.contiguous() for key, value in model.state_dict().items() if key != tied}
+    norm = "blocks.final_norm.weight"
+    cases = {
+        f"missing keys: {norm}": {k: v for k, v in weights.items() if k != norm},
+        "unexpected keys: extra.weight": {**weights, "extra.weight": torch.zeros(2)},
+        rf"mis-shaped: {norm} \(31,\) != expected \(32,\)": {**weights, norm: torch.ones(31)},
+    }
+    for message, tensors in cases.items():
+        save_file(tensors, str(tmp_path / "model.safetensors"))
+        with pytest.raises(CheckpointError, match=f"model.safetensors: weights do not fit GPT: {message}") as error:
+            from_pretrained(tmp_path)
+        _one_line(error)
+    save_file(weights, str(tmp_path / "model.safetensors"))  # tied weights, stored once, load
+    assert torch.equal(from_pretrained(tmp_path).model.token_embedding.weight, model.token_embedding.weight)
+
+
+def test_a_task_loader_asks_for_a_run_of_its_task(tmp_path):
+    from taa.tasks.language_model import load_language_model
+    from taa.tasks.translation import load_translator
+
+    tokenizer = CharTokenizer.train("to be or not to be\n")
+    recipe = cfg.RecipeConfig.from_dict({
+        "task": "language_model", "model": {"preset": "gpt-tiny", "vocab_size": tokenizer.vocab_size},
+    })
+    save_checkpoint(tmp_path / "run", GPT(recipe.model), recipe, {})
+    with pytest.raises(CheckpointError, match=r"tokenizer: no tokenizer"):  # a task's run carries its tokenizer
+        load_language_model(tmp_path / "run")
+    tokenizer.save(tmp_path / "run" / "tokenizer")
+    model, loaded_tokenizer, loaded_recipe = load_language_model(tmp_path / "run")
+    assert isinstance(model, GPT) and not model.training and loaded_recipe == recipe
+    assert isinstance(loaded_tokenizer, CharTokenizer)
+    with pytest.raises(CheckpointError, match="a 'language_model' run, not a 'translation' one"):
+        load_translator(tmp_path / "run")
+    _gpt_model_folder(tmp_path / "converted")
+    with pytest.raises(CheckpointError, match="not a taa training run"):
+        load_language_model(tmp_path / "converted")

@@ -1,1 +1,6 @@
-"""Weight converters: explicit key maps plus layout fixes, checked key by key and shape by shape."""
+"""Weight converters: explicit key maps plus layout fixes, checked key by key and shape by shape.
+
+Framework-neutral: the maps take and return mappings of names to arrays (torch tensors,
+numpy or JAX arrays) and import no framework, so every port reuses them. Building a model
+from what they return is the framework's part (:mod:`taa.torch.convert` for torch).
+"""

@@ -1,13 +1,17 @@
 """Any Hugging Face model folder <-> taa: pick the family's converter from ``config.json``.
 
 A folder's family is its ``model_type`` (``gpt2``, ``bert``, ``t5``), or, when a file
-leaves that out, the family of the first class its ``architectures`` names. Each family
-has its own converter module with the same four functions (``hf_gpt2``, ``hf_bert``,
-``hf_t5``): ``config_from_hf``, ``config_to_hf``, ``load_hf_folder``, ``save_hf_folder``.
-This module only dispatches, and copies the tokenizer files a folder carries.
+leaves that out, the family of the first class its ``architectures`` names; which family
+has which names, and which converter module, is :mod:`taa.registry`'s to say. Each
+converter module (``hf_gpt2``, ``hf_bert``, ``hf_t5``) has the same functions:
+``config_from_hf``, ``config_to_hf``, ``state_dict_from_hf``, ``state_dict_to_hf``, and
+for a whole folder ``read_hf_folder`` and ``to_hf``. This module only dispatches, and copies the
+tokenizer files a folder carries. It works on arrays and builds no model: a framework
+builds its model from what :func:`read_hf_folder` returns
+(:func:`taa.torch.convert.hf.load_hf_folder` for torch).
 
-    model = load_hf_folder("gpt2-folder")          # GPT, BertModel, ..., T5ForConditionalGeneration
-    save_hf_folder(model, "out")                   # the transformers class of the same model
+    converted = read_hf_folder("gpt2-folder", framework="np")   # config, class, weights
+    hf_config, weights = to_hf("GPT", config, state_dict)         # for GPT2LMHeadModel
 """
 
 from __future__ import annotations
@@ -17,36 +21,13 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Optional
 
-from torch import nn
-
+from taa import registry
 from taa.config import ConfigError
-from taa.convert.hf_folder import model_folder, read_config
+from taa.convert.hf_folder import Converted, model_folder, read_config
 from taa.convert.state_dict import ConversionError
 
-# model_type -> the converter module of that family
-FAMILIES: dict[str, str] = {
-    "gpt2": "taa.convert.hf_gpt2",
-    "bert": "taa.convert.hf_bert",
-    "t5": "taa.convert.hf_t5",
-}
-# transformers class -> model_type, for config.json files without a model_type
-ARCHITECTURE_FAMILIES: dict[str, str] = {
-    "GPT2LMHeadModel": "gpt2",
-    "BertModel": "bert",
-    "BertForMaskedLM": "bert",
-    "BertForSequenceClassification": "bert",
-    "T5ForConditionalGeneration": "t5",
-}
-# taa class name -> model_type (for saving one of our models)
-TAA_CLASS_FAMILIES: dict[str, str] = {
-    "GPT": "gpt2",
-    "BertModel": "bert",
-    "BertForMaskedLM": "bert",
-    "BertForSequenceClassification": "bert",
-    "T5ForConditionalGeneration": "t5",
-}
 # The files of a Hugging Face (or sentence-transformers) tokenizer.
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -55,27 +36,32 @@ TOKENIZER_FILES = (
 )
 
 
+def _hf_architectures() -> dict[str, str]:
+    """transformers class -> model_type, for config.json files without a model_type (from the registry)."""
+    return {name: entry.hf_model_types[0] for entry in registry.families() for name in entry.hf_architectures}
+
+
 def family(hf_config: Mapping[str, Any], where: str) -> str:
-    """The converter family (``gpt2``, ``bert``, ``t5``) of a ``config.json`` mapping."""
+    """The Hugging Face ``model_type`` (``gpt2``, ``bert``, ``t5``) of a ``config.json`` mapping."""
     model_type = hf_config.get("model_type")
     if model_type is not None:
-        if model_type not in FAMILIES:
-            raise ConversionError(
-                f"{where}: model_type={model_type!r} is not supported (taa converts {', '.join(FAMILIES)})"
-            )
+        try:
+            registry.family_of_hf_model_type(model_type)
+        except ConfigError as error:
+            raise ConversionError(f"{where}: {error}") from None
         return model_type
+    known = _hf_architectures()
     for name in hf_config.get("architectures") or []:
-        if name in ARCHITECTURE_FAMILIES:
-            return ARCHITECTURE_FAMILIES[name]
+        if name in known:
+            return known[name]
     raise ConversionError(
-        f"{where}: no model_type, and architectures={hf_config.get('architectures')} names none of "
-        f"{', '.join(ARCHITECTURE_FAMILIES)}"
+        f"{where}: no model_type, and architectures={hf_config.get('architectures')} names none of {', '.join(known)}"
     )
 
 
 def converter(model_type: str) -> ModuleType:
-    """The converter module of a family."""
-    return importlib.import_module(FAMILIES[model_type])
+    """The converter module of a Hugging Face ``model_type``'s family."""
+    return importlib.import_module(registry.family_of_hf_model_type(model_type).hf_converter)
 
 
 def folder_family(folder: str | Path) -> str:
@@ -84,8 +70,10 @@ def folder_family(folder: str | Path) -> str:
     return family(read_config(folder), where)
 
 
-def load_hf_folder(folder: str | Path) -> nn.Module:
-    """A Hugging Face folder (config.json + model.safetensors) -> our model of its class, in eval mode.
+def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Optional[str] = None) -> Converted:
+    """A Hugging Face folder (config.json + model.safetensors) in taa's terms: our config,
+    our class (``architecture`` asks for one, as ``BertModel`` for a classifier's backbone)
+    and its weights as ``framework``'s arrays (safetensors' names: ``"np"``, ``"pt"``, ...).
 
     Every problem is one :class:`ConversionError` naming the folder or file: no folder,
     no config.json, an unsupported model_type, no safetensors weights (a folder with only
@@ -94,19 +82,19 @@ def load_hf_folder(folder: str | Path) -> nn.Module:
     """
     model_type = folder_family(folder)
     try:
-        return converter(model_type).load_hf_folder(folder)
+        return converter(model_type).read_hf_folder(folder, framework, architecture)
     except ConfigError as error:
         raise ConversionError(f"{model_folder(folder)}/config.json: {error}") from None
 
 
-def save_hf_folder(model: nn.Module, folder: str | Path) -> Path:
-    """Write one of our models as a Hugging Face folder that transformers' class of the same
-    model loads (``GPT2LMHeadModel``, ``BertModel``, ..., ``T5ForConditionalGeneration``)."""
-    name = type(model).__name__
-    if name not in TAA_CLASS_FAMILIES:
-        raise ConversionError(f"{name} has no Hugging Face counterpart (taa converts {', '.join(TAA_CLASS_FAMILIES)})")
-    converter(TAA_CLASS_FAMILIES[name]).save_hf_folder(model, folder)
-    return Path(folder)
+def to_hf(architecture: str, config: Any, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One of our models (class name, config, state dict) -> (``config.json`` dict, weights) for the
+    transformers class of the same model (``GPT2LMHeadModel``, ``BertModel``, ..., ``T5ForConditionalGeneration``)."""
+    convertible = {ours: entry for entry in registry.families() for ours in entry.hf_architectures.values()}
+    if architecture not in convertible:
+        raise ConversionError(
+            f"{architecture} has no Hugging Face counterpart (taa converts {', '.join(convertible)})")
+    return importlib.import_module(convertible[architecture].hf_converter).to_hf(architecture, config, weights)
 
 
 def tokenizer_files(folder: str | Path) -> list[Path]:

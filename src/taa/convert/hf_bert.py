@@ -1,7 +1,7 @@
 """Hugging Face BERT (``BertModel``, ``BertForMaskedLM``, ``BertForSequenceClassification``)
-<-> ``taa.torch.models.bert``.
+<-> taa's classes of the same names, on arrays of any framework.
 
-BERT needs no layout fix: every tensor is a rename (``nn.Linear`` on both sides). The
+BERT needs no layout fix: every array is a rename (linear weights are (out, in) on both sides). The
 backbone's keys sit under ``bert.`` in the task models and bare in ``BertModel``
 checkpoints (all-MiniLM-L6-v2 among them); both are read.
 
@@ -15,8 +15,9 @@ checkpoints (all-MiniLM-L6-v2 among them); both are read.
 - A ``BertModel`` checkpoint without a pooler loads into a ``BertModel`` without one.
 
 Python API: :func:`config_from_hf`, :func:`config_to_hf`, :func:`state_dict_from_hf`,
-:func:`state_dict_to_hf`; for folders :func:`load_hf_folder` / :func:`save_hf_folder`, and
-:func:`load_tokenizer` for the folder's ``tokenizer.json``.
+:func:`state_dict_to_hf`; for a whole folder :func:`read_hf_folder` / :func:`to_hf` (what
+:func:`taa.torch.convert.hf.load_hf_folder` and ``save_hf_folder`` call). The
+folder's ``tokenizer.json`` (which adds [CLS]/[SEP]) opens with :func:`taa.text.load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -24,23 +25,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-from torch import Tensor, nn
-
+from taa import registry
 from taa.config import BertConfig, ConfigError
-from taa.convert import hf_folder
-from taa.convert.hf_folder import architecture as pick_architecture
-from taa.convert.hf_folder import read_config, read_state_dict, split_backbone, write_folder
-from taa.convert.state_dict import ConversionError, check_state_dict, load_checked
-from taa.torch.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
+from taa.convert.hf_folder import Converted, choose_architecture, config_error, hf_architecture, model_folder
+from taa.convert.hf_folder import read_config, read_weights, split_backbone
+from taa.convert.state_dict import ConversionError, check_state_dict
 
-BertAny = Union[BertModel, BertForMaskedLM, BertForSequenceClassification]
-ARCHITECTURES: dict[str, type] = {
-    "BertModel": BertModel,
-    "BertForMaskedLM": BertForMaskedLM,
-    "BertForSequenceClassification": BertForSequenceClassification,
-}
+ARCHITECTURES = dict(registry.family("bert").hf_architectures)  # transformers class -> ours (the same names)
 PREFIX = "bert."  # the task models' name for their BertModel
 
 # Hugging Face key (inside BertModel) -> ours (inside our BertModel); "{i}" layer, "{p}" weight or bias.
@@ -213,12 +206,6 @@ def _has_pooler(architecture: str) -> bool:
     return architecture != "BertForMaskedLM"  # transformers builds the masked-LM model without one
 
 
-def _build(config: BertConfig, architecture: str, pooler: bool = True) -> nn.Module:
-    if architecture == "BertModel":
-        return BertModel(config, pooler=pooler)
-    return ARCHITECTURES[architecture](config)
-
-
 def hf_shapes(
     config: BertConfig, architecture: str = "BertModel", pooler: bool = True
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
@@ -258,13 +245,13 @@ def _rename_tensorflow_norms(key: str) -> str:
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
 
 
-def checkpoint_has_pooler(state_dict: Mapping[str, Tensor]) -> bool:
+def checkpoint_has_pooler(state_dict: Mapping[str, Any]) -> bool:
     return any(re.match(r"^(bert\.)?pooler\.", key) for key in state_dict)
 
 
 def state_dict_from_hf(
-    state_dict: Mapping[str, Tensor], config: BertConfig, architecture: str = "BertModel", pooler: bool = True
-) -> dict[str, Tensor]:
+    state_dict: Mapping[str, Any], config: BertConfig, architecture: str = "BertModel", pooler: bool = True
+) -> dict[str, Any]:
     """A Hugging Face BERT state dict -> ours for ``architecture`` (``pooler``: BertModel only).
 
     Every missing, unexpected and mis-shaped key is one :class:`ConversionError`.
@@ -286,8 +273,8 @@ def state_dict_from_hf(
 
 
 def state_dict_to_hf(
-    state_dict: Mapping[str, Tensor], config: BertConfig, architecture: str = "BertModel"
-) -> dict[str, Tensor]:
+    state_dict: Mapping[str, Any], config: BertConfig, architecture: str = "BertModel"
+) -> dict[str, Any]:
     """Our state dict -> a Hugging Face one for ``architecture`` (tied decoder left out, as transformers does)."""
     if architecture not in ARCHITECTURES:
         raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
@@ -308,54 +295,37 @@ def state_dict_to_hf(
     return converted
 
 
-def architecture_of(model: nn.Module) -> str:
-    """The transformers class name for one of our BERT models."""
-    for name, cls in ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    raise ConversionError(f"{type(model).__name__} is not one of {', '.join(ARCHITECTURES)}")
-
-
 # --------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------
 
 
-def load_hf_folder(folder: str | Path, architecture: Optional[str] = None) -> BertAny:
-    """A Hugging Face or sentence-transformers BERT folder -> our model, in eval mode.
+def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Optional[str] = None) -> Converted:
+    """A Hugging Face or sentence-transformers BERT folder -> our model's config, class and
+    weights (``framework``'s arrays: safetensors' ``"np"``, ``"pt"``, ...).
 
     The class follows ``config.json``'s ``architectures`` (BertModel, BertForMaskedLM,
-    BertForSequenceClassification), unless ``architecture`` names one.
+    BertForSequenceClassification), unless ``architecture`` names one. A ``BertModel``
+    checkpoint without a pooler gives a ``BertModel`` without one (``options["pooler"]``).
     """
-    hf_config = read_config(folder)
-    where = f"{hf_folder.model_folder(folder)}/config.json"
-    if architecture is None:
-        architecture = pick_architecture(hf_config, ARCHITECTURES, where, "BertModel")
-    elif architecture not in ARCHITECTURES:
-        raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    hf_config, folder = read_config(folder), model_folder(folder)
+    hf_class = choose_architecture(hf_config, ARCHITECTURES, f"{folder}/config.json", "BertModel", architecture)
     try:
         config = config_from_hf(hf_config)
     except (ConfigError, ConversionError) as error:
-        raise ConversionError(f"{where}: {error}") from None
-    state_dict = read_state_dict(folder)
-    pooler = architecture != "BertModel" or checkpoint_has_pooler(state_dict)
-    model = _build(config, architecture, pooler)
-    converted = state_dict_from_hf(state_dict, config, architecture, pooler)
-    load_checked(model, converted, f"{folder}: BERT weights")
-    return model.eval()
+        raise config_error(folder, error) from None
+    weights = read_weights(folder, framework)
+    pooler = hf_class != "BertModel" or checkpoint_has_pooler(weights)
+    try:
+        ours = state_dict_from_hf(weights, config, hf_class, pooler)
+    except ConversionError as error:
+        raise ConversionError(f"{folder}: {error}") from None
+    options = {} if pooler else {"pooler": False}
+    return Converted(config, ARCHITECTURES[hf_class], ours, options)
 
 
-def save_hf_folder(model: BertAny, folder: str | Path) -> Path:
-    """Write ``model`` as a Hugging Face folder that transformers' class of the same name loads."""
-    architecture = architecture_of(model)
-    hf_config = config_to_hf(model.config, architecture)
-    return write_folder(folder, hf_config, state_dict_to_hf(model.state_dict(), model.config, architecture))
-
-
-def load_tokenizer(folder: str | Path, max_length: Optional[int] = None):
-    """The folder's ``tokenizers.Tokenizer`` (adds [CLS]/[SEP]), truncating to ``max_length``,
-    else to a sentence-transformers folder's ``max_seq_length``, else to the model's positions."""
-    if max_length is None and not (Path(folder) / hf_folder.SENTENCE_TRANSFORMERS_CONFIG).is_file():
-        max_length = HF_DEFAULTS["max_position_embeddings"]
-        max_length = read_config(folder).get("max_position_embeddings", max_length)
-    return hf_folder.load_tokenizer(folder, max_length)
+def to_hf(architecture: str, config: BertConfig, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One of our BERT models (class name, config, state dict) -> (``config.json`` dict, weights)
+    for transformers' class of the same name."""
+    hf_class = hf_architecture(ARCHITECTURES, architecture)
+    return config_to_hf(config, hf_class), state_dict_to_hf(weights, config, hf_class)

@@ -1,8 +1,10 @@
 """Hugging Face model folders on disk: ``config.json`` + ``model.safetensors``, read and written.
 
-Shared by the per-family converters (``hf_gpt2``, ``hf_bert``). Weights are read and
-written with safetensors only (a sharded ``model.safetensors.index.json`` is read too);
-a folder with only ``pytorch_model.bin`` is refused, never unpickled.
+Shared by the per-family converters (``hf_gpt2``, ``hf_bert``, ``hf_t5``). Weights are read
+with safetensors only (a sharded ``model.safetensors.index.json`` is read too), as the arrays
+of the framework that asks (``framework="pt"`` torch tensors, ``"np"`` numpy arrays, ``"flax"``
+JAX arrays: safetensors' names); a folder with only ``pytorch_model.bin`` is refused, never
+unpickled. numpy has no bfloat16, so a bfloat16 file is read with a framework's arrays.
 
 A sentence-transformers folder lists its modules in ``modules.json``; the Hugging Face
 model is the ``sentence_transformers.models.Transformer`` module's folder (the root
@@ -14,21 +16,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch import Tensor
-
 from taa.convert.state_dict import ConversionError, check_state_dict
+from taa.folders import HF_CONFIG, WEIGHTS, hugging_face_folders
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_FILE = "tokenizer.json"
-SENTENCE_TRANSFORMERS_MODULES = "modules.json"
-SENTENCE_TRANSFORMERS_CONFIG = "sentence_bert_config.json"
+CONFIG_FILE = HF_CONFIG
+WEIGHTS_FILE = WEIGHTS
+WEIGHTS_INDEX_FILE = f"{WEIGHTS}.index.json"
+
+
+@dataclass
+class Converted:
+    """A Hugging Face folder in taa's terms: the model to build and the weights to load into it."""
+
+    config: Any  # GPTConfig, BertConfig, T5Config
+    architecture: str  # our class: GPT, BertModel, ..., T5ForConditionalGeneration
+    weights: dict[str, Any]  # our state-dict key -> array; tied weights appear under each name
+    options: dict[str, Any] = field(default_factory=dict)  # for the class: pooler=False (a BertModel without one)
 
 
 def _read_json(path: Path) -> Any:
@@ -44,15 +51,9 @@ def model_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConversionError(f"{folder}: no such folder")
-    if (folder / CONFIG_FILE).is_file():
-        return folder
-    modules_file = folder / SENTENCE_TRANSFORMERS_MODULES
-    if modules_file.is_file():
-        for module in _read_json(modules_file):
-            if str(module.get("type", "")).endswith("models.Transformer"):
-                inner = folder / module.get("path", "")
-                if (inner / CONFIG_FILE).is_file():
-                    return inner
+    for candidate in hugging_face_folders(folder):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
     raise ConversionError(f"{folder}: no {CONFIG_FILE} (not a Hugging Face model folder)")
 
 
@@ -65,51 +66,66 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return config
 
 
-def read_state_dict(folder: str | Path) -> dict[str, Tensor]:
-    """Every tensor of the folder's ``model.safetensors`` (or of the shards its index names)."""
+def weight_files(folder: str | Path) -> list[Path]:
+    """The folder's ``model.safetensors``, or the shards its index names."""
     folder = model_folder(folder)
     if (folder / WEIGHTS_FILE).is_file():
-        files = [folder / WEIGHTS_FILE]
-    elif (folder / WEIGHTS_INDEX_FILE).is_file():
+        return [folder / WEIGHTS_FILE]
+    if (folder / WEIGHTS_INDEX_FILE).is_file():
         index = _read_json(folder / WEIGHTS_INDEX_FILE)
-        files = [folder / name for name in sorted(set(index.get("weight_map", {}).values()))]
-    elif (folder / "pytorch_model.bin").is_file():
-        raise ConversionError(f"{folder}: only pytorch_model.bin; taa reads safetensors only (model.safetensors)")
-    else:
-        raise ConversionError(f"{folder}: no {WEIGHTS_FILE}")
-    state_dict: dict[str, Tensor] = {}
-    for path in files:
+        return [folder / name for name in sorted(set(index.get("weight_map", {}).values()))]
+    if (folder / "pytorch_model.bin").is_file():
+        raise ConversionError(f"{folder}: only pytorch_model.bin; taa reads safetensors only ({WEIGHTS_FILE})")
+    raise ConversionError(f"{folder}: no {WEIGHTS_FILE}")
+
+
+def read_weights(folder: str | Path, framework: str = "np") -> dict[str, Any]:
+    """Every array of the folder's weights, as ``framework``'s arrays (safetensors' names:
+    ``"np"``, ``"pt"``, ``"flax"``, ``"tf"``). Nothing is converted: a bfloat16 tensor stays
+    bfloat16, so ``"np"`` refuses it."""
+    from safetensors import safe_open
+
+    arrays: dict[str, Any] = {}
+    for path in weight_files(folder):
         if not path.is_file():
             raise ConversionError(f"{path}: no such file (named by {WEIGHTS_INDEX_FILE})")
-        with safe_open(str(path), framework="pt") as weights:
+        with safe_open(str(path), framework=framework) as weights:
             for key in weights.keys():
-                state_dict[key] = weights.get_tensor(key)
-    return state_dict
+                if framework == "np" and weights.get_slice(key).get_dtype() == "BF16":
+                    raise ConversionError(
+                        f"{path}: {key} is bfloat16, which numpy lacks; read it as a framework's arrays "
+                        "(framework='pt' or 'flax')")
+                arrays[key] = weights.get_tensor(key)
+    return arrays
 
 
-def write_folder(folder: str | Path, config: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (contiguous, unshared copies) into ``folder``."""
+def write_config(folder: str | Path, hf_config: Mapping[str, Any]) -> Path:
+    """Write ``config.json`` into ``folder`` (made if needed); the weights are the framework's to write."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()}
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    (folder / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    text = json.dumps(dict(hf_config), indent=2, sort_keys=True) + "\n"
+    (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
     return folder
 
 
+def config_error(folder: str | Path, error: Exception) -> ConversionError:
+    """``error`` about a folder's ``config.json``, named as the file."""
+    return ConversionError(f"{Path(folder) / CONFIG_FILE}: {error}")
+
+
 def split_backbone(
-    state_dict: Mapping[str, Tensor],
+    state_dict: Mapping[str, Any],
     backbone_shapes: Mapping[str, Any],
     head_shapes: Mapping[str, Any],
     prefix: str,
     what: str,
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check a checkpoint key by key and shape by shape, then split it into backbone and head.
 
     Checkpoints name the backbone with ``prefix`` (``bert.``, ``transformer.``: saved from a
     model with a head) or without it (saved from the bare model); both are read. Every
     missing, unexpected and mis-shaped key is reported at once, named as the file names it.
-    Returns (backbone tensors without the prefix, head tensors).
+    Returns (backbone arrays without the prefix, head arrays).
     """
     has_prefix = any(key.startswith(prefix) for key in state_dict)
     backbone_prefix = prefix if has_prefix else ""
@@ -121,37 +137,26 @@ def split_backbone(
     return backbone, heads
 
 
-def load_tokenizer(folder: str | Path, max_length: Optional[int] = None):
-    """The folder's ``tokenizer.json`` as a ``tokenizers.Tokenizer`` (None if it has none).
+def choose_architecture(
+    hf_config: Mapping[str, Any], known: Mapping[str, str], where: str, default: str, ours: Optional[str] = None
+) -> str:
+    """The transformers class to read a folder as (``known``: transformers class -> ours).
 
-    Padding is switched off (callers pad per batch). Encodings are truncated to
-    ``max_length``, else to a sentence-transformers folder's ``max_seq_length``, else not.
+    The one whose taa class is ``ours`` when that is given; else the first of
+    ``config.json``'s ``architectures`` that ``known`` has (``default`` when it names none).
     """
-    from tokenizers import Tokenizer
-
-    folder = Path(folder)
-    inner = model_folder(folder)
-    path = next((f / TOKENIZER_FILE for f in (inner, folder) if (f / TOKENIZER_FILE).is_file()), None)
-    if path is None:
-        return None
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()
-    if max_length is None:
-        for candidate in (folder / SENTENCE_TRANSFORMERS_CONFIG, inner / SENTENCE_TRANSFORMERS_CONFIG):
-            if candidate.is_file():
-                max_length = _read_json(candidate).get("max_seq_length")
-                break
-    if max_length is not None:
-        tokenizer.enable_truncation(max_length=int(max_length))
-    else:
-        tokenizer.no_truncation()
-    return tokenizer
-
-
-def architecture(config: Mapping[str, Any], known: Mapping[str, Any], where: str, default: str) -> str:
-    """The first of ``config["architectures"]`` that ``known`` has (``default`` when none is named)."""
-    names = config.get("architectures") or [default]
+    if ours is not None:
+        for theirs, mine in known.items():
+            if mine == ours:
+                return theirs
+        raise ConversionError(f"architecture={ours!r} is not one of {', '.join(known.values())}")
+    names = hf_config.get("architectures") or [default]
     for name in names:
         if name in known:
             return name
     raise ConversionError(f"{where}: architectures={names} has none of {', '.join(known)}")
+
+
+def hf_architecture(known: Mapping[str, str], ours: str) -> str:
+    """The transformers class of our class ``ours`` (``known``: transformers class -> ours)."""
+    return choose_architecture({}, known, "", "", ours)

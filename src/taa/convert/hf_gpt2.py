@@ -1,19 +1,20 @@
-"""Hugging Face ``GPT2LMHeadModel`` <-> ``taa.torch.models.gpt.GPT``.
+"""Hugging Face ``GPT2LMHeadModel`` <-> taa's ``GPT``, on arrays of any framework.
 
 Key map (Hugging Face names inside ``GPT2Model``; ``GPT2LMHeadModel`` puts them under
 ``transformer.``, the original OpenAI checkpoint does not) plus two layout fixes:
 
 - GPT-2's ``Conv1D`` stores a linear map's weight as (in, out), the transpose of
-  ``nn.Linear``'s (out, in): ``c_attn``, ``c_proj`` and ``c_fc`` weights are transposed;
+  taa's (out, in) (``nn.Linear``'s layout): ``c_attn``, ``c_proj`` and ``c_fc`` weights are transposed;
 - ``attn.c_attn`` is one fused projection whose outputs are [queries | keys | values]:
-  it is split into ``q_proj``, ``k_proj``, ``v_proj`` (and joined back).
+  it is split into ``q_proj``, ``k_proj``, ``v_proj`` (and joined back, :mod:`taa.convert.arrays`).
 
 The output head ``lm_head.weight`` is tied to ``wte.weight``: transformers does not
 save it, and a tied checkpoint that does is read without it. The causal-mask buffers
 of older checkpoints (``h.{i}.attn.bias``, ``h.{i}.attn.masked_bias``) are ignored.
 
 Python API: :func:`config_from_hf`, :func:`config_to_hf`, :func:`state_dict_from_hf`,
-:func:`state_dict_to_hf`, and for folders :func:`load_hf_folder` / :func:`save_hf_folder`.
+:func:`state_dict_to_hf`, and for a whole folder :func:`read_hf_folder` / :func:`to_hf` (what
+:func:`taa.torch.convert.hf.load_hf_folder` and ``save_hf_folder`` call).
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import torch
-from torch import Tensor
-
+from taa import registry
 from taa.config import ConfigError, GPTConfig
-from taa.convert.hf_folder import architecture, read_config, read_state_dict, split_backbone, write_folder
-from taa.convert.state_dict import ConversionError, check_state_dict, load_checked
-from taa.torch.models.gpt import GPT
+from taa.convert.arrays import join_rows, split_rows
+from taa.convert.hf_folder import Converted, choose_architecture, config_error, hf_architecture, model_folder
+from taa.convert.hf_folder import read_config, read_weights, split_backbone
+from taa.convert.state_dict import ConversionError, check_state_dict
 
-ARCHITECTURES = {"GPT2LMHeadModel": GPT}
+ARCHITECTURES = dict(registry.family("gpt").hf_architectures)  # transformers class -> ours
 PREFIX = "transformer."  # GPT2LMHeadModel's name for its GPT2Model
 HEAD = "lm_head.weight"
 
@@ -176,17 +176,17 @@ def key_map(n_layers: int) -> dict[str, str]:
     return mapping
 
 
-def _backbone_to_hf(state_dict: Mapping[str, Tensor], n_layers: int) -> dict[str, Tensor]:
+def _backbone_to_hf(state_dict: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
     """Our keys -> GPT2Model keys (no prefix), Conv1D weights transposed, q,k,v fused."""
     converted = {}
     for theirs, ours in key_map(n_layers).items():
         value = state_dict[ours]
-        converted[theirs] = value.t() if CONV1D.search(theirs) else value
+        converted[theirs] = value.T if CONV1D.search(theirs) else value
     for i in range(n_layers):
         for p in ("weight", "bias"):
             parts = [state_dict[OUR_ATTENTION.format(i=i, name=name, p=p)] for name in ("q", "k", "v")]
-            fused = torch.cat(parts, dim=0)  # rows: W^Q; W^K; W^V, i.e. (3d, d) or (3d,)
-            converted[FUSED_QKV.format(i=i, p=p)] = fused.t() if p == "weight" else fused  # Conv1D: (d, 3d)
+            fused = join_rows(parts)  # rows: W^Q; W^K; W^V, i.e. (3d, d) or (3d,)
+            converted[FUSED_QKV.format(i=i, p=p)] = fused.T if p == "weight" else fused  # Conv1D: (d, 3d)
     return converted
 
 
@@ -209,7 +209,7 @@ def hf_shapes(config: GPTConfig) -> tuple[dict[str, tuple[int, ...]], dict[str, 
     return backbone, heads
 
 
-def state_dict_from_hf(state_dict: Mapping[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+def state_dict_from_hf(state_dict: Mapping[str, Any], config: GPTConfig) -> dict[str, Any]:
     """A GPT-2 state dict (``transformer.``-prefixed or bare) -> ours.
 
     Every missing, unexpected and mis-shaped key is one :class:`ConversionError`.
@@ -222,20 +222,20 @@ def state_dict_from_hf(state_dict: Mapping[str, Tensor], config: GPTConfig) -> d
     converted = {}
     for theirs, ours in key_map(config.n_layers).items():
         value = backbone[theirs]
-        converted[ours] = value.t() if CONV1D.search(theirs) else value
+        converted[ours] = value.T if CONV1D.search(theirs) else value
     for i in range(config.n_layers):
         for p in ("weight", "bias"):
             fused = backbone[FUSED_QKV.format(i=i, p=p)]
-            fused = fused.t() if p == "weight" else fused  # Conv1D (d, 3d) -> rows W^Q; W^K; W^V
-            for name, part in zip(("q", "k", "v"), fused.chunk(3, dim=0)):
+            fused = fused.T if p == "weight" else fused  # Conv1D (d, 3d) -> rows W^Q; W^K; W^V
+            for name, part in zip(("q", "k", "v"), split_rows(fused, 3)):
                 converted[OUR_ATTENTION.format(i=i, name=name, p=p)] = part
     converted["output_projection.weight"] = converted["token_embedding.weight"] if config.tie_output else heads[HEAD]
     return converted
 
 
 def state_dict_to_hf(
-    state_dict: Mapping[str, Tensor], config: GPTConfig, architecture: str = "GPT2LMHeadModel"
-) -> dict[str, Tensor]:
+    state_dict: Mapping[str, Any], config: GPTConfig, architecture: str = "GPT2LMHeadModel"
+) -> dict[str, Any]:
     """Our state dict -> a ``GPT2LMHeadModel`` one (``lm_head.weight`` only when untied)."""
     if architecture not in ARCHITECTURES:
         raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
@@ -254,21 +254,25 @@ def state_dict_to_hf(
 # --------------------------------------------------------------------------------------
 
 
-def load_hf_folder(folder: str | Path) -> GPT:
-    """A Hugging Face GPT-2 folder (config.json + model.safetensors) -> our GPT, in eval mode."""
-    hf_config = read_config(folder)
-    architecture(hf_config, ARCHITECTURES, f"{folder}/config.json", "GPT2LMHeadModel")
+def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Optional[str] = None) -> Converted:
+    """A Hugging Face GPT-2 folder -> our GPT's config and weights (``framework``'s arrays:
+    safetensors' ``"np"``, ``"pt"``, ...). ``architecture`` (our class, "GPT") checks what the
+    caller expects; every error names the folder or file."""
+    hf_config, folder = read_config(folder), model_folder(folder)
+    choose_architecture(hf_config, ARCHITECTURES, f"{folder}/config.json", "GPT2LMHeadModel", architecture)
     try:
         config = config_from_hf(hf_config)
     except (ConfigError, ConversionError) as error:
-        raise ConversionError(f"{folder}/config.json: {error}") from None
-    model = GPT(config)
-    converted = state_dict_from_hf(read_state_dict(folder), config)
-    load_checked(model, converted, f"{folder}: GPT-2 weights")
-    return model.eval()
+        raise config_error(folder, error) from None
+    weights = read_weights(folder, framework)
+    try:
+        ours = state_dict_from_hf(weights, config)
+    except ConversionError as error:
+        raise ConversionError(f"{folder}: {error}") from None
+    return Converted(config, ARCHITECTURES["GPT2LMHeadModel"], ours)
 
 
-def save_hf_folder(model: GPT, folder: str | Path, architecture: str = "GPT2LMHeadModel") -> Path:
-    """Write ``model`` as a Hugging Face folder that ``GPT2LMHeadModel.from_pretrained`` loads."""
-    hf_config = config_to_hf(model.config, architecture)
-    return write_folder(folder, hf_config, state_dict_to_hf(model.state_dict(), model.config, architecture))
+def to_hf(architecture: str, config: GPTConfig, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our GPT (class name, config, state dict) -> (``config.json`` dict, ``GPT2LMHeadModel`` weights)."""
+    hf_class = hf_architecture(ARCHITECTURES, architecture)
+    return config_to_hf(config, hf_class), state_dict_to_hf(weights, config, hf_class)

@@ -1,8 +1,8 @@
-"""Hugging Face ``T5ForConditionalGeneration`` <-> ``taa.torch.models.t5.T5ForConditionalGeneration``.
+"""Hugging Face ``T5ForConditionalGeneration`` <-> taa's class of the same name, on arrays of any framework.
 
-Both keep every projection as an ``nn.Linear`` weight of shape (out, in) and the relative
-bias as an (buckets, heads) embedding, so the conversion is a rename; the layout fixes
-are all about the shared embedding:
+Both keep every projection as a linear weight of shape (out, in) and the relative bias as
+an (buckets, heads) embedding, so the conversion is a rename; the layout fixes are all
+about the shared embedding:
 
 - Hugging Face's ``encoder.embed_tokens.weight`` and ``decoder.embed_tokens.weight`` are
   tied copies of ``shared.weight`` (v1.0's ``lm_head.weight`` too). A file may hold them or
@@ -28,21 +28,25 @@ cross-attention, the last layer the feed-forward)::
     {stack}.block.{i}.layer.{f}.DenseReluDense.wi_0.weight       {stack}.layers.{i}.feed_forward.w1.weight    (gated)
     {stack}.block.{i}.layer.{f}.DenseReluDense.wi_1.weight       {stack}.layers.{i}.feed_forward.gate.weight  (gated)
     {stack}.block.{i}.layer.{f}.DenseReluDense.wo.weight         {stack}.layers.{i}.feed_forward.w2.weight
+
+Python API: :func:`config_from_hf`, :func:`config_to_hf`, :func:`state_dict_from_hf`,
+:func:`state_dict_to_hf`; for a whole folder :func:`read_hf_folder` / :func:`to_hf` (what
+:func:`taa.torch.convert.hf.load_hf_folder` and ``save_hf_folder`` call).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import torch
-from torch import Tensor
-
+from taa import registry
 from taa.config import ConfigError, T5Config
-from taa.convert.hf_folder import read_config, read_state_dict, write_folder
-from taa.convert.state_dict import ConversionError, check_state_dict, expected_shapes, load_checked
-from taa.torch.models.t5 import T5ForConditionalGeneration
+from taa.convert.arrays import same_values
+from taa.convert.hf_folder import Converted, config_error, hf_architecture, model_folder, read_config, read_weights
+from taa.convert.state_dict import ConversionError, check_state_dict
+
+ARCHITECTURES = dict(registry.family("t5").hf_architectures)  # transformers class -> ours (the same name)
 
 # Hugging Face feed_forward_proj <-> taa activation. HF's "gated-gelu" means the tanh GELU
 # ("gelu_new"), plain "gelu" the exact one.
@@ -191,9 +195,34 @@ def key_map(config: T5Config) -> dict[str, str]:
     return mapping
 
 
-def _expected_taa_shapes(config: T5Config) -> dict[str, torch.Size]:
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        return expected_shapes(T5ForConditionalGeneration(config))
+def _hf_shape(key: str, config: T5Config) -> tuple[int, ...]:
+    """The shape of Hugging Face key ``key`` (a key of :func:`key_map`) for ``config``."""
+    d, inner, f = config.d_model, config.n_heads * config.d_kv, config.d_ff
+    if key in ("shared.weight", "lm_head.weight"):
+        return (config.vocab_size, d)
+    if key.endswith("relative_attention_bias.weight"):
+        return (config.relative_buckets, config.n_heads)
+    if key.endswith((".q.weight", ".k.weight", ".v.weight")):
+        return (inner, d)  # (out, in): n_heads heads of d_kv
+    if key.endswith(".o.weight"):
+        return (d, inner)
+    if ".DenseReluDense.wi" in key:
+        return (f, d)
+    if key.endswith(".wo.weight"):
+        return (d, f)
+    return (d,)  # layer norms
+
+
+def hf_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
+    """Hugging Face key -> shape: what a checkpoint for ``config`` holds (the tied copies left out)."""
+    return {key: _hf_shape(key, config) for key in key_map(config)}
+
+
+def _taa_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
+    """taa key -> shape: our state dict for ``config`` (a tied head under its own name too)."""
+    shapes = {ours: _hf_shape(theirs, config) for theirs, ours in key_map(config).items()}
+    shapes["lm_head.weight"] = (config.vocab_size, config.d_model)
+    return shapes
 
 
 def _raise_all(problems: list[str], check, what: str) -> None:
@@ -206,7 +235,7 @@ def _raise_all(problems: list[str], check, what: str) -> None:
         raise ConversionError(f"{what}: " + " | ".join(problems))
 
 
-def state_dict_from_hf(state_dict: Mapping[str, Tensor], config: T5Config) -> dict[str, Tensor]:
+def state_dict_from_hf(state_dict: Mapping[str, Any], config: T5Config) -> dict[str, Any]:
     """A Hugging Face T5 state dict -> taa's, checking every key and shape first.
 
     Missing, unexpected and mis-shaped keys, and tied copies that differ from
@@ -214,13 +243,12 @@ def state_dict_from_hf(state_dict: Mapping[str, Tensor], config: T5Config) -> di
     """
     what = "Hugging Face T5 state dict"
     mapping = key_map(config)
-    ours = _expected_taa_shapes(config)
-    expected = {theirs: ours[mine] for theirs, mine in mapping.items()}
+    expected = hf_shapes(config)
     copies = _TIED_COPIES + (("lm_head.weight",) if config.tie_word_embeddings else ())
     problems = []
     shared = state_dict.get("shared.weight")
     for key in copies:
-        if key in state_dict and shared is not None and not torch.equal(state_dict[key], shared):
+        if key in state_dict and shared is not None and not same_values(state_dict[key], shared):
             hint = " (an untied head needs tie_word_embeddings=false)" if key == "lm_head.weight" else ""
             problems.append(f"{key} differs from shared.weight, of which it should be a tied copy{hint}")
     present = {k: v for k, v in state_dict.items() if k not in copies and k not in _IGNORED_ON_LOAD}
@@ -231,12 +259,11 @@ def state_dict_from_hf(state_dict: Mapping[str, Tensor], config: T5Config) -> di
     return converted
 
 
-def state_dict_to_hf(state_dict: Mapping[str, Tensor], config: T5Config) -> dict[str, Tensor]:
+def state_dict_to_hf(state_dict: Mapping[str, Any], config: T5Config) -> dict[str, Any]:
     """taa's T5 state dict -> Hugging Face's, as ``save_pretrained`` writes it (no tied copies)."""
     mapping = key_map(config)
-    expected = _expected_taa_shapes(config)
-    check_state_dict(state_dict, expected, "taa T5 state dict")
-    if config.tie_word_embeddings and not torch.equal(state_dict["lm_head.weight"], state_dict["shared.weight"]):
+    check_state_dict(state_dict, _taa_shapes(config), "taa T5 state dict")
+    if config.tie_word_embeddings and not same_values(state_dict["lm_head.weight"], state_dict["shared.weight"]):
         raise ConversionError("taa T5 state dict: lm_head.weight differs from shared.weight but the config ties them")
     return {theirs: state_dict[mine] for theirs, mine in mapping.items()}
 
@@ -246,25 +273,36 @@ def state_dict_to_hf(state_dict: Mapping[str, Tensor], config: T5Config) -> dict
 # --------------------------------------------------------------------------------------
 
 
-def load_hf_folder(folder: str | Path) -> T5ForConditionalGeneration:
-    """A Hugging Face T5 folder (config.json + model.safetensors) -> our model, in eval mode.
+def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Optional[str] = None) -> Converted:
+    """A Hugging Face T5 folder -> our T5's config and weights (``framework``'s arrays:
+    safetensors' ``"np"``, ``"pt"``, ...).
 
     A separate ``lm_head.weight`` that differs from ``shared.weight`` means an untied
     head (v1.1); no such key means a tied one, whatever ``tie_word_embeddings`` says:
     transformers 5 does the same.
     """
-    hf_config, weights = read_config(folder), read_state_dict(folder)
+    if architecture is not None:
+        hf_architecture(ARCHITECTURES, architecture)  # only T5ForConditionalGeneration
+    hf_config, folder = read_config(folder), model_folder(folder)
+    try:
+        config_from_hf(hf_config)  # a bad config is named before the weights are read
+    except ConversionError as error:
+        raise config_error(folder, error) from None
+    weights = read_weights(folder, framework)
     shared = weights.get("shared.weight")
-    own_head = "lm_head.weight" in weights and (shared is None or not torch.equal(weights["lm_head.weight"], shared))
+    own_head = "lm_head.weight" in weights and (shared is None or not same_values(weights["lm_head.weight"], shared))
     # Before transformers 5, tie_word_embeddings also meant "scale the decoder output".
     scale = hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True))
-    hf_config = {**hf_config, "tie_word_embeddings": not own_head, "scale_decoder_outputs": scale}
-    config = config_from_hf(hf_config)
-    model = T5ForConditionalGeneration(config)
-    load_checked(model, state_dict_from_hf(weights, config), f"{folder} as taa T5")
-    return model.eval()
+    config = config_from_hf({**hf_config, "tie_word_embeddings": not own_head, "scale_decoder_outputs": scale})
+    try:
+        ours = state_dict_from_hf(weights, config)
+    except ConversionError as error:
+        raise ConversionError(f"{folder}: {error}") from None
+    return Converted(config, ARCHITECTURES["T5ForConditionalGeneration"], ours)
 
 
-def save_hf_folder(model: T5ForConditionalGeneration, folder: str | Path) -> None:
-    """Write ``model`` as a Hugging Face folder that ``T5ForConditionalGeneration.from_pretrained`` loads."""
-    write_folder(folder, config_to_hf(model.config), state_dict_to_hf(model.state_dict(), model.config))
+def to_hf(architecture: str, config: T5Config, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our T5 (class name, config, state dict) -> (``config.json`` dict, weights), as
+    ``T5ForConditionalGeneration.save_pretrained`` writes them."""
+    hf_architecture(ARCHITECTURES, architecture)
+    return config_to_hf(config), state_dict_to_hf(weights, config)

@@ -1,48 +1,29 @@
 """Checks shared by every converter: a missing, unexpected or mis-shaped key is an error
-that lists all of them at once, never a silent partial load."""
+that lists all of them at once, never a silent partial load.
+
+A state dict here is any mapping of names to arrays (torch tensors, numpy or JAX arrays):
+only ``.shape`` is read. Loading the checked weights into a model is the framework's part
+(:func:`taa.torch.convert.state_dict.load_checked` for torch).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
-import torch
-from torch import Tensor, nn
+from taa.folders import CheckpointError, weight_mismatches
 
 
-class ConversionError(ValueError):
-    """A state dict does not match the model it should load into."""
+class ConversionError(CheckpointError):
+    """A model folder or state dict does not convert: an unsupported option, or weights that do
+    not match the model they should load into. A :class:`~taa.folders.CheckpointError`, the one
+    error every loader raises."""
 
 
 def check_state_dict(
-    state_dict: Mapping[str, Tensor], expected: Mapping[str, Optional[torch.Size]], what: str
+    state_dict: Mapping[str, Any], expected: Mapping[str, Optional[Sequence[int]]], what: str
 ) -> None:
     """Raise one error naming every missing, unexpected and mis-shaped key (None: any shape)."""
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    misshaped = sorted(
-        f"{key} {tuple(state_dict[key].shape)} != expected {tuple(expected[key])}"
-        for key in set(expected) & set(state_dict)
-        if expected[key] is not None and tuple(state_dict[key].shape) != tuple(expected[key])
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped: {'; '.join(misshaped)}")
+    problems = weight_mismatches({key: value.shape for key, value in state_dict.items()}, expected)
     if problems:
         raise ConversionError(f"{what}: " + " | ".join(problems))
-
-
-def expected_shapes(model: nn.Module) -> dict[str, torch.Size]:
-    """The shape of every entry in ``model.state_dict()`` (tied weights appear under each name)."""
-    return {key: value.shape for key, value in model.state_dict().items()}
-
-
-def load_checked(model: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> nn.Module:
-    """Check every key and shape, then load strictly."""
-    check_state_dict(state_dict, expected_shapes(model), what)
-    model.load_state_dict(state_dict, strict=True)
-    return model

@@ -25,7 +25,7 @@ from taa.data.multi30k import (
     multi30k_paths,
 )
 from taa.data.text import DataError, read_lines, read_parallel
-from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, load_tokenizer
+from taa.data.tokenizer import CharTokenizer, SubwordTokenizer
 
 __all__ = [
     "DATA_ENV",
@@ -42,7 +42,6 @@ __all__ = [
     "find_data_dir",
     "learn_bpe",
     "load_multi30k",
-    "load_tokenizer",
     "multi30k_paths",
     "pad",
     "padding_fraction",

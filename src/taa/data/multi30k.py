@@ -109,7 +109,10 @@ def _fetch(url: str, destination: Path, expected_sha256: str, timeout: float) ->
                         digest.update(block)
                         out.write(block)
             except (urllib.error.URLError, OSError) as error:
-                raise DataError(f"{url}: download failed ({getattr(error, 'reason', error)})") from None
+                raise DataError(
+                    f"{url}: download failed ({getattr(error, 'reason', error)}); put the Multi30k files in a "
+                    f"folder's multi30k/ and point ${DATA_ENV} (or the recipe's data.dir) at that folder"
+                ) from None
         if digest.hexdigest() != expected_sha256:
             raise DataError(
                 f"{url}: checksum mismatch for {destination.name} "

@@ -32,7 +32,7 @@ pieces live here (see the section at the end of the file):
   turn plain text into ids and back, with no special tokens added.
 - ``CharTokenizer``: one id per character, the vocabulary being the sorted set of
   the training text's characters (nanoGPT's ``shakespeare_char``: 65 for Tiny
-  Shakespeare). ``load_tokenizer`` opens either kind from a saved folder.
+  Shakespeare). :func:`taa.text.load_tokenizer` opens either kind from a saved folder.
 """
 
 from __future__ import annotations
@@ -310,12 +310,3 @@ class CharTokenizer:
             raise DataError(f"{path}: format {description.get('format')!r}, expected {CHAR_FORMAT!r}")
         return cls(description["characters"])
 
-
-def load_tokenizer(directory: str | Path) -> CharTokenizer | SubwordTokenizer:
-    """Whichever tokenizer a folder holds (by its description file)."""
-    directory = Path(directory)
-    if (directory / CHAR_DESCRIPTION).is_file():
-        return CharTokenizer.load(directory)
-    if (directory / DESCRIPTION).is_file():
-        return SubwordTokenizer.load(directory)
-    raise DataError(f"{directory}: no saved tokenizer ({CHAR_DESCRIPTION} or {DESCRIPTION})")

@@ -3,8 +3,8 @@
 Every task module offers ``run(recipe, out=None, progress=True, resume=None, tracker=None)``
 which trains with the one :class:`taa.torch.training.Trainer`, evaluates, writes the
 checkpoint folder ``out`` and returns ``{"metrics": ..., ...}``. ``taa train`` finds the
-module of a recipe's ``task`` here; a new task is one entry in :data:`TASK_MODULES`
-(plus its data config in :data:`taa.config.TASKS`).
+module of a recipe's ``task`` in :mod:`taa.registry`; a new task is one
+:func:`taa.registry.register_task` entry (its data config, its module, its model).
 
 This package imports no framework: :func:`task_runner` imports the module on demand.
 """
@@ -15,22 +15,26 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-TASK_MODULES: dict[str, str] = {
-    "copy": "taa.tasks.copy",
-    "translation": "taa.tasks.translation",
-    "language_model": "taa.tasks.language_model",
-    "masked_lm": "taa.tasks.masked_lm",
-    "classification": "taa.tasks.classification",
-    "text_to_text": "taa.tasks.text_to_text",
-}
+from taa import registry
+
+
+def _task_modules() -> dict[str, str]:
+    return {spec.name: spec.module for spec in registry.tasks()}
+
+
+def __getattr__(name: str) -> Any:
+    """``TASK_MODULES`` (task -> its module's import path), read from the registry when asked."""
+    if name == "TASK_MODULES":
+        return _task_modules()
+    raise AttributeError(f"module 'taa.tasks' has no attribute {name!r}")
 
 
 def task_runner(task: str) -> Callable[..., dict[str, Any]]:
     """The ``run`` function of ``task``'s module."""
-    if task not in TASK_MODULES:
-        known = ", ".join(sorted(TASK_MODULES))
-        raise KeyError(f"task {task!r} has no module (known: {known})")
-    return importlib.import_module(TASK_MODULES[task]).run
+    modules = _task_modules()
+    if task not in modules:
+        raise KeyError(f"task {task!r} has no module (known: {', '.join(sorted(modules))})")
+    return importlib.import_module(modules[task]).run
 
 
 def require_model_config(recipe: Any, config_class: type, example_preset: str) -> None:

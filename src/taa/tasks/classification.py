@@ -40,17 +40,15 @@ from taa import config as cfg
 from taa.data.batching import SortishBatcher, pad
 from taa.data.sst2 import read_labelled_sentences, sst2_path
 from taa.data.text import DataError
-from taa.tasks import require_model_config
-from taa.tasks.common import save_run, selected_metrics, training_metrics
+from taa.folders import HF_TOKENIZER
+from taa.tasks.runner import Task, run_function
+from taa.text import load_tokenizer
+from taa.torch.hub import from_pretrained
 from taa.torch.models.bert import BertForSequenceClassification
-from taa.torch.training import Trainer, seed_everything
-from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
+from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
-from taa.tracking import Tracker, flatten_params
 
-TOKENIZER = "tokenizer"
-TOKENIZER_FILE = "tokenizer.json"
 # Hyper-parameters that differ between pre-training and fine-tuning; every other field of
 # the model section must equal the pre-trained folder's config.
 FINE_TUNING_FIELDS = ("dropout", "attention_dropout", "classifier_dropout", "classifier_pooling", "feed_forward_dropout",
@@ -70,22 +68,9 @@ def resolve_folder(name: str) -> Path:
     raise DataError(f"{name}: no such folder or installed package with a model/ folder")
 
 
-def load_tokenizer(source: str | Path, max_length: int) -> Tokenizer:
-    """A ``tokenizer.json`` (or a folder holding one) that adds [CLS]/[SEP]; truncating, not padding."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / TOKENIZER_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (a tokenizer.json)")
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()  # batches pad themselves, to their longest sentence
-    tokenizer.enable_truncation(max_length=max_length)
-    return tokenizer
-
-
 def load_pretrained(folder: Path, model_config: cfg.BertConfig) -> BertForSequenceClassification:
     """The folder's BERT backbone in a sequence classifier of ``model_config``; a new classifier head."""
-    from taa.convert.hf_bert import load_hf_folder
+    from taa.torch.convert.hf import load_hf_folder
     from taa.convert.state_dict import ConversionError
 
     try:
@@ -134,13 +119,15 @@ def to_batch(encoded: Sequence[list[int]], labels: Sequence[int], pad_id: int) -
 
 
 class ClassificationBatches:
-    """Endless, resumable sortish batches of ``batch_size`` sentences."""
+    """Endless, resumable sortish batches of ``batch_size`` sentences; ``tokens`` counts the
+    sentences' tokens (padding left out) yielded so far."""
 
     def __init__(self, encoded: list[list[int]], labels: list[int], batch_size: int, seed: int, pool: int,
                  pad_id: int) -> None:
         self.encoded, self.labels, self.pad_id = encoded, labels, pad_id
         self.batcher = SortishBatcher([len(ids) for ids in encoded], batch_size, seed, pool)
         self.epoch, self.position = 0, 0  # the next batch to yield
+        self.tokens = 0
 
     def __iter__(self) -> ClassificationBatches:
         return self
@@ -152,13 +139,14 @@ class ClassificationBatches:
             batches = self.batcher.epoch_batches(self.epoch)
         indices = batches[self.position]
         self.position += 1
+        self.tokens += sum(len(self.encoded[i]) for i in indices)
         return to_batch([self.encoded[i] for i in indices], [self.labels[i] for i in indices], self.pad_id)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"epoch": self.epoch, "position": self.position, "tokens": self.tokens}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
+        self.epoch, self.position, self.tokens = state["epoch"], state["position"], state.get("tokens", 0)
 
 
 def classification_loss(smoothing: float = 0.0):
@@ -188,78 +176,88 @@ def evaluate_classifier(model: nn.Module, encoded: list[list[int]], labels: list
     return {"val_accuracy": correct / len(encoded), "val_loss": total / len(encoded)}
 
 
-# ------------------------------------------------------------------ the run
+# ------------------------------------------------------------------ the task
 
 
-def run(
-    recipe: cfg.RecipeConfig,
-    out: Optional[str | Path] = None,
-    progress: bool = True,
-    resume: Optional[str | Path] = None,
-    tracker: Optional[Tracker] = None,
-) -> dict[str, Any]:
-    """Fine-tune (or train) a BERT sentence classifier; write the checkpoint folder ``out``."""
-    require_model_config(recipe, cfg.BertConfig, "bert-minilm-l6")
-    task, train = recipe.data, recipe.train
-    tracker = tracker or Tracker()
-    seed_everything(train.seed)
-    num_labels = recipe.model.num_labels
-    train_rows, valid_rows = load_rows(task, "train", num_labels), load_rows(task, "valid", num_labels)
-    pretrained = resolve_folder(task.pretrained) if task.pretrained else None
-    if resume is not None:
-        tokenizer_source: str | Path = find_state_folder(resume) / TOKENIZER
-    else:
-        tokenizer_source = resolve_folder(task.tokenizer) if task.tokenizer else pretrained
-    tokenizer = load_tokenizer(tokenizer_source, task.max_length)
-    if pretrained is None:  # from scratch: the vocabulary and padding follow the tokenizer
-        pad_id = tokenizer.token_to_id("[PAD]")
-        pad_id = recipe.model.pad_id if pad_id is None else pad_id
-        model_config = dataclasses.replace(recipe.model, vocab_size=tokenizer.get_vocab_size(), pad_id=pad_id)
-        recipe = dataclasses.replace(recipe, model=model_config)
-    if task.max_length > recipe.model.max_length:
-        raise cfg.ConfigError(f"data.max_length={task.max_length} exceeds model.max_length={recipe.model.max_length}")
-    if pretrained is not None and resume is None:
-        model = load_pretrained(pretrained, recipe.model)
-    else:  # from scratch, or resumed: the state folder holds the weights
-        model = BertForSequenceClassification(recipe.model)
-    tracker.log_params(flatten_params(recipe))
-    pad_id = recipe.model.pad_id
+class ClassificationTask(Task):
+    """Labelled sentences, a pre-trained WordPiece tokenizer and (usually) pre-trained BERT
+    weights, sortish batches; the dev set's accuracy and loss while training."""
 
-    def encode(rows: list[tuple[str, int]]) -> list[list[int]]:
-        return [e.ids for e in tokenizer.encode_batch([sentence for sentence, _ in rows])]
+    example_preset = "bert-minilm-l6"
+    rate_unit = "sent"  # the loss counts sentences
 
-    train_encoded, valid_encoded = encode(train_rows), encode(valid_rows)
-    valid_labels = [label for _, label in valid_rows]
+    def check(self) -> None:
+        task, model = self.recipe.data, self.recipe.model
+        if task.max_length > model.max_length:
+            raise cfg.ConfigError(f"data.max_length={task.max_length} exceeds model.max_length={model.max_length}")
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        return evaluate_classifier(model, valid_encoded, valid_labels, task.eval_batch_size, pad_id, train.dtype)
+    def read_data(self) -> None:
+        task, num_labels = self.recipe.data, self.recipe.model.num_labels
+        self.train_rows, self.valid_rows = load_rows(task, "train", num_labels), load_rows(task, "valid", num_labels)
+        self.pretrained = resolve_folder(task.pretrained) if task.pretrained else None
 
-    def write_tokenizer(folder: Path) -> None:
-        (folder / TOKENIZER).mkdir(parents=True, exist_ok=True)
-        tokenizer.save(str(folder / TOKENIZER / TOKENIZER_FILE))
+    def new_tokenizer(self) -> Tokenizer:
+        task = self.recipe.data
+        return load_tokenizer(resolve_folder(task.tokenizer) if task.tokenizer else self.pretrained, task.max_length)
 
-    batches = ClassificationBatches(
-        train_encoded, [label for _, label in train_rows], train.batch_size, train.seed, task.pool, pad_id,
-    )
-    trainer = Trainer(
-        model, train, classification_loss(train.label_smoothing), batches,
-        d_model=recipe.model.d_model, evaluate=evaluate, out=out, tracker=tracker, progress=progress,
-        write_extra=write_tokenizer, rate_unit="sent",
-    )
-    if resume is not None:
-        trainer.load_state(Path(resume))
-    result = trainer.fit()
-    metrics = {
-        **selected_metrics(trainer, result),
-        **training_metrics(result, trainer, model),
-        "train_examples": len(train_rows),
-        "valid_examples": len(valid_rows),
-        "epochs": result.steps * train.batch_size * train.grad_accumulation / len(train_rows),
-    }
-    # The trainer's speed counts the loss's targets: here one label per sentence.
-    metrics["sentences_per_second"] = metrics.pop("tokens_per_second")
-    save_run(out, model, recipe, metrics, result, tracker, write_extra=write_tokenizer, artifacts=(TOKENIZER,))
-    return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result}
+    def load_tokenizer(self, folder: Path) -> Tokenizer:
+        return load_tokenizer(folder, self.recipe.data.max_length)
+
+    def save_tokenizer(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(folder / HF_TOKENIZER))
+
+    def model_config(self) -> cfg.BertConfig:
+        """From scratch, the vocabulary and padding follow the tokenizer; pre-trained, the recipe's."""
+        if self.pretrained is not None:
+            return self.recipe.model
+        pad_id = self.tokenizer.token_to_id("[PAD]")
+        pad_id = self.recipe.model.pad_id if pad_id is None else pad_id
+        return dataclasses.replace(self.recipe.model, vocab_size=self.tokenizer.get_vocab_size(), pad_id=pad_id)
+
+    def encode(self) -> None:
+        def encode(rows: list[tuple[str, int]]) -> list[list[int]]:
+            return [e.ids for e in self.tokenizer.encode_batch([sentence for sentence, _ in rows])]
+
+        self.train_encoded, self.valid_encoded = encode(self.train_rows), encode(self.valid_rows)
+        self.valid_labels = [label for _, label in self.valid_rows]
+
+    def new_model(self, resuming: bool) -> Optional[BertForSequenceClassification]:
+        """The pre-trained backbone with a new head; resumed, the state folder holds the weights."""
+        if self.pretrained is None or resuming:
+            return None
+        return load_pretrained(self.pretrained, self.recipe.model)
+
+    def batches(self) -> ClassificationBatches:
+        task, train = self.recipe.data, self.recipe.train
+        self.train_batches = ClassificationBatches(
+            self.train_encoded, [label for _, label in self.train_rows], train.batch_size, train.seed, task.pool,
+            self.recipe.model.pad_id,
+        )
+        return self.train_batches
+
+    def loss(self):
+        return classification_loss(self.recipe.train.label_smoothing)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_classifier(model, self.valid_encoded, self.valid_labels, self.recipe.data.eval_batch_size,
+                                   self.recipe.model.pad_id, self.recipe.train.dtype)
+
+    def final_metrics(self, model: nn.Module, result: TrainResult) -> dict[str, Any]:
+        train = self.recipe.train
+        return {
+            "train_examples": len(self.train_rows),
+            "valid_examples": len(self.valid_rows),
+            "epochs": result.steps * train.batch_size * train.grad_accumulation / len(self.train_rows),
+            "sentences_per_second": result.tokens_per_second,  # what the trainer's rate counts here
+        }
+
+    def tokens_per_second(self, result: TrainResult) -> float:
+        """The sentences' tokens (padding left out) the model read per second."""
+        return self.train_batches.tokens / result.seconds if result.seconds else 0.0
+
+
+run = run_function(ClassificationTask)
 
 
 # ------------------------------------------------------------------ loading a trained model
@@ -267,13 +265,8 @@ def run(
 
 def load_classifier(directory: str | Path) -> tuple[BertForSequenceClassification, Tokenizer, cfg.RecipeConfig]:
     """A trained classification checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    directory = Path(directory)
-    recipe = load_recipe(directory)
-    if recipe.task != "classification":
-        raise cfg.ConfigError(f"{directory}: a {recipe.task!r} checkpoint, not a sentence classifier")
-    tokenizer = load_tokenizer(directory / TOKENIZER, recipe.data.max_length)
-    model = load_weights(directory, BertForSequenceClassification(recipe.model))
-    return model.eval(), tokenizer, recipe
+    loaded = from_pretrained(directory, task="classification")
+    return loaded.model, loaded.tokenizer, loaded.recipe
 
 
 @torch.no_grad()

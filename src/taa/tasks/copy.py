@@ -8,17 +8,16 @@ held-out sequences.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from taa.config import CopyTaskConfig, RecipeConfig
+from taa.config import CopyTaskConfig
+from taa.tasks.runner import Task, run_function
 from taa.torch.generate import greedy_decode
 from taa.torch.models.transformer import Transformer
-from taa.torch.training import Seq2SeqBatch, Trainer, save_checkpoint, seed_everything, seq2seq_loss
-from taa.tracking import Tracker
+from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
 
 FIRST_SYMBOL = 2  # 0 pads, 1 starts every sequence
 
@@ -61,42 +60,27 @@ def exact_match(model: Transformer, sources: Tensor) -> float:
     return (decoded == sources).all(dim=1).float().mean().item()
 
 
-def run(
-    recipe: RecipeConfig,
-    out: Optional[str | Path] = None,
-    progress: bool = True,
-    resume: Optional[str | Path] = None,
-    tracker: Optional[Tracker] = None,
-) -> dict[str, Any]:
-    """Train on the copy task, score exact match on held-out sequences, save a checkpoint."""
-    task, model_config, train = recipe.data, recipe.model, recipe.train
-    tracker = tracker or Tracker()
-    tracker.log_params(recipe)
-    seed_everything(train.seed)
-    model = Transformer(model_config)
-    held_out = random_sequences(
-        task.eval_sequences, task.length, model_config.source_vocab_size, model_config.bos_id,
-        torch.Generator().manual_seed(train.seed + 1),
-    )
-    batches = CopyBatches(task, model_config.source_vocab_size, train.batch_size, model_config.bos_id, train.seed)
-    trainer = Trainer(
-        model, train, seq2seq_loss(train.label_smoothing, model_config.pad_id), batches,
-        d_model=model_config.d_model, out=out, progress=progress, tracker=tracker,
-    )
-    if resume is not None:
-        trainer.load_state(Path(resume))
-    result = trainer.fit()
-    metrics = {
-        "exact_match": exact_match(model, held_out),
-        "final_loss": result.final_loss,
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "tokens_per_second": result.tokens_per_second,
-        "parameters": model.num_parameters(),
-    }
-    tracker.log_metrics({"exact_match": metrics["exact_match"]}, result.steps)
-    if out is not None:
-        save_checkpoint(out, model, recipe, metrics)
-        tracker.log_artifact(out / "recipe.yaml")
-        tracker.log_artifact(out / "model.safetensors")
-    return {"model": model, "metrics": metrics, "result": result}
+class CopyTask(Task):
+    """Random sequences to copy; exact match of greedy decoding on held-out ones."""
+
+    example_preset = "copy-task"
+    final_phase = "held-out decoding"
+
+    def encode(self) -> None:
+        task, model, seed = self.recipe.data, self.recipe.model, self.recipe.train.seed
+        generator = torch.Generator().manual_seed(seed + 1)  # another stream than the training batches'
+        self.held_out = random_sequences(task.eval_sequences, task.length, model.source_vocab_size, model.bos_id,
+                                         generator)
+
+    def batches(self) -> CopyBatches:
+        model, train = self.recipe.model, self.recipe.train
+        return CopyBatches(self.recipe.data, model.source_vocab_size, train.batch_size, model.bos_id, train.seed)
+
+    def loss(self):
+        return seq2seq_loss(self.recipe.train.label_smoothing, self.recipe.model.pad_id)
+
+    def final_metrics(self, model: Transformer, result: TrainResult) -> dict[str, Any]:
+        return {"exact_match": exact_match(model, self.held_out)}
+
+
+run = run_function(CopyTask)

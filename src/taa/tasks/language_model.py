@@ -39,18 +39,16 @@ from torch import Tensor, nn
 
 from taa import config as cfg
 from taa.data.text_corpus import WindowSampler, every_window, find_text_file, fixed_windows, read_text, split_text
-from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, load_tokenizer, train_bpe
-from taa.tasks import require_model_config
-from taa.tasks.common import save_run, selected_metrics, training_metrics
+from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, train_bpe
+from taa.tasks.runner import Task, run_function
+from taa.text import load_tokenizer
 from taa.torch.generate import sample
+from taa.torch.hub import from_pretrained
 from taa.torch.models.gpt import GPT
-from taa.torch.training import Trainer, seed_everything
-from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
+from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
-from taa.tracking import Tracker, flatten_params
 
-TOKENIZER = "tokenizer"
 SAMPLE = "sample.txt"
 EVAL_BATCH_SIZE = 64  # windows per batch when validating on the whole text
 
@@ -157,76 +155,78 @@ def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTas
     return tokenizer.decode(ids[0].tolist())
 
 
-# ------------------------------------------------------------------ the run
+# ------------------------------------------------------------------ the task
 
 
-def _model_config(recipe: cfg.RecipeConfig, tokenizer: Tokenizer) -> cfg.GPTConfig:
-    """The recipe's GPT with the vocabulary the tokenizer fixed."""
-    return dataclasses.replace(recipe.model, vocab_size=tokenizer.vocab_size)
+class LanguageModelTask(Task):
+    """Running text, a character or byte-level BPE vocabulary, random windows; the validation
+    loss while training; a text sample at the end."""
 
+    example_preset = "gpt-tiny"
+    trains_tokenizer = True
+    final_phase = "sampling"
+    files = (SAMPLE,)
 
-def run(
-    recipe: cfg.RecipeConfig,
-    out: Optional[str | Path] = None,
-    progress: bool = True,
-    resume: Optional[str | Path] = None,
-    tracker: Optional[Tracker] = None,
-) -> dict[str, Any]:
-    """Train a GPT on the task's text, validate, sample; write the checkpoint folder ``out``."""
-    require_model_config(recipe, cfg.GPTConfig, "gpt-tiny")
-    task, train = recipe.data, recipe.train
-    tracker = tracker or Tracker()
-    context = block_size(recipe)
-    seed_everything(train.seed)
-    train_text, val_text = load_text(task)
-    if resume is not None:
-        tokenizer = load_tokenizer(find_state_folder(resume) / TOKENIZER)
-    else:
-        tokenizer = build_tokenizer(task, train_text, val_text)
-    recipe = dataclasses.replace(recipe, model=_model_config(recipe, tokenizer))
-    model = GPT(recipe.model)
-    tracker.log_params(flatten_params(recipe))
+    def check(self) -> None:
+        self.context = block_size(self.recipe)
 
-    tokenizer.encode(task.sample_prompt)  # a prompt the vocabulary cannot spell fails now, not after training
-    train_tokens = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
-    val_tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
-    if task.eval_batches == 0:  # the whole validation text
-        val_windows = every_window(val_tokens, context + 1, EVAL_BATCH_SIZE)
-    else:
-        val_windows = fixed_windows(val_tokens, context + 1, task.eval_batches, train.batch_size, seed=train.seed)
+    def read_data(self) -> None:
+        self.train_text, self.val_text = load_text(self.recipe.data)
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        loss = validation_loss(model, val_windows, train.dtype)
+    def new_tokenizer(self) -> Tokenizer:
+        return build_tokenizer(self.recipe.data, self.train_text, self.val_text)
+
+    def load_tokenizer(self, folder: Path) -> Tokenizer:
+        return load_tokenizer(folder)
+
+    def save_tokenizer(self, folder: Path) -> None:
+        self.tokenizer.save(folder)
+
+    def model_config(self) -> cfg.GPTConfig:
+        """The recipe's GPT with the vocabulary the tokenizer fixed."""
+        return dataclasses.replace(self.recipe.model, vocab_size=self.tokenizer.vocab_size)
+
+    def encode(self) -> None:
+        task, train, tokenizer = self.recipe.data, self.recipe.train, self.tokenizer
+        tokenizer.encode(task.sample_prompt)  # a prompt the vocabulary cannot spell fails now, not after training
+        self.train_tokens = np.asarray(tokenizer.encode(self.train_text), dtype=np.int64)
+        self.val_tokens = np.asarray(tokenizer.encode(self.val_text), dtype=np.int64)
+        if task.eval_batches == 0:  # the whole validation text
+            self.val_windows = every_window(self.val_tokens, self.context + 1, EVAL_BATCH_SIZE)
+        else:
+            self.val_windows = fixed_windows(self.val_tokens, self.context + 1, task.eval_batches, train.batch_size,
+                                             seed=train.seed)
+
+    def batches(self) -> LanguageModelBatches:
+        train = self.recipe.train
+        return LanguageModelBatches(self.train_tokens, self.context, train.batch_size, train.seed)
+
+    def loss(self):
+        return language_model_loss(self.recipe.train.label_smoothing)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        loss = validation_loss(model, self.val_windows, self.recipe.train.dtype)
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
 
-    def write_tokenizer(folder: Path) -> None:
-        tokenizer.save(folder / TOKENIZER)
+    def final_metrics(self, model: GPT, result: TrainResult) -> dict[str, Any]:
+        self.sample = generate_sample(model, self.tokenizer, self.recipe.data, self.recipe.train.seed)
+        metrics: dict[str, Any] = {
+            "train_tokens": len(self.train_tokens), "val_tokens": len(self.val_tokens),
+            "vocab_size": self.tokenizer.vocab_size,
+        }
+        if self.sample is not None:
+            metrics["sample"] = self.sample
+        return metrics
 
-    batches = LanguageModelBatches(train_tokens, context, train.batch_size, train.seed)
-    trainer = Trainer(
-        model, train, language_model_loss(train.label_smoothing), batches,
-        d_model=recipe.model.d_model, evaluate=evaluate, out=out, tracker=tracker, progress=progress,
-        write_extra=write_tokenizer,
-    )
-    if resume is not None:
-        trainer.load_state(Path(resume))
-    result = trainer.fit()
+    def write_files(self, folder: Path) -> None:
+        if self.sample is not None:
+            (folder / SAMPLE).write_text(self.sample, encoding="utf-8")
 
-    text_sample = generate_sample(model, tokenizer, task, train.seed)
-    metrics = {
-        **selected_metrics(trainer, result),
-        **training_metrics(result, trainer, model),
-        "train_tokens": len(train_tokens),
-        "val_tokens": len(val_tokens),
-        "vocab_size": tokenizer.vocab_size,
-    }
-    if text_sample is not None:
-        metrics["sample"] = text_sample
-        if out is not None:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / SAMPLE).write_text(text_sample, encoding="utf-8")
-    save_run(out, model, recipe, metrics, result, tracker, write_extra=write_tokenizer, artifacts=(TOKENIZER, SAMPLE))
-    return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result, "sample": text_sample}
+    def outcome(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer, "sample": self.sample}
+
+
+run = run_function(LanguageModelTask)
 
 
 # ------------------------------------------------------------------ loading a trained model
@@ -234,10 +234,5 @@ def run(
 
 def load_language_model(directory: str | Path) -> tuple[GPT, Tokenizer, cfg.RecipeConfig]:
     """A trained language-model checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    directory = Path(directory)
-    recipe = load_recipe(directory)
-    if recipe.task != "language_model":
-        raise cfg.ConfigError(f"{directory}: a {recipe.task!r} checkpoint, not a language model")
-    tokenizer = load_tokenizer(directory / TOKENIZER)
-    model = load_weights(directory, GPT(recipe.model))
-    return model.eval(), tokenizer, recipe
+    loaded = from_pretrained(directory, task="language_model")
+    return loaded.model, loaded.tokenizer, loaded.recipe

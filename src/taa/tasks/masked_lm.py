@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,16 +39,13 @@ from torch import Tensor, nn
 from taa import config as cfg
 from taa.data.text_corpus import WindowSampler, find_text_file, fixed_windows, read_text, split_text
 from taa.data.tokenizer import SubwordTokenizer, train_bpe
-from taa.tasks import require_model_config
-from taa.tasks.common import save_run, selected_metrics, training_metrics
+from taa.tasks.runner import Task, run_function
+from taa.torch.hub import from_pretrained
 from taa.torch.models.bert import BertForMaskedLM
-from taa.torch.training import Trainer, seed_everything
-from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
+from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
-from taa.tracking import Tracker, flatten_params
 
-TOKENIZER = "tokenizer"
 MASK = "<mask>"
 IGNORE_INDEX = -100  # labels of positions left out of the loss (torch's cross-entropy default)
 
@@ -170,7 +167,7 @@ def evaluate_masked_lm(model: nn.Module, batches: list[MaskedLMBatch], dtype: st
     return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_accuracy": correct / max(1, count)}
 
 
-# ------------------------------------------------------------------ the run
+# ------------------------------------------------------------------ the task
 
 
 def build_tokenizer(task: cfg.MaskedLMTaskConfig, train_text: str) -> SubwordTokenizer:
@@ -180,67 +177,62 @@ def build_tokenizer(task: cfg.MaskedLMTaskConfig, train_text: str) -> SubwordTok
     )
 
 
-def run(
-    recipe: cfg.RecipeConfig,
-    out: Optional[str | Path] = None,
-    progress: bool = True,
-    resume: Optional[str | Path] = None,
-    tracker: Optional[Tracker] = None,
-) -> dict[str, Any]:
-    """Pre-train a BERT masked LM on the task's text; write the checkpoint folder ``out``."""
-    require_model_config(recipe, cfg.BertConfig, "bert-tiny")
-    task, train = recipe.data, recipe.train
-    if task.max_length > recipe.model.max_length:
-        raise cfg.ConfigError(
-            f"data.max_length={task.max_length} exceeds model.max_length={recipe.model.max_length} (positions)"
-        )
-    tracker = tracker or Tracker()
-    seed_everything(train.seed)
-    train_text, val_text = split_text(read_text(find_text_file(task.file, task.dir)), task.train_fraction)
-    if resume is not None:
-        tokenizer = SubwordTokenizer.load(find_state_folder(resume) / TOKENIZER)
-    else:
-        tokenizer = build_tokenizer(task, train_text)
-    recipe = dataclasses.replace(
-        recipe, model=dataclasses.replace(recipe.model, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
-    )
-    model = BertForMaskedLM(recipe.model)
-    tracker.log_params(flatten_params(recipe))
+class MaskedLMTask(Task):
+    """Running text, a byte-level BPE vocabulary with ``<mask>``, masked windows; the loss and
+    accuracy at the chosen positions of fixed validation windows."""
 
-    masker = Masker(task, tokenizer)
-    train_tokens = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
-    val_tokens = np.asarray(tokenizer.encode(val_text), dtype=np.int64)
-    val_batches = fixed_batches(val_tokens, masker, task.eval_batches, train.batch_size, train.seed)
+    example_preset = "bert-tiny"
+    trains_tokenizer = True
 
-    def write_tokenizer(folder: Path) -> None:
-        tokenizer.save(folder / TOKENIZER)
+    def check(self) -> None:
+        task, model = self.recipe.data, self.recipe.model
+        if task.max_length > model.max_length:
+            raise cfg.ConfigError(
+                f"data.max_length={task.max_length} exceeds model.max_length={model.max_length} (positions)"
+            )
 
-    batches = MaskedLMBatches(train_tokens, masker, train.batch_size, train.seed)
-    trainer = Trainer(
-        model, train, masked_lm_loss(train.label_smoothing), batches,
-        d_model=recipe.model.d_model, evaluate=lambda m: evaluate_masked_lm(m, val_batches, train.dtype),
-        out=out, tracker=tracker, progress=progress, write_extra=write_tokenizer,
-    )
-    if resume is not None:
-        trainer.load_state(Path(resume))
-    result = trainer.fit()
-    metrics = {
-        **selected_metrics(trainer, result),
-        **training_metrics(result, trainer, model),
-        "train_tokens": len(train_tokens),
-        "val_tokens": len(val_tokens),
-        "vocab_size": tokenizer.vocab_size,
-    }
-    save_run(out, model, recipe, metrics, result, tracker, write_extra=write_tokenizer, artifacts=(TOKENIZER,))
-    return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result}
+    def read_data(self) -> None:
+        task = self.recipe.data
+        self.train_text, self.val_text = split_text(read_text(find_text_file(task.file, task.dir)), task.train_fraction)
+
+    def new_tokenizer(self) -> SubwordTokenizer:
+        return build_tokenizer(self.recipe.data, self.train_text)
+
+    def load_tokenizer(self, folder: Path) -> SubwordTokenizer:
+        return SubwordTokenizer.load(folder)
+
+    def save_tokenizer(self, folder: Path) -> None:
+        self.tokenizer.save(folder)
+
+    def model_config(self) -> cfg.BertConfig:
+        return dataclasses.replace(self.recipe.model, vocab_size=self.tokenizer.vocab_size, pad_id=self.tokenizer.pad_id)
+
+    def encode(self) -> None:
+        task, train = self.recipe.data, self.recipe.train
+        self.masker = Masker(task, self.tokenizer)
+        self.train_tokens = np.asarray(self.tokenizer.encode(self.train_text), dtype=np.int64)
+        self.val_tokens = np.asarray(self.tokenizer.encode(self.val_text), dtype=np.int64)
+        self.val_batches = fixed_batches(self.val_tokens, self.masker, task.eval_batches, train.batch_size, train.seed)
+
+    def batches(self) -> MaskedLMBatches:
+        train = self.recipe.train
+        return MaskedLMBatches(self.train_tokens, self.masker, train.batch_size, train.seed)
+
+    def loss(self):
+        return masked_lm_loss(self.recipe.train.label_smoothing)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_masked_lm(model, self.val_batches, self.recipe.train.dtype)
+
+    def final_metrics(self, model: nn.Module, result: TrainResult) -> dict[str, Any]:
+        return {"train_tokens": len(self.train_tokens), "val_tokens": len(self.val_tokens),
+                "vocab_size": self.tokenizer.vocab_size}
+
+
+run = run_function(MaskedLMTask)
 
 
 def load_masked_lm(directory: str | Path) -> tuple[BertForMaskedLM, SubwordTokenizer, cfg.RecipeConfig]:
     """A trained masked-LM checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    directory = Path(directory)
-    recipe = load_recipe(directory)
-    if recipe.task != "masked_lm":
-        raise cfg.ConfigError(f"{directory}: a {recipe.task!r} checkpoint, not a masked language model")
-    tokenizer = SubwordTokenizer.load(directory / TOKENIZER)
-    model = load_weights(directory, BertForMaskedLM(recipe.model))
-    return model.eval(), tokenizer, recipe
+    loaded = from_pretrained(directory, task="masked_lm")
+    return loaded.model, loaded.tokenizer, loaded.recipe

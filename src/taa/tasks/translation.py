@@ -20,17 +20,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from taa import config as cfg
 from taa.data import SubwordTokenizer, TokenBatcher, load_multi30k, pad, read_parallel
-from taa.torch.generate import beam_search, greedy_decode
+from taa.tasks.runner import Task, run_function
+from taa.decoding import DEFAULTS
+from taa.torch.generate import decode
+from taa.torch.hub import from_pretrained
 from taa.torch.models.transformer import Transformer
-from taa.torch.training import Seq2SeqBatch, Trainer, save_checkpoint, seed_everything, seq2seq_loss
-from taa.torch.training.checkpoint import find_state_folder, load_recipe, load_weights
+from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
 from taa.torch.training.loop import autocast
-from taa.tracking import Tracker, flatten_params
 
-TOKENIZER = "tokenizer"
+HYPOTHESES = "test_hypotheses.txt"  # the test set's translations, one a line, in the run folder
 
 # ------------------------------------------------------------------ data
 
@@ -87,34 +89,34 @@ class TranslationBatches:
 # ------------------------------------------------------------------ decoding and scoring
 
 
-@torch.no_grad()
 def translate(
     model: Transformer,
     tokenizer: SubwordTokenizer,
     sentences: Sequence[str],
     beam: int = 1,
-    length_penalty: float = 0.6,
-    max_extra: int = 50,
+    length_penalty: float = DEFAULTS.length_penalty,
+    max_extra: int = DEFAULTS.max_extra,
     max_length: Optional[int] = None,
     batch_size: int = 128,
 ) -> list[str]:
-    """Translate sentences (greedy when ``beam`` is 1), batched by length, in input order."""
+    """Translate sentences, batched by length, in input order: greedy when ``beam`` is 1,
+    else beam search ranked by log P / lp(Y), GNMT's lp with alpha ``length_penalty``
+    (:func:`taa.torch.generate.decode`, the decoder of ``taa generate`` too).
+
+    A sentence may take its source length + ``max_extra`` tokens; ``max_length`` instead
+    caps every output at ``max_length`` tokens, the start token included.
+    """
     model.eval()
+    settings = DEFAULTS.replace(beam=beam, length_penalty=length_penalty, max_extra=max_extra)
+    new_tokens = None if max_length is None else max_length - 1
     encoded = [tokenizer.encode_source(s) for s in sentences]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(encoded)
-    pad_id = tokenizer.pad_id
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        source = torch.from_numpy(pad([encoded[i] for i in chunk], pad_id))
-        if beam > 1:
-            hypotheses = beam_search(
-                model, source, beam_size=beam, max_length=max_length, max_extra=max_extra,
-                length_penalty=length_penalty,
-            )
-        else:
-            hypotheses = greedy_decode(model, source, max_length=max_length, max_extra=max_extra).tolist()
-        for i, ids in zip(chunk, hypotheses):
+        source = torch.from_numpy(pad([encoded[i] for i in chunk], tokenizer.pad_id))  # (b, m)
+        decoded = decode(model, source, None, settings, max_new_tokens=new_tokens)
+        for i, ids in zip(chunk, decoded.sequences().tolist()):  # <s>, tokens, </s>, padding
             outputs[i] = tokenizer.decode_target(ids)
     return outputs
 
@@ -153,102 +155,92 @@ def validation_loss(model: Transformer, encoded: list[tuple[list[int], list[int]
     return total / max(1, count)
 
 
-# ------------------------------------------------------------------ the run
+# ------------------------------------------------------------------ the task
+
+SPLITS = ("train", "valid", "test")
 
 
-def _model_config(recipe: cfg.RecipeConfig, tokenizer: SubwordTokenizer) -> cfg.TransformerConfig:
-    """The recipe's model with the vocabulary sizes and special ids the tokenizer fixed."""
-    return dataclasses.replace(
-        recipe.model,
-        source_vocab_size=tokenizer.source_vocab_size,
-        target_vocab_size=tokenizer.target_vocab_size,
-        pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-    )
+class TranslationTask(Task):
+    """Sentence pairs, a BPE vocabulary, token-budget batches; validation loss and greedy BLEU
+    on a sample while training; beam search and sacreBLEU on the test set at the end."""
 
+    example_preset = "vaswani-tiny"
+    trains_tokenizer = True
+    final_phase = "test decoding"
+    files = (HYPOTHESES,)
 
-def run(
-    recipe: cfg.RecipeConfig,
-    out: Optional[str | Path] = None,
-    progress: bool = True,
-    resume: Optional[str | Path] = None,
-    tracker: Optional[Tracker] = None,
-) -> dict[str, Any]:
-    """Train, validate, average, test; write the checkpoint folder ``out``."""
-    task, train = recipe.data, recipe.train
-    tracker = tracker or Tracker()
-    seed_everything(train.seed)
-    train_pairs, valid_pairs, test_pairs = (load_pairs(task, split) for split in ("train", "valid", "test"))
+    def read_data(self) -> None:
+        self.pairs = {split: self.load_split(split) for split in SPLITS}
 
-    if resume is not None:
-        tokenizer = SubwordTokenizer.load(find_state_folder(resume) / TOKENIZER)
-    else:
-        tokenizer = SubwordTokenizer.train(
-            [s for s, _ in train_pairs], [t for _, t in train_pairs], task.vocab_size,
-            joint=task.joint_vocab, min_frequency=task.min_frequency,
+    def load_split(self, split: str) -> list[tuple[str, str]]:
+        return load_pairs(self.recipe.data, split)
+
+    def new_tokenizer(self) -> SubwordTokenizer:
+        task, pairs = self.recipe.data, self.pairs["train"]
+        return SubwordTokenizer.train(
+            [s for s, _ in pairs], [t for _, t in pairs], task.vocab_size, joint=task.joint_vocab,
+            min_frequency=task.min_frequency,
         )
-    recipe = dataclasses.replace(recipe, model=_model_config(recipe, tokenizer))
-    model = Transformer(recipe.model)
-    tracker.log_params(flatten_params(recipe))
 
-    train_encoded = tokenizer.encode_pairs(train_pairs)
-    valid_encoded = tokenizer.encode_pairs(valid_pairs)
-    bleu_sample = valid_pairs[: task.bleu_sentences]
+    def load_tokenizer(self, folder: Path) -> SubwordTokenizer:
+        return SubwordTokenizer.load(folder)
 
-    def evaluate(model: Transformer) -> dict[str, float]:
-        loss = validation_loss(model, valid_encoded, task.max_tokens, tokenizer.pad_id, train.dtype)
+    def save_tokenizer(self, folder: Path) -> None:
+        self.tokenizer.save(folder)
+
+    def model_config(self) -> cfg.TransformerConfig:
+        """The recipe's model with the vocabulary sizes and special ids the tokenizer fixed."""
+        tokenizer = self.tokenizer
+        return dataclasses.replace(
+            self.recipe.model,
+            source_vocab_size=tokenizer.source_vocab_size,
+            target_vocab_size=tokenizer.target_vocab_size,
+            pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+        )
+
+    def encode(self) -> None:
+        self.train_encoded = self.tokenizer.encode_pairs(self.pairs["train"])
+        self.valid_encoded = self.tokenizer.encode_pairs(self.pairs["valid"])
+        self.bleu_sample = self.pairs["valid"][: self.recipe.data.bleu_sentences]
+
+    def batches(self) -> TranslationBatches:
+        task, train = self.recipe.data, self.recipe.train
+        return TranslationBatches(self.train_encoded, task.max_tokens, train.seed, self.tokenizer.pad_id)
+
+    def batch_loss(self, smoothing: float):
+        """The model's loss on a teacher-forced batch (T5 is called with a mask)."""
+        return seq2seq_loss(smoothing, self.tokenizer.pad_id)
+
+    def loss(self):
+        return self.batch_loss(self.recipe.train.label_smoothing)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        task, tokenizer = self.recipe.data, self.tokenizer
+        loss = validation_loss(model, self.valid_encoded, task.max_tokens, tokenizer.pad_id, self.recipe.train.dtype,
+                               self.batch_loss(0.0))
         metrics = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
-        if bleu_sample:
-            hypotheses = translate(model, tokenizer, [s for s, _ in bleu_sample], beam=1, max_extra=task.max_extra)
-            metrics["val_bleu"] = bleu_scores(hypotheses, [t for _, t in bleu_sample])["bleu"]
+        if self.bleu_sample:
+            hypotheses = translate(model, tokenizer, [s for s, _ in self.bleu_sample], beam=1, max_extra=task.max_extra)
+            metrics["val_bleu"] = bleu_scores(hypotheses, [t for _, t in self.bleu_sample])["bleu"]
         return metrics
 
-    batches = TranslationBatches(train_encoded, task.max_tokens, train.seed, tokenizer.pad_id)
-    trainer = Trainer(
-        model, train, seq2seq_loss(train.label_smoothing, tokenizer.pad_id), batches,
-        d_model=recipe.model.d_model, evaluate=evaluate, out=out, tracker=tracker, progress=progress,
-        write_extra=lambda folder: tokenizer.save(folder / TOKENIZER),
-    )
-    if resume is not None:
-        trainer.load_state(Path(resume))
-    result = trainer.fit()
+    def final_metrics(self, model: nn.Module, result: TrainResult) -> dict[str, Any]:
+        task, test = self.recipe.data, self.pairs["test"]
+        self.hypotheses = translate(
+            model, self.tokenizer, [s for s, _ in test], beam=task.beam,
+            length_penalty=task.length_penalty, max_extra=task.max_extra,
+        )
+        scores = bleu_scores(self.hypotheses, [t for _, t in test])
+        return {**{f"test_{k}": v for k, v in scores.items()}, "test_sentences": len(test)}
 
-    hypotheses = translate(
-        model, tokenizer, [s for s, _ in test_pairs], beam=task.beam,
-        length_penalty=task.length_penalty, max_extra=task.max_extra,
-    )
-    scores = bleu_scores(hypotheses, [t for _, t in test_pairs])
-    metrics = {
-        **{f"test_{k}": v for k, v in scores.items()},
-        "test_sentences": len(test_pairs),
-        "steps": result.steps,
-        "train_seconds": result.seconds,
-        "tokens_per_second": result.tokens_per_second,
-        "final_train_loss": result.final_loss,
-        "best_steps": [step for _, step in trainer.state.best],
-        "stopped_early": result.stopped_early,
-        "parameters": model.num_parameters(),
-    }
-    if result.evaluations:
-        metrics["last_validation"] = result.evaluations[-1]
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, result.steps)
-    if out is not None:
-        out = Path(out)
-        save_checkpoint(out, model, recipe, metrics, write_extra=lambda folder: tokenizer.save(folder / TOKENIZER))
-        (out / "test_hypotheses.txt").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
-        _plot_curves(result, out / "training_curves.png")
-        for artifact in (out / "recipe.yaml", out / TOKENIZER, out / "training_curves.png", out / "metrics.json",
-                         out / "model.safetensors"):
-            if artifact.exists():
-                tracker.log_artifact(artifact)
-    return {"model": model, "tokenizer": tokenizer, "metrics": metrics, "result": result, "hypotheses": hypotheses}
+    def write_files(self, folder: Path) -> None:
+        (folder / HYPOTHESES).write_text("\n".join(self.hypotheses) + "\n", encoding="utf-8")
+
+    def outcome(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer, "hypotheses": self.hypotheses}
 
 
-def _plot_curves(result, path: Path) -> None:
-    try:
-        from taa.plots import plot_training_curves
-    except ImportError:  # matplotlib missing: no picture, the run still counts
-        return
-    plot_training_curves(result.history, result.evaluations, path)
+run = run_function(TranslationTask)
 
 
 # ------------------------------------------------------------------ loading a trained model
@@ -256,10 +248,5 @@ def _plot_curves(result, path: Path) -> None:
 
 def load_translator(directory: str | Path) -> tuple[Transformer, SubwordTokenizer, cfg.RecipeConfig]:
     """A trained translation checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    directory = Path(directory)
-    recipe = load_recipe(directory)
-    if recipe.task != "translation":
-        raise cfg.ConfigError(f"{directory}: a {recipe.task!r} checkpoint, not a translation model")
-    tokenizer = SubwordTokenizer.load(directory / TOKENIZER)
-    model = load_weights(directory, Transformer(recipe.model))
-    return model.eval(), tokenizer, recipe
+    loaded = from_pretrained(directory, task="translation")
+    return loaded.model, loaded.tokenizer, loaded.recipe

@@ -13,6 +13,10 @@ Masks are boolean with True = "may attend", broadcastable to (b, h, q, k). A que
 with nothing to attend to (a fully masked row) gets all-zero weights and a zero
 output, never NaN.
 
+Which kernel computes equation 1 on a given device and dtype (PyTorch's fused one or the
+readable one written out here) is decided in :mod:`taa.torch.kernels`; both give the same
+numbers, and tests pin them to each other.
+
 Notation: ``b`` batch, ``h`` query heads, ``g`` key/value heads, ``q`` query length,
 ``k`` key length, ``e`` head dim, ``d`` d_model.
 """
@@ -20,7 +24,6 @@ Notation: ``b`` batch, ``h`` query heads, ``g`` key/value heads, ``q`` query len
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,12 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from taa.torch import kernels
 from taa.torch.dropout import dropout
 from taa.torch.positional import RotaryEmbedding
-
-# Self-attention computes Q, K and V with one stacked product from this many rows (batch x
-# length) up; below it (a decoding step) the three products skip rebuilding the stacked weight.
-FUSED_PROJECTION_ROWS = 64
 
 # --------------------------------------------------------------------------------------
 # Masks
@@ -119,18 +119,6 @@ def _repeat_kv_heads(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor,
     return key.repeat_interleave(groups, dim=-3), value.repeat_interleave(groups, dim=-3)
 
 
-def empty_query_rows(mask: Tensor) -> Optional[Tensor]:
-    """(.., q, 1) bool, True at queries that may attend to no key; None when the mask has none.
-
-    "None" is only decided on a CPU, where the check costs no device sync; elsewhere the
-    rows are always returned (zeroing rows that are not empty changes nothing).
-    """
-    empty = ~mask.any(dim=-1, keepdim=True)
-    if empty.device.type == "cpu" and not bool(empty.any()):
-        return None  # the usual case
-    return empty
-
-
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,
@@ -159,7 +147,7 @@ def scaled_dot_product_attention(
         # The mask as an additive bias of its own small shape: 0 where a key may be seen,
         # a large finite negative where not, so masked keys get exactly zero weight. Half
         # the dtype's minimum leaves room for the scores (no overflow to -inf, no NaN).
-        # One broadcast addition: masked_fill with a broadcast mask was ~14x slower on a CPU.
+        # One broadcast addition: masked_fill with a broadcast mask was ~14x slower on CPUs.
         blocked = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
         blocked.masked_fill_(~mask, torch.finfo(scores.dtype).min / 2)
         bias = blocked if bias is None else bias + blocked  # still the small shape
@@ -167,7 +155,7 @@ def scaled_dot_product_attention(
         scores = scores + bias  # one pass over the (b, h, q, k) scores
     weights = torch.softmax(scores, dim=-1)
     if mask is not None:
-        empty_rows = empty_query_rows(mask)  # (.., q, 1) or None
+        empty_rows = kernels.empty_query_rows(mask)  # (.., q, 1): queries that see no key, or None
         if empty_rows is not None:
             weights = weights.masked_fill(empty_rows, 0.0)  # zero weights there, not uniform ones
     if dropout_p > 0.0:
@@ -189,33 +177,7 @@ def fused_scaled_dot_product_attention(
 ) -> Tensor:
     """Same numbers as :func:`scaled_dot_product_attention`, on PyTorch's fused kernel."""
     key, value = _repeat_kv_heads(query, key, value)
-    empty_rows = None
-    if mask is not None:
-        # Let a query with no visible key attend everywhere, then zero its output:
-        # the kernel never sees an all -inf row, so no NaN reaches forward or backward.
-        empty_rows = empty_query_rows(mask)  # (.., q, 1) or None
-        if empty_rows is not None:
-            mask = mask | empty_rows
-    attn_mask = mask
-    if bias is not None:
-        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        attn_mask = attn_mask.to(query.dtype)
-    output = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
-    )
-    if empty_rows is not None:
-        output = output.masked_fill(empty_rows, 0.0)
-    return output
-
-
-@functools.cache
-def cpu_has_amx() -> bool:
-    """Whether this CPU has Intel's AMX tile units (read from /proc/cpuinfo; False elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
-    except OSError:
-        return False
+    return kernels.fused_attention(query, key, value, mask, dropout_p, bias=bias, scale=scale, is_causal=is_causal)
 
 
 def attend(
@@ -231,44 +193,31 @@ def attend(
     implementation: str = "fused",
     return_weights: bool = False,
 ) -> tuple[Tensor, Optional[Tensor]]:
-    """Pick the kernel: fused by default, the readable one on request or when weights are wanted.
+    """Equation 1 on the fused kernel where it is the faster one, else on the readable one.
 
+    The readable kernel also runs on request and whenever weights are wanted.
     ``causal`` adds the causal mask (aligned at the end when keys outnumber queries, as
     with a KV cache). Returns (output, weights or None).
     """
     query_length, key_length = query.shape[-2], key.shape[-2]
     if implementation not in ("fused", "readable"):
         raise ValueError(f"attention implementation {implementation!r} is not 'fused' or 'readable'")
-    if query.device.type == "cpu":  # measured on torch 2.13
-        training = query.requires_grad and torch.is_grad_enabled()
-        if training and query.dtype in (torch.bfloat16, torch.float16):
-            # The fused CPU kernel's bfloat16 backward is 4-6x slower than the two matmuls of
-            # equation 1, while its forward and float32 paths are fast.
-            implementation = "readable"
-        elif not training and query_length == 1 and (query.dtype != torch.float32 or cpu_has_amx()):
-            # A decoding step: one query per head. On the Intel host with AMX the fused
-            # kernel's fixed cost per call (~48 us on 2 cores) was larger than the work and
-            # the two matmuls' was not. On an AMD EPYC (AVX-512) host the fused kernel won in
-            # float32 (7-19 us at batch 1 against 19-31 us for the matmuls) and lost in
-            # bfloat16 (up to 2x slower at batch 8), so float32 keeps it there.
-            implementation = "readable"
-    if return_weights or implementation == "readable":
-        if causal and query_length > 1:
-            mask = combine_masks(mask, causal_mask(query_length, key_length, query.device))
-        output, weights = scaled_dot_product_attention(
-            query, key, value, mask, dropout_p, return_weights=True, bias=bias, scale=scale
-        )
-        return output, weights
+    fused = implementation == "fused" and not return_weights and kernels.use_fused_attention(query)
     is_causal = False
     if causal and query_length > 1:  # one query at the end of the keys sees them all
-        if mask is None and bias is None and query_length == key_length:
-            is_causal = True  # the kernel's own causal path: no mask tensor at all
+        if fused and mask is None and bias is None and query_length == key_length:
+            is_causal = True  # the fused kernel's own causal path: no mask tensor at all
         else:
             mask = combine_masks(mask, causal_mask(query_length, key_length, query.device))
-    output = fused_scaled_dot_product_attention(
-        query, key, value, mask, dropout_p, bias=bias, scale=scale, is_causal=is_causal
+    if fused:
+        output = fused_scaled_dot_product_attention(
+            query, key, value, mask, dropout_p, bias=bias, scale=scale, is_causal=is_causal
+        )
+        return output, None
+    output, weights = scaled_dot_product_attention(
+        query, key, value, mask, dropout_p, return_weights=True, bias=bias, scale=scale
     )
-    return output, None
+    return output, weights
 
 
 # --------------------------------------------------------------------------------------
@@ -381,10 +330,9 @@ class MultiHeadAttention(nn.Module):
     def _project_together(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention's Q, K and V as one product with [W^Q; W^K; W^V] (the same numbers).
 
-        One larger matrix product instead of three: a training step at nanoGPT's CPU shape runs
-        16 products forward instead of 24, as transformers' GPT-2 (whose c_attn is stacked) does.
-        The stacked weight is rebuilt each call (autograd splits its gradient back), which costs
-        little next to the product once there are many rows.
+        One larger matrix product instead of three, as transformers' GPT-2 (whose c_attn is
+        stacked) does; the stacked weight is rebuilt each call (autograd splits its gradient
+        back). :func:`taa.torch.kernels.stack_qkv_projections` says from how many rows it pays.
         """
         projections = (self.q_proj, self.k_proj, self.v_proj)
         weight = torch.cat([p.weight for p in projections])
@@ -411,7 +359,7 @@ class MultiHeadAttention(nn.Module):
         weights (b, h, q, k) or None).
         """
         batch, query_length, _ = x.shape
-        stacked = context is None and batch * query_length >= FUSED_PROJECTION_ROWS
+        stacked = context is None and kernels.stack_qkv_projections(batch * query_length)
         if stacked:  # self-attention over many rows: Q, K and V from one product
             queries, keys, values = self._project_together(x)
         else:

@@ -2,35 +2,16 @@
 each element with probability p and scale the survivors by 1 / (1 - p), so the expected
 value is unchanged and evaluation needs no rescaling.
 
-On a CPU, PyTorch's own dropout draws its mask with ``bernoulli_``, one 32-bit Mersenne
-Twister call and a float compare per element: on this project's 2-core machine that was
-a quarter of a translation training step. Here the mask is drawn from the same global
-generator (so ``torch.manual_seed`` and the trainer's saved RNG state still make a run
-repeatable), but each 64-bit draw gives four 15-bit uniform numbers, and an element is
-kept when its number is at least round(p * 2**15). p is thus rounded to a multiple of
-2**-15 (0.2 becomes 0.20001), far below anything that changes training. Other devices
-use ``torch.nn.functional.dropout``, whose kernels are fast there.
+The random mask is drawn by :func:`taa.torch.kernels.apply_dropout`, the faster way for
+the tensor's device; either way from PyTorch's global generator, so ``torch.manual_seed``
+and a saved RNG state make a run repeatable.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-_LEVELS = 1 << 15  # 15 uniform bits per element
-
-
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
-    """A bool tensor of ``shape``, each element True with probability 1 - p (p in 2**-15 steps)."""
-    n = 1
-    for size in shape:
-        n *= size
-    # random_() on int64 gives uniform integers in [0, 2**63): the top bit is always 0,
-    # so each 16-bit lane keeps only its low 15 bits, which are uniform in every lane.
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
-    numbers = words.view(torch.int16)[:n].view(shape) & (_LEVELS - 1)  # uniform in [0, 2**15)
-    return numbers >= round(p * _LEVELS)
+from taa.torch import kernels
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -41,10 +22,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
-    keep = keep_mask(x.shape, p, x.device)
-    return x * (keep.to(x.dtype) * (1.0 / (1.0 - p)))  # autograd keeps the scaled mask for backward
+    return kernels.apply_dropout(x, p)  # x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element
 
 
 class Dropout(nn.Module):

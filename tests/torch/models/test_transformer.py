@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from taa.config import TransformerConfig, preset
-from taa.convert.state_dict import load_checked
-from taa.convert.torch_nn import from_torch_nn
 from taa.torch.attention import capture_attention, causal_mask
+from taa.torch.convert.state_dict import load_checked
+from taa.torch.convert.torch_nn import from_torch_nn
 from taa.torch.models.transformer import Transformer
 
 pytestmark = [

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from taa.config import ConfigError, RecipeConfig, preset
+from taa import folders
+from taa.config import RecipeConfig, preset
+from taa.folders import CheckpointError
 from taa.torch import Transformer
 from taa.torch.training import checkpoint as ckpt
 
@@ -21,7 +23,7 @@ def test_round_trip_keeps_tied_weights(tmp_path):
     model = Transformer(recipe.model)
     ckpt.save_checkpoint(tmp_path / "run", model, recipe, {"loss": 1.5})
     assert (tmp_path / "run" / "model.safetensors").is_file()
-    loaded_recipe = ckpt.load_recipe(tmp_path / "run")
+    loaded_recipe = folders.load_recipe(tmp_path / "run")
     assert loaded_recipe == recipe
     again = ckpt.load_weights(tmp_path / "run", Transformer(loaded_recipe.model))
     _assert_same_weights(model, again)
@@ -31,7 +33,7 @@ def test_round_trip_keeps_tied_weights(tmp_path):
 def test_a_failed_folder_write_leaves_the_previous_one(tmp_path):
     torch.manual_seed(0)
     first = Transformer(_recipe().model)
-    ckpt.write_folder_atomically(tmp_path / "state", lambda d: ckpt.save_weights(first, d / "model.safetensors"))
+    folders.write_folder_atomically(tmp_path / "state", lambda d: ckpt.save_weights(first, d / "model.safetensors"))
     before = (tmp_path / "state" / "model.safetensors").read_bytes()
 
     def killed(staging):
@@ -39,7 +41,7 @@ def test_a_failed_folder_write_leaves_the_previous_one(tmp_path):
         raise KeyboardInterrupt("killed mid-write")
 
     with pytest.raises(KeyboardInterrupt):
-        ckpt.write_folder_atomically(tmp_path / "state", killed)
+        folders.write_folder_atomically(tmp_path / "state", killed)
     assert (tmp_path / "state" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # no staging folder left behind
 
@@ -47,12 +49,12 @@ def test_a_failed_folder_write_leaves_the_previous_one(tmp_path):
 def test_a_kill_between_the_swap_renames_is_recoverable(tmp_path):
     (tmp_path / "state.old").mkdir()
     (tmp_path / "state.old" / "trainer.json").write_text("{}")
-    assert ckpt.find_state_folder(tmp_path) == tmp_path / "state.old"
+    assert folders.find_state_folder(tmp_path) == tmp_path / "state.old"
     (tmp_path / "state.new").mkdir()
     (tmp_path / "state.new" / "trainer.json").write_text("{}")
-    assert ckpt.find_state_folder(tmp_path) == tmp_path / "state.new"
-    with pytest.raises(ConfigError, match="no resumable training state"):
-        ckpt.find_state_folder(tmp_path / "elsewhere")
+    assert folders.find_state_folder(tmp_path) == tmp_path / "state.new"
+    with pytest.raises(CheckpointError, match="no resumable training state"):
+        folders.find_state_folder(tmp_path / "elsewhere")
 
 
 def test_a_failed_file_write_leaves_the_previous_file(tmp_path):
@@ -64,7 +66,7 @@ def test_a_failed_file_write_leaves_the_previous_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        ckpt.write_file_atomically(path, broken)
+        folders.write_file_atomically(path, broken)
     torch.testing.assert_close(ckpt.load_tensors(path)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
@@ -85,10 +87,11 @@ def test_average_is_the_elementwise_mean(tmp_path):
 def test_loading_a_mismatched_model_fails_with_one_line(tmp_path):
     recipe = _recipe()
     ckpt.save_checkpoint(tmp_path / "run", Transformer(recipe.model), recipe)
-    with pytest.raises(ConfigError, match="weights do not fit the model"):
+    with pytest.raises(CheckpointError, match=r"weights do not fit Transformer: mis-shaped: "
+                       r"decoder.layers.0.feed_forward.w1.bias \(64,\) != expected \(96,\)"):
         ckpt.load_weights(tmp_path / "run", Transformer(preset("vaswani-tiny", d_ff=96)))
-    with pytest.raises(ConfigError, match="not a taa checkpoint"):
-        ckpt.load_recipe(tmp_path)
+    with pytest.raises(CheckpointError, match="not a taa checkpoint"):
+        folders.load_recipe(tmp_path)
 
 
 def test_optimizer_state_round_trips(tmp_path):

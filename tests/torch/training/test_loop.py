@@ -4,7 +4,7 @@ import torch
 from taa.config import CopyTaskConfig, TrainConfig, preset
 from taa.tasks.copy import CopyBatches
 from taa.torch import Transformer
-from taa.torch.training import fit, seed_everything, seq2seq_loss
+from taa.torch.training import Trainer, fit, seed_everything, seq2seq_loss
 from tests.helpers import assert_optimizers_agree
 
 
@@ -121,3 +121,40 @@ def test_layer_lr_decay_rejects_a_model_with_two_stacks() -> None:
         layer_depths(["encoder.layers.0.w", "decoder.layers.0.w"])
     with pytest.raises(ValueError, match="layer_lr_decay"):
         TrainConfig(layer_lr_decay=0.0)
+
+
+def test_a_run_says_why_it_stopped() -> None:
+    """Every step done, the time budget spent, or the validation metric no longer improving."""
+    _, result = _train(0)
+    assert result.stop_reason == "steps" and result.steps == 12
+    config = preset("copy-task", d_model=32, d_ff=64)
+    batches = CopyBatches(CopyTaskConfig(length=6), 11, 8, 1, seed=0)
+
+    def trainer(evaluate=None, **train) -> Trainer:
+        return Trainer(Transformer(config), TrainConfig(batch_size=8, **train), seq2seq_loss(0.0, 0), batches,
+                       d_model=32, evaluate=evaluate, progress=False)
+
+    spent = trainer(steps=50, max_minutes=1e-6).fit()  # a budget one step exceeds
+    assert spent.stop_reason == "time_budget" and spent.steps == 1
+    losses = iter([3.0, 2.0, 2.5, 2.4, 2.2, 1.0])  # the best at step 2, then three without improvement
+    stopped = trainer(lambda model: {"val_loss": next(losses)}, steps=50, eval_every=1, early_stopping=3).fit()
+    assert stopped.stop_reason == "early_stopping" and stopped.steps == 5
+
+
+def test_an_older_state_file_with_a_stop_flag_still_resumes(tmp_path) -> None:
+    import json
+
+    config = preset("copy-task", d_model=32, d_ff=64)
+    train = TrainConfig(steps=2, batch_size=8)
+    batches = CopyBatches(CopyTaskConfig(length=6), 11, 8, 1, seed=0)
+    Trainer(Transformer(config), train, seq2seq_loss(0.0, 0), batches, d_model=32, out=tmp_path,
+            progress=False).fit()
+    state = tmp_path / "state" / "trainer.json"
+    saved = json.loads(state.read_text())
+    del saved["trainer"]["stop_reason"]
+    for flag, reason in ((False, ""), (True, "early_stopping")):
+        saved["trainer"]["stopped_early"] = flag
+        state.write_text(json.dumps(saved))
+        resumed = Trainer(Transformer(config), train, seq2seq_loss(0.0, 0), batches, d_model=32, progress=False)
+        resumed.load_state(tmp_path)
+        assert resumed.state.stop_reason == reason and resumed.state.step == 2

@@ -214,7 +214,7 @@ def sentence_embeddings(
     """Mean-pooled, L2-normalised embeddings (len(sentences), d) of a ``BertModel``.
 
     ``tokenizer`` is a ``tokenizers.Tokenizer`` that adds [CLS]/[SEP] and truncates
-    (``taa.convert.hf_bert.load_tokenizer``). Sentences are batched by length, so each
+    (:func:`taa.text.load_tokenizer`). Sentences are batched by length, so each
     batch pads little; the result is in the input order.
     """
     model.eval()

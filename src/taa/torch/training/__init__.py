@@ -1,6 +1,8 @@
-"""Training: the loop, optimizers, schedules, losses, checkpoints and the progress bar."""
+"""Training with torch: the loop, optimizers, losses and checkpoint tensors (schedules and the
+progress bar are framework-neutral, in :mod:`taa.training`, and re-exported here)."""
 
-from taa.torch.training.checkpoint import load_recipe, load_weights, save_checkpoint
+from taa.folders import load_recipe
+from taa.torch.training.checkpoint import load_weights, save_checkpoint
 from taa.torch.training.loop import (
     BatchStream,
     Seq2SeqBatch,
@@ -13,7 +15,7 @@ from taa.torch.training.loop import (
 )
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
-from taa.torch.training.schedules import constant, cosine, noam, schedule_from_config
+from taa.training.schedules import constant, cosine, noam, schedule_from_config
 
 __all__ = [
     "BatchStream", "Muon", "Seq2SeqBatch", "TrainResult", "Trainer", "constant", "cosine", "fit",

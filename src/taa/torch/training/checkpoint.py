@@ -1,99 +1,26 @@
 """Checkpoints: folders of safetensors weights plus the recipe that built the model.
 
-Everything is written atomically: a file goes to a temporary name and is renamed into
-place; a folder is filled under a staging name and swapped in with renames, so a kill
-at any moment leaves the previous checkpoint whole. Loading never unpickles anything.
-
-A run folder (``taa train --out DIR``) holds:
-
-    model.safetensors, recipe.yaml, metrics.json   the final model (plus task files, e.g. tokenizer/)
-    state/                                         the latest resumable training state
-    best/step-N.safetensors                        the best k weights by the validation metric
+The layout of a run folder, the atomic writes and the recipe loading are framework-neutral
+and live in :mod:`taa.folders`; this module reads and writes the tensors. Loading never
+unpickles anything, and weights load strictly: every missing, unexpected or mis-shaped
+key is named in one :class:`~taa.folders.CheckpointError`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
 from taa import config as cfg
-
-WEIGHTS = "model.safetensors"
-RECIPE = "recipe.yaml"
-METRICS = "metrics.json"
-
-
-# ------------------------------------------------------------------ atomic writes
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def _temporary_sibling(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(handle)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are ordinary files
-    return Path(name)
-
-
-def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary_path)`` then rename over ``path``."""
-    temporary = _temporary_sibling(path)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_folder_atomically(directory: Path, fill: Callable[[Path], None]) -> Path:
-    """``fill(staging)`` then swap the staging folder in for ``directory``.
-
-    The swap is two renames; if a kill falls between them, ``directory.new`` (complete,
-    newer) or ``directory.old`` (complete, older) remains, and :func:`find_state_folder`
-    finds it.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    os.chmod(staging, 0o777 & ~_umask())
-    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
-    try:
-        fill(staging)
-        shutil.rmtree(new, ignore_errors=True)
-        staging.rename(new)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    new.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
-
-
-def find_state_folder(directory: str | Path) -> Path:
-    """The newest complete state folder in a run folder, a state folder itself, or a swap leftover."""
-    directory = Path(directory)
-    for candidate in (directory / "state", directory / "state.new", directory / "state.old", directory):
-        if (candidate / "trainer.json").is_file():
-            return candidate
-    raise cfg.ConfigError(f"{directory}: no resumable training state (state/trainer.json)")
+from taa.folders import METRICS, RECIPE, WEIGHTS, CheckpointError, weight_mismatches, weights_file
+from taa.folders import write_file_atomically
 
 
 # ------------------------------------------------------------------ tensors and weights
@@ -112,16 +39,38 @@ def save_weights(model: nn.Module, path: Path) -> None:
     write_file_atomically(Path(path), lambda tmp: save_model(model, str(tmp)))
 
 
+def _tied_names(model: nn.Module) -> list[set[str]]:
+    """Names of the state dict that share one tensor (tied weights, stored once)."""
+    groups: dict[tuple, set[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.numel():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            groups.setdefault(key, set()).add(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def load_weights_file(model: nn.Module, path: Path) -> nn.Module:
-    """Load weights; every key and shape must match (a clear error lists what does not)."""
+    """Load weights strictly: every key and shape must match; tied tensors may be stored once.
+
+    What does not fit (missing, unexpected, mis-shaped keys) is one :class:`CheckpointError`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise cfg.ConfigError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: no such file (the model's weights)")
     try:
-        load_model(model, str(path), strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        raise cfg.ConfigError(f"{path}: weights do not fit the model: {' '.join(first)[:500]}") from None
+        with safe_open(str(path), framework="pt") as weights:
+            found = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    except Exception as error:  # a truncated or foreign file
+        raise CheckpointError(f"{path}: not a safetensors file ({' '.join(str(error).split())[:200]})") from None
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    for names in _tied_names(model):  # a tied tensor needs to be stored under one of its names
+        if names & set(found):
+            for name in names - set(found):
+                expected.pop(name)
+    problems = weight_mismatches(found, expected)
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__}: {' | '.join(problems)}")
+    load_model(model, str(path), strict=True)
     return model
 
 
@@ -189,13 +138,6 @@ def save_checkpoint(
     return directory
 
 
-def load_recipe(directory: str | Path) -> cfg.RecipeConfig:
-    directory = Path(directory)
-    if not (directory / RECIPE).is_file():
-        raise cfg.ConfigError(f"{directory}: not a taa checkpoint (no {RECIPE})")
-    return cfg.RecipeConfig.from_dict(cfg.read_mapping(directory / RECIPE))
-
-
 def load_weights(directory: str | Path, model: nn.Module) -> nn.Module:
-    """Load a checkpoint folder's ``model.safetensors`` into ``model``."""
-    return load_weights_file(model, Path(directory) / WEIGHTS)
+    """Load a checkpoint folder's ``model.safetensors`` into ``model`` (pickled weights are refused)."""
+    return load_weights_file(model, weights_file(directory))

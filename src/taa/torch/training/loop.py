@@ -6,7 +6,9 @@ validation metrics. The :class:`Trainer` owns everything else: Adam with the pap
 betas and epsilon (§5.3), the learning-rate schedule (by step, or by time within a
 ``max_minutes`` budget), gradient accumulation and
 clipping, bfloat16 autocast, validation, early stopping, the best-k checkpoints and
-their average (§6.1), resumable state, tracking, and the progress bar.
+their average (§6.1), resumable state, tracking, and the progress bar. A run ends for
+one of :data:`STOP_REASONS`: its steps are done, its time budget is spent, or the
+validation metric stopped improving.
 
 Resuming is exact: the state folder holds the weights, the optimizer moments, the
 schedule position, every random generator and the batch stream's position, so a run
@@ -30,12 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from taa import folders
 from taa.config import TrainConfig
 from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
-from taa.torch.training.progress import TrainingProgress
-from taa.torch.training.schedules import schedule_from_config
+from taa.training.progress import TrainingProgress
+from taa.training.schedules import schedule_from_config
 from taa.tracking import Tracker
 
 
@@ -58,6 +61,12 @@ class BatchStream(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+# Why a run ended: every step done, the ``max_minutes`` budget spent, or ``early_stopping``
+# validations in a row without improvement.
+STEPS, TIME_BUDGET, EARLY_STOPPING = "steps", "time_budget", "early_stopping"
+STOP_REASONS = (STEPS, TIME_BUDGET, EARLY_STOPPING)
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -66,7 +75,7 @@ class TrainResult:
     tokens_per_second: float
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
     evaluations: list[dict[str, float]] = field(default_factory=list)  # each with "step"
-    stopped_early: bool = False
+    stop_reason: str = STEPS  # one of STOP_REASONS
 
 
 @dataclass
@@ -78,9 +87,9 @@ class TrainerState:
     seconds: float = 0.0
     history: list[tuple[int, float, float]] = field(default_factory=list)
     evaluations: list[dict[str, float]] = field(default_factory=list)
-    best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first
+    best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first; in best/ if out
     evaluations_without_improvement: int = 0
-    stopped_early: bool = False
+    stop_reason: str = ""  # "" while the run may go on, else one of STOP_REASONS
 
 
 def seed_everything(seed: int) -> None:
@@ -184,6 +193,8 @@ class Trainer:
     kept best weights) and, at the end, the final ``model.safetensors``. ``write_extra``
     adds task files (e.g. the tokenizer) to every state folder. ``rate_unit`` names what
     ``compute_loss`` counts, for the progress bar: "tok" (tokens) or "sent" (sentences).
+    ``progress`` is on or off, or the :class:`TrainingProgress` of a whole run (whose
+    phases, such as validation, show on the same bar).
     """
 
     def __init__(
@@ -198,7 +209,7 @@ class Trainer:
         out: Optional[str | Path] = None,
         write_extra: Optional[Callable[[Path], None]] = None,
         tracker: Optional[Tracker] = None,
-        progress: bool = True,
+        progress: bool | TrainingProgress = True,
         rate_unit: str = "tok",
     ) -> None:
         self.model, self.train, self.compute_loss, self.batches = model, train, compute_loss, batches
@@ -251,12 +262,16 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         train, state = self.train, self.state
-        torch.set_num_threads(train.threads)
+        if train.threads is not None:  # None: the framework's own choice
+            torch.set_num_threads(train.threads)
         started = time.perf_counter() - state.seconds
         window_loss, window_tokens = 0.0, 0
-        with TrainingProgress(train.steps, enabled=self.progress, unit=self.rate_unit) as bar:
+        bar = self.progress
+        if not isinstance(bar, TrainingProgress):
+            bar = TrainingProgress(train.steps, enabled=bar, unit=self.rate_unit)
+        with bar:
             bar.update(state.step)
-            while state.step < train.steps and not state.stopped_early:
+            while state.step < train.steps and not state.stop_reason:
                 loss_sum, tokens, lr = self._step()
                 state.step += 1
                 state.tokens += tokens
@@ -277,12 +292,12 @@ class Trainer:
                 ):
                     self._validate()
                     evaluated = True
-                if out_of_time:
-                    state.stopped_early = True
+                if out_of_time and not last and not state.stop_reason:
+                    state.stop_reason = TIME_BUDGET
                 every = train.checkpoint_every or train.eval_every
                 if self.out is not None and ((every and state.step % every == 0) or evaluated or last
-                                             or state.stopped_early):
-                    self.save_state(self.out / "state")
+                                             or state.stop_reason):
+                    self.save_state(self.out / folders.STATE)
         return self.finish()
 
     def _validate(self) -> None:
@@ -299,22 +314,22 @@ class Trainer:
         improved = not state.best or sign * value < sign * state.best[0][0]
         state.evaluations_without_improvement = 0 if improved else state.evaluations_without_improvement + 1
         if train.early_stopping and state.evaluations_without_improvement >= train.early_stopping:
-            state.stopped_early = True
-        if self.out is None:
-            return
+            state.stop_reason = EARLY_STOPPING
         candidates = sorted([*state.best, (value, state.step)], key=lambda item: sign * item[0])
         kept, dropped = candidates[: train.keep_best], candidates[train.keep_best :]
+        state.best = kept  # ranked with or without a run folder: early stopping compares with the best
+        if self.out is None:
+            return
         if (value, state.step) in kept:
-            ckpt.save_weights(self.model, self.out / "best" / f"step-{state.step}.safetensors")
+            ckpt.save_weights(self.model, folders.best_weights(self.out, state.step))
         for _, step in dropped:
-            (self.out / "best" / f"step-{step}.safetensors").unlink(missing_ok=True)
-        state.best = kept
+            folders.best_weights(self.out, step).unlink(missing_ok=True)
 
     def finish(self) -> TrainResult:
         """Load the best (or the average of the best k) weights, if any were kept."""
         state = self.state
         if self.out is not None and state.best:
-            paths = [self.out / "best" / f"step-{step}.safetensors" for _, step in state.best]
+            paths = [folders.best_weights(self.out, step) for _, step in state.best]
             if self.train.average_best:
                 ckpt.load_average(self.model, paths)
             else:
@@ -327,7 +342,7 @@ class Trainer:
             tokens_per_second=state.tokens / state.seconds if state.seconds else 0.0,
             history=list(state.history),
             evaluations=list(state.evaluations),
-            stopped_early=state.stopped_early,
+            stop_reason=state.stop_reason or STEPS,
         )
 
     # ---------------------------------------------------------------- resumable state
@@ -336,27 +351,31 @@ class Trainer:
         """Write everything a resumed run needs, atomically (a kill keeps the previous state)."""
 
         def write(staging: Path) -> None:
-            ckpt.save_weights(self.model, staging / ckpt.WEIGHTS)
+            ckpt.save_weights(self.model, staging / folders.WEIGHTS)
             ckpt.save_optimizer(self.optimizer, staging)
             random_state = {
                 "python": _jsonable(random.getstate()),
                 "numpy": _jsonable(np.random.get_state()),
                 "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
             }
-            (staging / "trainer.json").write_text(json.dumps({"trainer": asdict(self.state), **random_state}))
+            (staging / folders.TRAINER_STATE).write_text(json.dumps({"trainer": asdict(self.state), **random_state}))
             ckpt.save_tensors({"torch_rng": torch.get_rng_state()}, staging / "rng.safetensors")
             if self.write_extra is not None:
                 self.write_extra(staging)
 
-        ckpt.write_folder_atomically(directory, write)
+        folders.write_folder_atomically(directory, write)
 
     def load_state(self, directory: Path) -> None:
         """Continue from a state folder written by :meth:`save_state`."""
-        directory = ckpt.find_state_folder(directory)
-        ckpt.load_weights_file(self.model, directory / ckpt.WEIGHTS)
+        directory = folders.find_state_folder(directory)
+        ckpt.load_weights_file(self.model, directory / folders.WEIGHTS)
         ckpt.load_optimizer(self.optimizer, directory)
-        saved = json.loads((directory / "trainer.json").read_text())
+        saved = json.loads((directory / folders.TRAINER_STATE).read_text())
         trainer = saved["trainer"]
+        if "stopped_early" in trainer:  # an older state file: a flag instead of the reason
+            out_of_time = self.train.max_minutes > 0 and trainer["seconds"] >= 60 * self.train.max_minutes
+            stopped = trainer.pop("stopped_early")
+            trainer["stop_reason"] = (TIME_BUDGET if out_of_time else EARLY_STOPPING) if stopped else ""
         self.state = TrainerState(
             **{**trainer, "history": [tuple(h) for h in trainer["history"]],
                "best": [tuple(b) for b in trainer["best"]]}

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from taa.config import TrainConfig
-from taa.torch.training.schedules import constant, cosine, noam, schedule_from_config
+from taa.training.schedules import constant, cosine, noam, schedule_from_config
 
 
 def test_noam_is_the_paper_formula():

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from taa.config import TransformerConfig
-from taa.convert.state_dict import ConversionError, load_checked
-from taa.convert.torch_nn import from_torch_nn, to_torch_nn
+from taa.convert.state_dict import ConversionError
+from taa.torch.convert.state_dict import load_checked
+from taa.torch.convert.torch_nn import from_torch_nn, to_torch_nn
 from taa.torch.models.transformer import Transformer
 
 D, HEADS, FF = 16, 4, 32

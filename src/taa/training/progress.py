@@ -5,11 +5,18 @@ sentences for a classifier (``unit="sent"``).
 
 When the output is not a terminal (a log file, CI), the bar is replaced by a plain
 line at most every ``log_seconds``, so a long run in the background can be followed.
+
+The steps of a run that are not training steps (data preparation, tokenizer training,
+validation, the final test decoding) are phases: ``with bar.phase("validation"): ...``
+names the phase on the bar's label while training runs, shows a spinner before and after
+it, and prints one line with its duration when it ends.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -31,7 +38,7 @@ class TrainingProgress:
         self.plain = enabled and not self.console.is_terminal
         self.started = self.last_line = time.perf_counter()
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),
@@ -43,14 +50,41 @@ class TrainingProgress:
             console=self.console,
             disable=not enabled or self.plain,
         )
-        self.task = self.progress.add_task("train", total=total_steps, loss=float("nan"), lr=0.0, tokens_per_s=0.0)
+        self.task = self.progress.add_task(
+            "train", total=total_steps, loss=float("nan"), lr=0.0, tokens_per_s=0.0, phase="train",
+        )
+        self.training = False  # between __enter__ and __exit__: the bar is on screen
 
     def __enter__(self) -> TrainingProgress:
         self.progress.start()
+        self.training = True
         return self
 
     def __exit__(self, *exc) -> None:
+        self.training = False
         self.progress.stop()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Report ``name`` while the body runs; then one line with how long it took."""
+        if not self.enabled:
+            yield
+            return
+        started = time.perf_counter()
+        if self.training:  # the bar's label names the phase, then goes back to "train"
+            self.progress.update(self.task, phase=name)
+            try:
+                yield
+            finally:
+                self.progress.update(self.task, phase="train")
+            if not self.plain:
+                return
+        elif self.plain:
+            yield
+        else:
+            with self.console.status(f"{name} ..."):
+                yield
+        self.console.print(f"{name}: {time.perf_counter() - started:,.1f}s", highlight=False)
 
     def update(self, step: int, **fields: float) -> None:
         self.progress.update(self.task, completed=step, **fields)

@@ -1,0 +1,93 @@
+"""A whole experiment in one file: which task, which model, how to train.
+
+The model section is a preset plus field overrides, or every field under a ``type``
+(``transformer``, ``gpt``, ``bert``, ``t5``: a family's name in :mod:`taa.registry`).
+The data section is the config class the task's registry entry names.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taa import registry
+from taa.config.coerce import ConfigError, _coerce, _qualify, from_dict, merge, parse_overrides, read_mapping, to_dict
+from taa.config.presets import PRESETS, preset
+from taa.config.tasks import CopyTaskConfig
+from taa.config.training import TrainConfig
+
+
+def model_type(config: Any) -> str:
+    """The ``type`` name of a model config (``gpt`` for a :class:`GPTConfig`)."""
+    return registry.family_of_config(config).name
+
+
+def model_config_to_dict(config: Any) -> dict[str, Any]:
+    """A model config as a section ``model_config_from_dict`` reads back: its ``type`` and every field."""
+    return {"type": model_type(config), **to_dict(config)}
+
+
+def model_config_from_dict(data: dict[str, Any], prefix: str = "model") -> Any:
+    """A model section: ``preset: NAME`` plus field overrides, or every field spelled out.
+
+    ``type: gpt|bert|...`` (a family's name) picks the config class of a section without
+    a preset (default ``transformer``); beside a preset it must agree.
+    """
+    data = dict(data)
+    name = data.pop("preset", None)
+    kind = data.pop("type", None)
+    known_types = [family.name for family in registry.families()]
+    if kind is not None and kind not in known_types:
+        raise ConfigError(f"{_qualify(prefix, 'type')}={kind!r} is not one of {', '.join(map(repr, known_types))}")
+    if name is None:
+        return from_dict(registry.family(kind or "transformer").config, data, prefix=prefix)
+    if name not in PRESETS:
+        raise ConfigError(f"{prefix}.preset={name!r} is unknown (known: {', '.join(sorted(PRESETS))})")
+    cls, fields = PRESETS[name]
+    if kind is not None and registry.family(kind).config is not cls:
+        raise ConfigError(f"{_qualify(prefix, 'type')}={kind!r} does not match preset {name!r} ({cls.__name__})")
+    return from_dict(cls, {**fields, **data}, prefix=prefix)
+
+
+@dataclass
+class RecipeConfig:
+    """A whole experiment: which task, which model, how to train (one YAML file)."""
+
+    task: str = "copy"
+    model: Any = field(default_factory=lambda: preset("copy-task"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: Any = field(default_factory=CopyTaskConfig)
+    name: str = ""  # a label for the run
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecipeConfig:
+        data = dict(data)
+        unknown = sorted(set(data) - {"task", "model", "train", "data", "name"})
+        if unknown:
+            raise ConfigError(f"unknown field {', '.join(unknown)} (known: data, model, name, task, train)")
+        task = data.get("task", "copy")
+        known_tasks = [spec.name for spec in registry.tasks()]
+        if task not in known_tasks:
+            raise ConfigError(f"task={task!r} is not one of {', '.join(repr(t) for t in known_tasks)}")
+        return cls(
+            task=task,
+            model=model_config_from_dict(data.get("model", {"preset": "copy-task"})),
+            train=from_dict(TrainConfig, data.get("train", {}), prefix="train"),
+            data=from_dict(registry.task(task).data_config, data.get("data", {}), prefix="data"),
+            name=_coerce(data.get("name", ""), str, "name"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: typing.Iterable[str] = ()) -> RecipeConfig:
+        """Read a recipe file and apply ``--set key=value`` overrides; errors name the file."""
+        data = merge(read_mapping(path), parse_overrides(overrides))
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+    def to_mapping(self) -> dict[str, Any]:
+        """What :func:`~taa.config.dumps` writes: every field, the model section with its ``type``."""
+        return {**to_dict(self), "model": model_config_to_dict(self.model)}

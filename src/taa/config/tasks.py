@@ -1,0 +1,194 @@
+"""The data sections of the tasks: where a task's data comes from and how it is cut up.
+
+A recipe's ``data`` section is the config of its ``task`` (:mod:`taa.registry` says which
+class each task reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from taa.config.coerce import _check_types, _require
+
+
+@dataclass
+class CopyTaskConfig:
+    """The Annotated Transformer's synthetic copy task: the target repeats the source.
+
+    Symbols are drawn from 2..vocab_size-1; id 1 starts every sequence (it is also
+    the decoder start token) and id 0 pads, as in the Annotated Transformer.
+    """
+
+    length: int = 10  # tokens per sequence, the start symbol included
+    eval_sequences: int = 200  # held-out sequences for the exact-match score
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(self.length >= 2, f"length={self.length} must be >= 2")
+        _require(self.eval_sequences > 0, f"eval_sequences={self.eval_sequences} must be positive")
+
+
+@dataclass
+class TranslationTaskConfig:
+    """Machine translation from line-aligned parallel text (Multi30k by default).
+
+    Data is found in ``dir``, else in ``$TAA_DATA``, else downloaded into ``cache_dir``.
+    ``*_files`` name any other corpus: ``[source_file, target_file]``, plain or gzip.
+    """
+
+    dir: str = ""  # a folder holding multi30k/; "" = $TAA_DATA, else download
+    cache_dir: str = ""  # where a download goes; "" = ~/.cache/taa/data
+    source_lang: str = "de"
+    target_lang: str = "en"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_split: str = "test_2016_flickr"
+    train_files: list[str] = field(default_factory=list)  # [source, target] instead of a Multi30k split
+    valid_files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)
+    max_train_pairs: int = 0  # use only the first N training pairs; 0 = all
+    max_valid_pairs: int = 0  # use only the first N validation pairs; 0 = all
+    max_test_pairs: int = 0  # use only the first N test pairs; 0 = all
+    vocab_size: int = 8000  # BPE vocabulary (per side when not joint)
+    joint_vocab: bool = True  # one BPE vocabulary for both languages (needed to share embeddings)
+    min_frequency: int = 2  # a BPE merge must occur this often
+    max_tokens: int = 4096  # padded tokens per batch on each side (paper §5.1: ~25000)
+    bleu_sentences: int = 200  # validation BLEU on the first N validation sentences, greedy; 0 = off
+    beam: int = 4  # beam size for the final test evaluation (paper §6.1: 4)
+    length_penalty: float = 0.6  # GNMT length penalty alpha (paper §6.1: 0.6)
+    max_extra: int = 50  # decode up to source length + max_extra tokens (paper §6.1: 50)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("train_files", "valid_files", "test_files"):
+            files = getattr(self, name)
+            _require(len(files) in (0, 2), f"{name} needs [source_file, target_file], got {files!r}")
+        for name in ("max_train_pairs", "max_valid_pairs", "max_test_pairs", "bleu_sentences"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("vocab_size", "max_tokens", "beam"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.vocab_size >= 16, f"vocab_size={self.vocab_size} is too small (>= 16)")
+        _require(self.length_penalty >= 0, f"length_penalty={self.length_penalty} must be >= 0")
+
+
+
+
+@dataclass
+class LanguageModelTaskConfig:
+    """Next-token prediction on running text (nanoGPT's Tiny Shakespeare by default).
+
+    The text is ``file``, else ``dir``/tinyshakespeare/input.txt, else the same under
+    ``$TAA_DATA``. The first ``train_fraction`` of its characters train, the rest
+    validate. Batches are ``train.batch_size`` random windows of ``block_size`` tokens.
+    """
+
+    file: str = ""  # any UTF-8 text file; "" = Tiny Shakespeare from dir or $TAA_DATA
+    dir: str = ""  # a data folder holding tinyshakespeare/input.txt; "" = $TAA_DATA
+    train_fraction: float = 0.9  # nanoGPT: the first 90% of the characters train
+    tokenizer: Literal["char", "bpe"] = "char"  # one id per character, or byte-level BPE
+    vocab_size: int = 1024  # byte-level BPE vocabulary (tokenizer: bpe): 260 bytes and specials, then merges
+    min_frequency: int = 2  # a BPE merge must occur this often
+    block_size: int = 0  # context: tokens the model reads per window (nanoGPT: block_size); 0 = model.max_length
+    eval_batches: int = 20  # validation loss: the mean over this fixed set of batches; 0 = every validation token
+    sample_tokens: int = 300  # length of the text sample generated at the end; 0 = none
+    sample_prompt: str = "\n"  # what the sample continues (nanoGPT's sample.py starts at "\n")
+    temperature: float = 0.8  # sampling temperature of the sample
+    top_k: int = 200  # sample only among the k most likely tokens; 0 = all
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction} must be in (0, 1)")
+        _require(
+            self.tokenizer != "bpe" or self.vocab_size > 260,
+            f"vocab_size={self.vocab_size} must exceed 260 (256 bytes and 4 special tokens)",
+        )
+        _require(self.min_frequency > 0, f"min_frequency={self.min_frequency} must be positive")
+        for name in ("block_size", "eval_batches", "sample_tokens", "top_k"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        _require(self.temperature > 0, f"temperature={self.temperature} must be positive")
+        _require(self.sample_tokens == 0 or self.sample_prompt != "", "sample_prompt='' is empty: sampling needs a token")
+
+
+@dataclass
+class MaskedLMTaskConfig:
+    """BERT's masked language model (Devlin et al. 2019, §3.1, "Task #1") from scratch.
+
+    Text and split as :class:`LanguageModelTaskConfig`; a byte-level BPE vocabulary
+    with ``<mask>`` is learned on the training part. Each sequence is ``<s>``, a
+    random window of running text, ``</s>``: ``max_length`` tokens in all.
+    """
+
+    file: str = ""  # any UTF-8 text file; "" = Tiny Shakespeare from dir or $TAA_DATA
+    dir: str = ""  # a data folder holding tinyshakespeare/input.txt; "" = $TAA_DATA
+    train_fraction: float = 0.9  # the first part of the characters trains, the rest validates
+    vocab_size: int = 2000  # BPE vocabulary, special tokens included
+    min_frequency: int = 2  # a BPE merge must occur this often
+    max_length: int = 128  # tokens per sequence, <s> and </s> included
+    mask_probability: float = 0.15  # BERT: 15% of the tokens are chosen for prediction
+    mask_token_fraction: float = 0.8  # of the chosen: replaced by <mask> (BERT: 80%)
+    random_token_fraction: float = 0.1  # of the chosen: replaced by a random token (BERT: 10%)
+    eval_batches: int = 10  # validation: this fixed set of batches, masked the same way every time
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction} must be in (0, 1)")
+        _require(
+            self.vocab_size > 261, f"vocab_size={self.vocab_size} must exceed 261 (256 bytes and 5 special tokens)"
+        )
+        _require(self.max_length >= 3, f"max_length={self.max_length} must be >= 3 (<s>, a token, </s>)")
+        for name in ("eval_batches", "min_frequency"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(0.0 < self.mask_probability < 1.0, f"mask_probability={self.mask_probability} must be in (0, 1)")
+        for name in ("mask_token_fraction", "random_token_fraction"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"{name}={value} must be in [0, 1]")
+        _require(
+            self.mask_token_fraction + self.random_token_fraction <= 1.0,
+            f"mask_token_fraction={self.mask_token_fraction} + random_token_fraction="
+            f"{self.random_token_fraction} must be <= 1",
+        )
+
+
+@dataclass
+class ClassificationTaskConfig:
+    """Sentence classification (GLUE SST-2 by default): fine-tune BERT (Devlin et al. 2019, §4.1).
+
+    Rows come from ``train_file``/``valid_file`` (``sentence<TAB>label`` TSVs), else
+    ``sst2/train.tsv`` and ``sst2/dev.tsv`` under ``dir`` or ``$TAA_DATA``. The model
+    starts from ``pretrained`` (a Hugging Face BERT folder, or the name of an installed
+    package with one in its ``model/`` folder) with a new classifier head, or from
+    scratch as the model section says when ``pretrained`` is empty.
+    """
+
+    dir: str = ""  # a data folder holding sst2/; "" = $TAA_DATA
+    train_file: str = ""  # a sentence<TAB>label TSV instead of sst2/train.tsv
+    valid_file: str = ""  # a sentence<TAB>label TSV instead of sst2/dev.tsv
+    max_train_examples: int = 0  # use only the first N training rows; 0 = all
+    max_valid_examples: int = 0  # use only the first N validation rows; 0 = all
+    pretrained: str = ""  # Hugging Face BERT folder or package name; "" = from scratch
+    tokenizer: str = ""  # a tokenizer.json (or a folder holding one); "" = the pretrained folder's
+    max_length: int = 128  # longer sentences are truncated (tokens, [CLS] and [SEP] included)
+    pool: int = 50  # sortish batching: sort pools of pool * batch_size sentences by length
+    eval_batch_size: int = 128  # sentences per validation batch
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(bool(self.pretrained or self.tokenizer), "pretrained and tokenizer are both empty: set one")
+        for name in ("max_train_examples", "max_valid_examples"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        _require(self.max_length >= 3, f"max_length={self.max_length} must be >= 3 ([CLS], a token, [SEP])")
+        for name in ("pool", "eval_batch_size"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+
+
+@dataclass
+class TextToTextTaskConfig(TranslationTaskConfig):
+    """T5's text-to-text framing (Raffel et al. 2020, §2.4): the task is named in the input.
+
+    Every field of :class:`TranslationTaskConfig` (data, BPE, batching, BLEU, beam),
+    plus the ``prefix`` put in front of every source sentence.
+    """
+
+    prefix: str = "translate German to English: "  # T5's task prefix (§2.4)
+

@@ -1,0 +1,61 @@
+"""The training run's configuration: steps, batches, optimizer, schedule, checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from taa.config.coerce import _check_types, _require
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation run: steps, batches, optimizer and schedule (paper §5.3)."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # sequences per batch
+    lr: float = 1.0  # peak scale: the warm-up schedule multiplies it (paper: lrate formula)
+    schedule: Literal["noam", "cosine", "constant"] = "noam"  # paper §5.3 is "noam"
+    warmup_steps: int = 400  # paper: warmup_steps=4000
+    min_lr_ratio: float = 0.0  # cosine: floor as a fraction of the peak
+    adam_beta1: float = 0.9  # paper: beta1=0.9
+    adam_beta2: float = 0.98  # paper: beta2=0.98
+    adam_eps: float = 1e-9  # paper: epsilon=1e-9
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0 = Adam
+    optimizer: Literal["adam", "muon"] = "adam"  # adam: Adam(W); muon: Muon on the layers' matrices, AdamW elsewhere
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum mu (Jordan et al. 2024)
+    layer_lr_decay: float = 1.0  # fine-tuning: each layer below the top learns this much slower (1 = off)
+    label_smoothing: float = 0.0  # paper §5.4: 0.1
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    grad_accumulation: int = 1  # batches whose gradients add up to one optimizer step
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast matmuls (mixed precision)
+    seed: int = 0  # seeds data, initialisation and dropout
+    threads: Optional[int] = None  # CPU threads for the framework's kernels; None = the framework decides
+    log_every: int = 10  # steps between progress updates
+    eval_every: int = 0  # steps between validations; 0 = only at the end
+    checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = at each validation
+    select_metric: str = "val_loss"  # the validation metric that ranks checkpoints
+    select_mode: Literal["min", "max"] = "min"  # whether lower or higher select_metric is better
+    keep_best: int = 1  # best checkpoints kept (paper §6.1 averages the last 5 or 20)
+    average_best: bool = False  # final weights = average of the kept best checkpoints
+    early_stopping: int = 0  # stop after this many validations without improvement; 0 = never
+    max_minutes: float = 0.0  # wall-time budget for training; 0 = none
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("steps", "batch_size", "log_every", "grad_accumulation", "keep_best"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.threads is None or self.threads > 0, f"threads={self.threads} must be positive")
+        for name in ("eval_every", "checkpoint_every", "early_stopping"):
+            _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
+        _require(self.max_minutes >= 0, f"max_minutes={self.max_minutes} must be >= 0")
+        _require(self.lr > 0, f"lr={self.lr} must be positive")
+        _require(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0")
+        _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
+        _require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        _require(0.0 <= self.muon_momentum < 1.0, f"muon_momentum={self.muon_momentum} must be in [0, 1)")
+        _require(0.0 < self.layer_lr_decay <= 1.0, f"layer_lr_decay={self.layer_lr_decay} must be in (0, 1]")
+        if self.schedule == "noam":
+            _require(self.warmup_steps > 0, "schedule=noam needs warmup_steps > 0")
+

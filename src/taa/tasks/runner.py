@@ -1,0 +1,291 @@
+"""The one run every task shares: data, model, training, evaluation and the run folder.
+
+A task module says only what is particular to it, as a :class:`Task`: how to read its
+data, make (or load) its tokenizer, complete the model config (the vocabulary size the
+tokenizer fixed), encode the data, make batches, compute the loss of a batch, validate,
+evaluate the final model (a test set, a text sample), and which files it adds to the run
+folder. :func:`run_task` does the rest, in this order:
+
+1. check the recipe: the model section builds the class the task trains (the registry's
+   :class:`~taa.registry.TaskSpec`), plus the task's own checks;
+2. seed every random generator with ``train.seed``;
+3. read the data, train the tokenizer (or reload it from the state folder when resuming),
+   complete the model config, encode the data;
+4. build the model (the registry's class for the task, unless the task loads pre-trained
+   weights) and train it with the :class:`~taa.torch.training.Trainer`, resuming from a
+   state folder when asked; validation runs every ``eval_every`` steps;
+5. evaluate the final weights and gather the metrics: the task's own, the validation
+   metrics of the final weights, and :data:`CORE_METRICS`, named the same for every task;
+6. write the run folder (:mod:`taa.folders`: weights, recipe, metrics, tokenizer, training
+   curves, the task's files) and hand its files to the tracker.
+
+The progress bar shows each step that is not training as a phase: data preparation,
+tokenizer training, encoding, validation and the final evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from torch import Tensor, nn
+
+from taa import config as cfg
+from taa import folders, registry
+from taa.torch.training import Trainer, TrainResult, seed_everything
+from taa.torch.training.checkpoint import save_checkpoint
+from taa.torch.training.loop import BatchStream
+from taa.tracking import Tracker, flatten_params
+from taa.training.progress import TrainingProgress
+
+# The metrics every run reports, whatever its task.
+CORE_METRICS = (
+    "steps",  # optimizer steps taken
+    "train_seconds",  # time spent training (validation included, data preparation not)
+    "tokens_per_second",  # training speed
+    "final_train_loss",  # the mean training loss of the last logging interval
+    "best_steps",  # the steps of the best weights kept in the run folder, best first
+    "stop_reason",  # "steps", "time_budget" or "early_stopping" (taa.torch.training.loop.STOP_REASONS)
+    "parameters",  # the model's number of weights
+)
+
+
+class Task:
+    """What one task does in a run; the hooks are called in the order of the module docstring.
+
+    The hooks keep what they make (data, tokenizer, encoded sets) on ``self``; ``recipe``
+    is the run's recipe, whose model section :meth:`model_config` has completed once the
+    tokenizer is known.
+    """
+
+    example_preset: ClassVar[str] = ""  # a preset of the right family, named when the model section is wrong
+    trains_tokenizer: ClassVar[bool] = False  # new_tokenizer is worth a "tokenizer training" phase
+    final_phase: ClassVar[str] = ""  # what the progress bar calls final_metrics ("test decoding"); "" = none
+    rate_unit: ClassVar[str] = "tok"  # what compute_loss counts, for the progress bar: "tok" or "sent"
+    files: ClassVar[tuple[str, ...]] = ()  # what write_files adds to the run folder
+
+    def __init__(self, recipe: cfg.RecipeConfig) -> None:
+        self.recipe = recipe
+        self.tokenizer: Any = None
+
+    # ---------------------------------------------------------------- before training
+
+    def check(self) -> None:
+        """Refuse a recipe the task cannot train, before any data is read (one-line ConfigError)."""
+
+    def read_data(self) -> None:
+        """Read the data set (text, sentence pairs, labelled rows)."""
+
+    def new_tokenizer(self) -> Any:
+        """The tokenizer of a new run (trained on the data, or a pre-trained one); None if the task has none."""
+        return None
+
+    def load_tokenizer(self, folder: Path) -> Any:
+        """The tokenizer saved in ``folder`` (a state folder's ``tokenizer/``) by :meth:`save_tokenizer`."""
+        return None
+
+    def save_tokenizer(self, folder: Path) -> None:
+        """Write the tokenizer into ``folder`` (``tokenizer/`` of a state or run folder)."""
+
+    def model_config(self) -> Any:
+        """The model section completed with what the tokenizer fixed (vocabulary size, special ids)."""
+        return self.recipe.model
+
+    def encode(self) -> None:
+        """Encode the data; prepare the validation and test sets."""
+
+    def new_model(self, resuming: bool) -> Optional[nn.Module]:
+        """A model the task builds itself (pre-trained weights); None: the registry's class for the task."""
+        return None
+
+    # ---------------------------------------------------------------- training
+
+    def batches(self) -> BatchStream:
+        """The endless, resumable stream of training batches."""
+        raise NotImplementedError
+
+    def loss(self) -> Callable[[nn.Module, Any], tuple[Tensor, Tensor]]:
+        """``compute_loss(model, batch)`` -> (summed loss, number of targets), with the recipe's smoothing."""
+        raise NotImplementedError
+
+    # ``evaluate(model) -> {"val_loss": ..., ...}``: the validation metrics, or None for a
+    # task without a validation set. A method in the tasks that have one.
+    evaluate: Optional[Callable[[nn.Module], dict[str, float]]] = None
+
+    # ---------------------------------------------------------------- after training
+
+    def final_metrics(self, model: nn.Module, result: TrainResult) -> dict[str, Any]:
+        """The task's own figures of the final model (test scores, a sample, the data's size)."""
+        return {}
+
+    def tokens_per_second(self, result: TrainResult) -> float:
+        """The training speed in tokens: what the loss counts, unless the task knows better."""
+        return result.tokens_per_second
+
+    def write_files(self, folder: Path) -> None:
+        """Write :attr:`files` into the run folder."""
+
+    def outcome(self) -> dict[str, Any]:
+        """What ``run`` returns besides the model, the metrics and the result (tokenizer, hypotheses)."""
+        return {"tokenizer": self.tokenizer} if self.tokenizer is not None else {}
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run_task(
+    task: Task,
+    out: Optional[str | Path] = None,
+    progress: bool = True,
+    resume: Optional[str | Path] = None,
+    tracker: Optional[Tracker] = None,
+) -> dict[str, Any]:
+    """Train ``task``, evaluate it, write the run folder ``out``; see the module docstring.
+
+    Returns ``{"model", "metrics", "result", ...}`` plus the task's :meth:`Task.outcome`.
+    """
+    recipe, train = task.recipe, task.recipe.train
+    tracker = tracker or Tracker()
+    bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
+    check_model_config(recipe, task.example_preset)
+    task.check()
+    seed_everything(train.seed)
+    state = folders.find_state_folder(resume) if resume is not None else None
+
+    with bar.phase("data preparation"):
+        task.read_data()
+    if state is not None:
+        task.tokenizer = task.load_tokenizer(state / folders.TOKENIZER)
+    else:
+        with bar.phase("tokenizer training") if task.trains_tokenizer else nullcontext():
+            task.tokenizer = task.new_tokenizer()
+    recipe = task.recipe = dataclasses.replace(recipe, model=task.model_config())
+    with bar.phase("encoding"):
+        task.encode()
+    model = task.new_model(resuming=state is not None) or new_model(recipe)
+    tracker.log_params(flatten_params(recipe))
+
+    def save_tokenizer(folder: Path) -> None:
+        task.save_tokenizer(folder / folders.TOKENIZER)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        with bar.phase("validation"):
+            return task.evaluate(model)
+
+    trainer = Trainer(
+        model, train, task.loss(), task.batches(), d_model=recipe.model.d_model,
+        evaluate=validate if task.evaluate is not None else None, out=out, tracker=tracker, progress=bar,
+        write_extra=save_tokenizer if task.tokenizer is not None else None, rate_unit=task.rate_unit,
+    )
+    if state is not None:
+        trainer.load_state(state)
+    result = trainer.fit()
+
+    with bar.phase(task.final_phase) if task.final_phase else nullcontext():
+        own = task.final_metrics(model, result)
+    metrics = {**own, **selected_metrics(trainer, result), **core_metrics(task, trainer, result)}
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, result.steps)
+    if out is not None:
+        write_run_folder(Path(out), task, model, metrics, result, tracker,
+                         save_tokenizer if task.tokenizer is not None else None)
+    return {"model": model, "metrics": metrics, "result": result, **task.outcome()}
+
+
+def run_function(task_class: type[Task]) -> Callable[..., dict[str, Any]]:
+    """A task module's ``run(recipe, out=None, progress=True, resume=None, tracker=None)``:
+    :func:`run_task` on a ``task_class`` made from the recipe."""
+
+    def run(
+        recipe: cfg.RecipeConfig,
+        out: Optional[str | Path] = None,
+        progress: bool = True,
+        resume: Optional[str | Path] = None,
+        tracker: Optional[Tracker] = None,
+    ) -> dict[str, Any]:
+        return run_task(task_class(recipe), out=out, progress=progress, resume=resume, tracker=tracker)
+
+    run.__doc__ = f"Train, evaluate and save a run of {task_class.__name__}: {inspect.getdoc(task_class)}"
+    run.__module__ = task_class.__module__
+    return run
+
+
+# ------------------------------------------------------------------ the model
+
+
+def check_model_config(recipe: cfg.RecipeConfig, example_preset: str) -> None:
+    """The model section must be of the family the task trains (the registry's TaskSpec)."""
+    family = registry.family(registry.task(recipe.task).family)
+    if not isinstance(recipe.model, family.config):
+        example = f" (e.g. model.preset: {example_preset})" if example_preset else ""
+        raise cfg.ConfigError(
+            f"task={recipe.task!r} needs a {family.config.__name__} model{example}, got a {type(recipe.model).__name__}"
+        )
+
+
+def new_model(recipe: cfg.RecipeConfig) -> nn.Module:
+    """A new model of the class the registry names for the recipe's task, initialised from the seeded generator."""
+    return registry.implementation(registry.task(recipe.task).architecture, "torch")(recipe.model)
+
+
+# ------------------------------------------------------------------ the metrics
+
+
+def core_metrics(task: Task, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
+    """:data:`CORE_METRICS` of a finished run."""
+    return {
+        "steps": result.steps,
+        "train_seconds": result.seconds,
+        "tokens_per_second": task.tokens_per_second(result),
+        "final_train_loss": result.final_loss,
+        "best_steps": [step for _, step in trainer.state.best] if trainer.out is not None else [],
+        "stop_reason": result.stop_reason,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
+
+
+def selected_metrics(trainer: Trainer, result: TrainResult) -> dict[str, float]:
+    """The validation metrics of the weights the model holds after ``fit``.
+
+    With a run folder the trainer reloads the best weights by ``select_metric``: their
+    evaluation. Without one the model keeps its last weights: the last evaluation. An
+    average of several kept checkpoints (``average_best``) was never evaluated during the
+    run, so it is evaluated here.
+    """
+    if not result.evaluations:
+        return {}
+    kept = trainer.state.best if trainer.out is not None else []  # without a folder, no weights were kept
+    if trainer.train.average_best and len(kept) > 1 and trainer.evaluate is not None:
+        return dict(trainer.evaluate(trainer.model))
+    evaluations = {e["step"]: e for e in result.evaluations}
+    step = kept[0][1] if kept else result.evaluations[-1]["step"]
+    return {k: v for k, v in evaluations[step].items() if k != "step"}
+
+
+# ------------------------------------------------------------------ the run folder
+
+
+def write_run_folder(
+    out: Path,
+    task: Task,
+    model: nn.Module,
+    metrics: dict[str, Any],
+    result: TrainResult,
+    tracker: Tracker,
+    save_tokenizer: Optional[Callable[[Path], None]],
+) -> None:
+    """The final checkpoint, the task's files and the training curves; the tracker keeps them all."""
+    save_checkpoint(out, model, task.recipe, metrics, write_extra=save_tokenizer)
+    task.write_files(out)
+    try:
+        from taa.plots import plot_training_curves
+    except ImportError:  # matplotlib missing: no picture, the run still counts
+        pass
+    else:
+        plot_training_curves(result.history, result.evaluations, out / folders.CURVES)
+    for name in (folders.RECIPE, folders.METRICS, folders.CURVES, folders.WEIGHTS, folders.TOKENIZER, *task.files):
+        if (out / name).exists():
+            tracker.log_artifact(out / name)
