@@ -1,4 +1,4 @@
-"""Beam search speed: how long beam-decoding a Multi30k-sized test set takes on this CPU.
+"""Beam search speed: how long beam-decoding a Multi30k-sized test set takes on a CPU.
 
 What it measures
     The wall time of ``taa.torch.generate.beam_search`` (and of ``greedy_decode`` for

@@ -22,7 +22,7 @@ Why the comparison is fair
       sentence-transformers', bfloat16 with cosine >= 0.999 to them;
     * runs are interleaved round by round, after a warm-up each; figures are medians.
 
-Goals (issue 4): taa >= 1.2x sentence-transformers in float32, >= 2.5x with bfloat16.
+Goals: taa >= 1.2x sentence-transformers in float32, >= 2.5x with bfloat16.
 
 Run it (from the repository root)::
 

@@ -36,7 +36,7 @@ Why the comparison is fair
     float32; its tokens are compared with taa's float32 tokens (agreement is reported,
     and the first step's logits must have cosine >= 0.999 to the float32 ones).
 
-Goals (issue 4, float32 unless said): shakespeare taa >= 2.0x transformers; gpt2-small
+Goals (float32 unless said): shakespeare taa >= 2.0x transformers; gpt2-small
 >= 1.1x; gpt2-small in bfloat16 >= 2.0x transformers' float32.
 
 Run it (from the repository root)::

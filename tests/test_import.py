@@ -14,7 +14,7 @@ FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mlflow", "prefect"
 
 # Packages whose every module is framework-neutral, and single neutral modules.
 NEUTRAL_PACKAGES = ("taa.config", "taa.convert", "taa.data", "taa.training")
-NEUTRAL_MODULES = ("taa", "taa.cli", "taa.decoding", "taa.folders", "taa.registry", "taa.tasks", "taa.text",
+NEUTRAL_MODULES = ("taa", "taa.api", "taa.cli", "taa.decoding", "taa.folders", "taa.registry", "taa.tasks", "taa.text",
                    "taa.tracking", "taa.plots")
 
 

@@ -1,18 +1,23 @@
-"""The ``taa`` command line.
+"""The ``taa`` command line: a thin layer over :mod:`taa.api`.
 
-    taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--tracking mlflow|none]
+    taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--tracking mlflow|none] [--json]
     taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [SENTENCE ...]
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--json]
+    taa evaluate --checkpoint DIR --data FILE [--json]
+    taa classify --checkpoint DIR [--batch-size N] [--json] [SENTENCE ...]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
     taa model-info PRESET [--set key=value ...] [--json]
     taa models [--json]
-    taa convert (--from-hf DIR | --to-hf DIR) --out DIR
-    taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--temperature T]
-                 [--top-k K] [--top-p P] [--beam N] [--seed S] [--dtype float32|bfloat16] [--json]
+    taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--json]
+    taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--sample|--no-sample]
+                 [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-penalty A] [--seed S]
+                 [--dtype float32|bfloat16] [--json]
     taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [SENTENCE ...]
 
-Frameworks are imported inside the commands, so ``taa --help`` stays fast. Bad input
-(a missing file, an unknown field, a bad value) ends with one line naming it.
+Each command parses its options, calls the :mod:`taa.api` function of the same name with
+them, and prints what it returns (``--json``: as one JSON value). Frameworks are imported
+inside the api functions, so ``taa --help`` stays fast. Bad input (a missing file, an
+unknown field, a bad value, a folder of the wrong kind) ends with one line naming it.
 """
 
 from __future__ import annotations
@@ -20,17 +25,39 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from taa import __version__
-from taa import config as cfg
-from taa import registry
+from taa import __version__, api
+from taa.config import ConfigError
 from taa.training.dtypes import DTYPES
 
 
-def _fail(error: Exception) -> None:
-    raise click.ClickException(str(error))
+def _call(function: Callable[..., Any], *args: Any, **options: Any) -> Any:
+    """``function(*args, **options)``; bad input (what the api raises for it) is one line."""
+    from taa.data.text import DataError  # (the data package imports NumPy: not for `taa --help`)
+
+    try:
+        return function(*args, **options)
+    except (ConfigError, DataError) as error:  # a CheckpointError is a ConfigError
+        raise click.ClickException(str(error)) from None
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value))
+
+
+def _lines(sentences: tuple[str, ...]) -> list[str]:
+    """The sentences given, else one a line from standard input."""
+    return list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
+
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
+DTYPE_CHOICE = click.Choice(list(DTYPES))
+LENGTH_PENALTY = click.option(
+    "--length-penalty", type=click.FloatRange(min=0), default=None,
+    help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT); default: the checkpoint's.")
 
 
 @click.group()
@@ -39,22 +66,9 @@ def main() -> None:
     """taa: Transformer Architecture Adventures."""
 
 
-def builtin_recipe(name: str) -> Path:
-    """A recipe shipped with taa (the top-level ``recipes/`` folder), by file stem."""
-    path = Path(__file__).resolve().parent / "recipes" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise cfg.ConfigError(f"{name}: no such recipe file or built-in recipe (built-in: {', '.join(known)})")
-    return path
-
-
-def default_recipe() -> Path:
-    """The main job: a small Multi30k translation run when the data is found, else the copy task."""
-    from taa.data import find_data_dir
-
-    data = find_data_dir(None)
-    has_multi30k = data is not None and (data / "multi30k" / "train.de.gz").is_file()
-    return builtin_recipe("translate-multi30k-small" if has_multi30k else "copy")
+# --------------------------------------------------------------------------------------
+# taa train
+# --------------------------------------------------------------------------------------
 
 
 @main.command()
@@ -65,52 +79,26 @@ def default_recipe() -> Path:
 @click.option("--tracking", type=click.Choice(["mlflow", "none"]), default="mlflow", show_default=True,
               help="Experiment tracking backend.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
-def train(recipe: str | Path | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, tracking: str,
-          progress: bool) -> None:
+@JSON
+def train(recipe: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, tracking: str,
+          progress: bool, as_json: bool) -> None:
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
     RECIPE is a YAML file or the name of a built-in recipe (copy, translate-multi30k, ...).
     Without one: translate-multi30k-small when Multi30k is found ($TAA_DATA), else copy.
     """
-    from taa.data import DataError
-
-    try:
-        if recipe is None:
-            recipe = default_recipe()
-        else:
-            path = Path(recipe)
-            recipe = path if path.exists() or path.suffix in (".yaml", ".yml", ".json") else builtin_recipe(recipe)
-        config = cfg.RecipeConfig.load(recipe, overrides)
-        if resume is not None:
-            from taa.folders import find_state_folder
-
-            find_state_folder(resume)
-        out = out if out is not None else (resume or Path("runs") / (config.name or recipe.stem))
-        tracker = _make_tracker(tracking, out.resolve().name)  # the run folder's name (runs/<recipe name> by default)
-        from taa.tasks import task_runner
-
-        run = task_runner(config.task)  # the task's module, imported on demand
-        with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
-            outcome = run(config, out=out, progress=progress, resume=resume, tracker=tracker)
-    except (cfg.ConfigError, DataError) as error:
-        _fail(error)
-    _print_summary(config, outcome["metrics"], out)
+    result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, tracking=tracking,
+                   progress=progress)
+    if as_json:
+        _echo_json(result)
+    else:
+        _print_summary(result)
 
 
-def _make_tracker(kind: str, run_name: str):
-    """The tracker ``--tracking`` names; a missing package or an unreachable store is one line."""
-    from taa.tracking import make_tracker
-
-    try:
-        return make_tracker(kind, run_name=run_name)
-    except Exception as error:  # ImportError, or whatever the backend raises on start
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise cfg.ConfigError(f"--tracking {kind}: {message} (use --tracking none to train without it)") from None
-
-
-def _print_summary(config: cfg.RecipeConfig, metrics: dict, out: Path) -> None:
-    """The run's figures, rounded (4 significant digits, integers with separators), lists and
-    texts shortened to a line, and why training stopped in words."""
+def _print_summary(result: dict[str, Any]) -> None:
+    """The run's figures (what :func:`taa.api.train` returns), rounded (4 significant digits,
+    integers with separators), lists and texts shortened to a line, and why training stopped
+    in words."""
     import math
 
     from rich.console import Console
@@ -131,16 +119,35 @@ def _print_summary(config: cfg.RecipeConfig, metrics: dict, out: Path) -> None:
         text = " ".join(str(value).split())  # a text sample on one line
         return text if len(text) <= 60 else text[:57] + "..."
 
-    train = config.train
-    stopped = {
-        "steps": f"all {train.steps:,} steps done",
-        "time_budget": f"stopped by the time budget ({train.max_minutes:g} min)",
-        "early_stopping": f"early stopping ({train.early_stopping} validations without improvement)",
-    }
-    table = Table(title=f"taa train: {config.name or config.task}", show_header=False)
-    for key, value in metrics.items():
-        table.add_row(key, stopped.get(value, str(value)) if key == "stop_reason" else figure(value))
-    table.add_row("checkpoint", str(out))
+    table = Table(title=f"taa train: {result['name'] or result['task']}", show_header=False)
+    for key, value in result["metrics"].items():
+        table.add_row(key, result["stopped"] if key == "stop_reason" else figure(value))
+    table.add_row("checkpoint", result["checkpoint"])
+    Console().print(table)
+
+
+# --------------------------------------------------------------------------------------
+# taa models, taa model-info, taa convert
+# --------------------------------------------------------------------------------------
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list, a row per family.")
+def models(as_json: bool) -> None:
+    """The model families taa knows: presets, tasks, frameworks and Hugging Face classes."""
+    rows = api.models()
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="taa models", show_lines=True)
+    for column in ("family", "presets", "tasks", "frameworks", "HF architectures"):
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps names, never cuts them
+    for row in rows:
+        table.add_row(row["family"], "\n".join(row["presets"]), "\n".join(row["tasks"]) or "-",
+                      ", ".join(row["frameworks"]), "\n".join(row["hf_architectures"]) or "-")
     Console().print(table)
 
 
@@ -150,61 +157,48 @@ def _print_summary(config: cfg.RecipeConfig, metrics: dict, out: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def model_info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Parameter count per component and in total for a PRESET (e.g. vaswani-base, gpt2-small, bert-base, t5-small)."""
-    try:
-        fields = cfg.parse_overrides(overrides)
-        registry.family_of_preset(preset)  # an unknown preset is one line naming the known ones
-        model_config = cfg.model_config_from_dict({"preset": preset, **fields}, prefix="")
-    except cfg.ConfigError as error:
-        _fail(error)
-    import torch
-
-    from taa.torch.hub import build_model
-
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = build_model(model_config)  # the family's default class: Transformer, GPT, BertModel, T5
-    components = model.parameter_breakdown()
-    total = model.num_parameters()
+    info = _call(api.model_info, preset, overrides=overrides)
     if as_json:
-        click.echo(json.dumps({
-            "preset": preset, "parameters": total, "components": components, "config": cfg.to_dict(model_config),
-        }))
+        _echo_json(info)
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{preset}: {total / 1e6:.2f}M parameters")
+    table = Table(title=f"{preset}: {info['parameters'] / 1e6:.2f}M parameters")
     table.add_column("component")
     table.add_column("parameters", justify="right")
-    for name, count in components.items():
+    for name, count in info["components"].items():
         table.add_row(name, f"{count:,}")
-    table.add_row("[bold]total", f"[bold]{total:,}")
+    table.add_row("[bold]total", f"[bold]{info['parameters']:,}")
     Console().print(table)
 
 
-def _load_translator(checkpoint: Path):
-    from taa.data import DataError
-    from taa.tasks.translation import load_translator
+@main.command()
+@click.option("--from-hf", "from_hf", type=click.Path(path_type=Path), default=None,
+              help="A Hugging Face model folder (config.json + model.safetensors) to convert to a taa folder.")
+@click.option("--to-hf", "to_hf", type=click.Path(path_type=Path), default=None,
+              help="A taa checkpoint folder (a training run or a converted model) to write for transformers.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder to write.")
+@JSON
+def convert(from_hf: Path | None, to_hf: Path | None, out: Path, as_json: bool) -> None:
+    """Convert weights between Hugging Face folders and taa checkpoint folders (safetensors only).
 
-    try:
-        return load_translator(checkpoint)
-    except (cfg.ConfigError, DataError) as error:
-        _fail(error)
+    GPT-2 (GPT2LMHeadModel), BERT (BertModel, BertForMaskedLM, BertForSequenceClassification)
+    and T5 (T5ForConditionalGeneration). The tokenizer files travel along.
+    """
+    result = _call(api.convert, from_hf=from_hf, to_hf=to_hf, out=out)
+    if as_json:
+        _echo_json(result)
+        return
+    copied = result["tokenizer"]
+    tokenizer = f", tokenizer: {', '.join(copied)}" if copied else ", no tokenizer"
+    click.echo(f"{result['architecture']} ({result['parameters']:,} parameters){tokenizer}: "
+               f"{result['source']} -> {result['out']}")
 
 
-LENGTH_PENALTY = click.option(
-    "--length-penalty", type=click.FloatRange(min=0), default=None,
-    help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT); default: the checkpoint's.")
-
-
-def _decoding(checkpoint, **options):
-    """The checkpoint's decoding settings (its recipe's), with the options given on the
-    command line (None: not given) in their place."""
-    from taa.decoding import decoding_defaults
-
-    try:
-        return decoding_defaults(checkpoint).replace(**options)
-    except ValueError as error:
-        _fail(cfg.ConfigError(str(error)))
+# --------------------------------------------------------------------------------------
+# taa translate, taa evaluate, taa viz attention
+# --------------------------------------------------------------------------------------
 
 
 @main.command()
@@ -222,59 +216,50 @@ def translate(checkpoint: Path, beam: int | None, max_len: int | None, length_pe
     Decodes as the run's final test evaluation did (its recipe's beam, length penalty and
     max_extra) unless an option says otherwise.
     """
-    from taa.tasks.translation import translate as run_translation
-
-    model, tokenizer, recipe = _load_translator(checkpoint)
-    settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
-    lines = list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
-    outputs = run_translation(
-        model, tokenizer, lines, beam=settings.beam, length_penalty=settings.length_penalty,
-        max_extra=settings.max_extra, max_length=max_len,
-    )
-    for line in outputs:
+    for line in _call(api.translate, checkpoint, sentences=_lines(sentences), beam=beam, max_len=max_len,
+                      length_penalty=length_penalty):
         click.echo(line)
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A translation run folder.")
-@click.option("--source", type=click.Path(path_type=Path), required=True, help="Source sentences (plain or .gz).")
-@click.option("--reference", type=click.Path(path_type=Path), required=True, help="Reference translations.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A translation run (with --source/--reference), a classifier or a language model (with --data).")
+@click.option("--source", type=click.Path(path_type=Path), default=None, help="Source sentences (plain or .gz).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None, help="Reference translations.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A classifier: 'sentence<TAB>label' (SST-2's TSV) or 'label sentence' lines; "
+                   "a language model: a text file.")
 @click.option("--beam", type=click.IntRange(min=1), default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: Path, source: Path, reference: Path, beam: int | None, length_penalty: float | None,
-             as_json: bool) -> None:
-    """sacreBLEU (cased and lower-cased) and chrF of the model's translations of SOURCE.
+def evaluate(checkpoint: Path, source: Path | None, reference: Path | None, data: Path | None, beam: int | None,
+             length_penalty: float | None, as_json: bool) -> None:
+    """Score a checkpoint on a file, as its task says.
 
-    Decodes as the run's final test evaluation did (its recipe's beam, length penalty and
-    max_extra) unless an option says otherwise: on the run's test set the figures are its own.
+    A translation run, --source and --reference: sacreBLEU (cased and lower-cased) and chrF
+    of its translations, decoded as the run's final test evaluation did (its recipe's beam,
+    length penalty and max_extra) unless an option says otherwise: on the run's test set the
+    figures are its own. A classifier, --data: accuracy, loss and per-label precision, recall
+    and F1. A language model, --data: perplexity and loss per token, in windows of its context.
     """
-    from taa.data import DataError, read_parallel
-    from taa.tasks.translation import bleu_scores
-    from taa.tasks.translation import translate as run_translation
-
-    try:
-        pairs = read_parallel(source, reference)
-    except DataError as error:
-        _fail(error)
-    model, tokenizer, recipe = _load_translator(checkpoint)
-    settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
-    hypotheses = run_translation(
-        model, tokenizer, [s for s, _ in pairs], beam=settings.beam, length_penalty=settings.length_penalty,
-        max_extra=settings.max_extra,
-    )
-    try:
-        scores = {**bleu_scores(hypotheses, [r for _, r in pairs]), "sentences": len(pairs), "beam": settings.beam,
-                  "length_penalty": settings.length_penalty}
-    except cfg.ConfigError as error:
-        _fail(error)
+    scores = _call(api.evaluate, checkpoint, source=source, reference=reference, data=data, beam=beam,
+                   length_penalty=length_penalty)
     if as_json:
-        click.echo(json.dumps(scores))
+        _echo_json(scores)
+    elif scores.get("task") == "classification":
+        click.echo(f"accuracy {100 * scores['accuracy']:.2f}% ({scores['correct']:,}/{scores['sentences']:,} "
+                   f"sentences) | loss {scores['loss']:.4f}")
+        for name, figures in scores["classes"].items():
+            click.echo(f"  {name}: precision {figures['precision']:.3f} | recall {figures['recall']:.3f} | "
+                       f"F1 {figures['f1']:.3f} | {figures['sentences']:,} sentences")
+    elif scores.get("task") == "language_model":
+        click.echo(f"perplexity {scores['perplexity']:.2f} | loss {scores['loss']:.4f} per token | "
+                   f"{scores['tokens']:,} tokens in windows of {scores['context']}")
     else:
         click.echo(f"BLEU {scores['bleu']:.2f} | BLEU (lower-cased) {scores['bleu_lowercase']:.2f} | "
-                   f"chrF {scores['chrf']:.2f} | {len(pairs)} sentences, beam {settings.beam}, "
-                   f"length penalty {settings.length_penalty:g}")
+                   f"chrF {scores['chrf']:.2f} | {scores['sentences']} sentences, beam {scores['beam']}, "
+                   f"length penalty {scores['length_penalty']:g}")
 
 
 @main.group()
@@ -288,142 +273,13 @@ def viz() -> None:
 @click.argument("sentence")
 def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
     """Encoder self-, decoder self- and cross-attention for SENTENCE, per layer and head."""
-    import torch
-
-    from taa.tasks.translation import translate as run_translation
-    from taa.torch.attention import capture_attention
-
-    try:
-        from taa.plots import plot_attention
-    except ImportError:
-        _fail(cfg.ConfigError("plots need matplotlib: pip install 'taa[eval]'"))
-    model, tokenizer, _ = _load_translator(checkpoint)
-    translation = run_translation(model, tokenizer, [sentence], beam=1)[0]
-    source_ids = tokenizer.encode_source(sentence)
-    target_ids = tokenizer.encode_target(translation)[:-1]  # what the decoder reads: <s> + translation
-    with torch.no_grad(), capture_attention(model) as recorded:
-        model(torch.tensor([source_ids]), torch.tensor([target_ids]))
-    weights = {name: values[0][0].numpy() for name, values in recorded.items() if values}
-    source_tokens = tokenizer.tokens(sentence, "source") + ["</s>"]
-    target_tokens = ["<s>"] + tokenizer.tokens(translation, "target")
-    plot_attention(weights, source_tokens, target_tokens, out)
-    click.echo(f"{translation}\nwrote {out}")
-
+    result = _call(api.plot_attention, checkpoint, sentence=sentence, out=out)
+    click.echo(f"{result['translation']}\nwrote {result['out']}")
 
 
 # --------------------------------------------------------------------------------------
-# Issue 4: Hugging Face interop, generation and sentence embeddings
+# taa generate, taa embed, taa classify
 # --------------------------------------------------------------------------------------
-
-DTYPE_CHOICE = click.Choice(list(DTYPES))
-
-
-def _load_pretrained(checkpoint: Path, dtype: str = "float32"):
-    """``taa.torch.from_pretrained``; a bad folder is one line."""
-    from taa.folders import CheckpointError
-    from taa.torch.hub import from_pretrained
-
-    try:
-        return from_pretrained(checkpoint, dtype=None if dtype == "float32" else dtype)
-    except CheckpointError as error:
-        _fail(error)
-
-
-@main.command()
-@click.option("--from-hf", "from_hf", type=click.Path(path_type=Path), default=None,
-              help="A Hugging Face model folder (config.json + model.safetensors) to convert to a taa folder.")
-@click.option("--to-hf", "to_hf", type=click.Path(path_type=Path), default=None,
-              help="A taa checkpoint folder (a training run or a converted model) to write for transformers.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder to write.")
-def convert(from_hf: Path | None, to_hf: Path | None, out: Path) -> None:
-    """Convert weights between Hugging Face folders and taa checkpoint folders (safetensors only).
-
-    GPT-2 (GPT2LMHeadModel), BERT (BertModel, BertForMaskedLM, BertForSequenceClassification)
-    and T5 (T5ForConditionalGeneration). The tokenizer files travel along.
-    """
-    from taa.convert.hf import tokenizer_files
-    from taa.folders import CheckpointError
-    from taa.torch.convert.hf import load_hf_folder, save_hf_folder
-    from taa.torch.hub import copy_tokenizer, save_pretrained
-
-    if (from_hf is None) == (to_hf is None):
-        _fail(cfg.ConfigError("give exactly one of --from-hf DIR and --to-hf DIR"))
-    source = from_hf if from_hf is not None else to_hf
-    if out.resolve() == source.resolve():
-        _fail(cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else"))
-    try:
-        if from_hf is not None:
-            model = load_hf_folder(from_hf)
-            save_pretrained(model, out, tokenizer_from=from_hf)
-            copied = [path.name for path in tokenizer_files(from_hf)]
-        else:
-            pretrained = _load_pretrained(to_hf)
-            model = pretrained.model
-            save_hf_folder(model, out)
-            copied = copy_tokenizer(pretrained, out)
-    except CheckpointError as error:
-        _fail(error)
-    parameters = sum(p.numel() for p in model.parameters())
-    tokenizer = f", tokenizer: {', '.join(copied)}" if copied else ", no tokenizer"
-    click.echo(f"{type(model).__name__} ({parameters:,} parameters){tokenizer}: {source} -> {out}")
-
-
-def _parse_ids(text: str, vocab_size: int) -> list[int]:
-    try:
-        ids = [int(token) for token in text.replace(",", " ").split()]
-    except ValueError:
-        raise cfg.ConfigError(f"--prompt-ids {text!r}: give token ids separated by spaces, e.g. \"464 3290\"") from None
-    bad = [i for i in ids if not 0 <= i < vocab_size]
-    if bad:
-        raise cfg.ConfigError(f"--prompt-ids: {bad} outside the model's vocabulary of {vocab_size}")
-    return ids
-
-
-GENERATE_NEW_TOKENS = 50  # taa generate's new tokens for a decoder-only model
-
-
-def _within_context(prompt_length: int, max_new_tokens: int | None, encoder_decoder: bool, beam: int,
-                    limit: int | None) -> int | None:
-    """``max_new_tokens``, after one line on standard error when it passes the model's context:
-    a decoder-only model slides its context past it, an encoder-decoder stops at its limit
-    (beam search past the context is an error: ``decode`` raises it)."""
-    if limit is None or max_new_tokens is None:
-        return max_new_tokens  # None: an encoder-decoder's limit is capped by the decoder
-    if encoder_decoder and max_new_tokens > limit:
-        click.echo(f"taa generate: {max_new_tokens} new tokens pass the decoder's {limit} positions "
-                   f"(max_length): stopping at {limit}", err=True)
-        return limit
-    if not encoder_decoder and prompt_length + max_new_tokens > limit and beam == 1:
-        click.echo(f"taa generate: {prompt_length} prompt + {max_new_tokens} new tokens pass the model's context of "
-                   f"{limit} tokens (max_length): past it each new token sees only the last {limit} tokens, "
-                   "without the KV cache", err=True)
-    return max_new_tokens
-
-
-class _TextStream:
-    """Prints generated text as it comes: decodes all tokens so far and writes what is new
-    (a byte-level BPE may need several tokens for one character: those wait)."""
-
-    def __init__(self, decode) -> None:
-        self.decode, self.ids, self.printed = decode, [], ""
-
-    def __call__(self, tokens) -> None:
-        self.ids.append(int(tokens[0]))
-        self.show(self.decode(self.ids))
-
-    def show(self, text: str) -> None:
-        if text.endswith("\ufffd") or not text.startswith(self.printed):
-            return  # an unfinished character, or a tokenizer that rewrote earlier text: wait
-        click.echo(text[len(self.printed):], nl=False)  # click flushes
-        self.printed = text
-
-    def finish(self, text: str) -> None:
-        """Print the rest of the final text (whole, on a new line, if earlier text changed)."""
-        if text.startswith(self.printed):
-            click.echo(text[len(self.printed):], nl=False)
-        else:
-            click.echo("\n" + text, nl=False)
-        self.printed = text
 
 
 @main.command()
@@ -432,7 +288,7 @@ class _TextStream:
 @click.option("--prompt", default=None, help="The prompt text (for T5 and translation models: the source).")
 @click.option("--prompt-ids", "prompt_ids", default=None, help='The prompt as token ids, e.g. "464 3290 318".')
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=None,
-              help=f"New tokens (default: {GENERATE_NEW_TOKENS}; an encoder-decoder: its source length + the "
+              help=f"New tokens (default: {api.GENERATE_NEW_TOKENS}; an encoder-decoder: its source length + the "
                    "recipe's data.max_extra).")
 @click.option("--sample/--no-sample", "sample", default=None,
               help="Sample, or take the most likely token (default: the checkpoint's; a language model run "
@@ -467,86 +323,17 @@ def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_n
     slides its context (each further token sees the last max_length tokens), an
     encoder-decoder stops at its decoder's max_length positions.
     """
-    import torch
-
-    from taa.torch.decoding_steps import max_positions
-    from taa.torch.generate import decode as decode_tokens_of
-    from taa.text import decode_tokens, encode_text
-    from taa.torch.hub import vocab_size
-
-    if (prompt is None) == (prompt_ids is None):
-        _fail(cfg.ConfigError("give the prompt as --prompt TEXT or as --prompt-ids \"ID ID ...\" (one of them)"))
-    sampling_options = any(option is not None for option in (temperature, top_k, top_p))
-    if sampling_options and beam is not None and beam > 1:
-        _fail(cfg.ConfigError("--beam samples nothing: use --beam with no --temperature/--top-k/--top-p"))
-    if sampling_options and sample is False:
-        _fail(cfg.ConfigError("--no-sample samples nothing: use it with no --temperature/--top-k/--top-p"))
-    if sample and beam is not None and beam > 1:
-        _fail(cfg.ConfigError("--beam samples nothing: use --beam with no --sample"))
-    pretrained = _load_pretrained(checkpoint, dtype)
-    if not registry.family_of_architecture(pretrained.architecture).generates_text:
-        generating = ", ".join(family.name for family in registry.families() if family.generates_text)
-        _fail(cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture} does not generate text "
-                              f"(taa generate needs a model of one of the families {generating})"))
-    tokenizer, encoder_decoder = pretrained.tokenizer, pretrained.is_encoder_decoder
+    options = dict(prompt=prompt, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, sample=sample,
+                   temperature=temperature, top_k=top_k, top_p=top_p, beam=beam, length_penalty=length_penalty,
+                   seed=seed, dtype=dtype, notify=lambda line: click.echo(f"taa generate: {line}", err=True))
+    if as_json:
+        _echo_json(_call(api.generate, checkpoint, **options))
+        return
     try:
-        if prompt_ids is not None:
-            ids = _parse_ids(prompt_ids, vocab_size(pretrained))
-        elif tokenizer is None:
-            raise cfg.ConfigError(f"{checkpoint} has no tokenizer: give the prompt as --prompt-ids \"ID ID ...\"")
-        else:
-            ids = encode_text(tokenizer, prompt, source=encoder_decoder)
-        if not ids and not encoder_decoder and getattr(pretrained.config, "bos_id", None) is not None:
-            ids = [pretrained.config.bos_id]  # an empty prompt: start from the start token
-        if not ids:
-            raise cfg.ConfigError("the prompt is empty: give at least one token")
-    except Exception as error:  # ConfigError, or a character the vocabulary cannot spell (DataError)
-        _fail(error)
-
-    # The checkpoint's settings, an option given in place of its field. Sampling and beam
-    # search exclude each other: asking for one turns the other off.
-    from taa.decoding import decoding_defaults
-
-    if sampling_options:
-        sample = True
-    elif sample is None:  # not said: no sampling when a beam is asked for, else the checkpoint's
-        sample = decoding_defaults(pretrained).sample and (beam is None or beam == 1)
-    settings = _decoding(pretrained, sample=sample, beam=1 if sample else beam, length_penalty=length_penalty,
-                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    if max_new_tokens is None and not encoder_decoder:
-        max_new_tokens = GENERATE_NEW_TOKENS
-    max_new_tokens = _within_context(len(ids), max_new_tokens, encoder_decoder, settings.beam,
-                                     max_positions(pretrained.model))
-
-    def decode(new_ids):
-        return decode_tokens(tokenizer, new_ids, target=encoder_decoder)
-
-    stream = None
-    if not as_json and settings.beam == 1:
-        stream = _TextStream(decode) if tokenizer is not None else (
-            lambda tokens: click.echo(f"{int(tokens[0])} ", nl=False))
-        if tokenizer is not None and not encoder_decoder and prompt is not None:
-            click.echo(prompt, nl=False)  # the continuation follows the prompt
-    try:
-        decoded = decode_tokens_of(pretrained.model, torch.tensor([ids]), None, settings,
-                                   max_new_tokens=max_new_tokens, streamer=stream)
-    except ValueError as error:  # e.g. beam search past the context
-        _fail(error)
+        _call(api.generate, checkpoint, **options, stream=lambda text: click.echo(text, nl=False))  # click flushes
     except KeyboardInterrupt:  # stopped while streaming: end the line
         click.echo()
         raise SystemExit(130) from None
-    new_ids = decoded.tokens[0].tolist()
-    text = decode(new_ids) if tokenizer is not None else None
-    if as_json:
-        click.echo(json.dumps({"tokens": new_ids, "text": text, "prompt_tokens": ids}))
-        return
-    if isinstance(stream, _TextStream):
-        stream.finish(text)
-    elif stream is None:  # beam search knows its answer only at the end
-        text = text if text is not None else " ".join(map(str, new_ids))
-        click.echo(text, nl=False)
-    if not (text or "").endswith("\n"):
-        click.echo()  # the output ends with one newline
 
 
 @main.command()
@@ -560,46 +347,31 @@ def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_n
 def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentences: tuple[str, ...]) -> None:
     """Sentence embeddings of SENTENCES (or of each line of standard input): the mean of BERT's
     last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line."""
-    from taa.torch.models.bert import BertModel, sentence_embeddings
-
-    pretrained = _load_pretrained(checkpoint, dtype)
-    model = getattr(pretrained.model, "bert", pretrained.model)  # a task model's BERT backbone
-    if not isinstance(model, BertModel):
-        _fail(cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a BERT model (taa embed needs one)"))
-    tokenizer = pretrained.tokenizer
-    if not hasattr(tokenizer, "encode_batch"):
-        _fail(cfg.ConfigError(f"{checkpoint}: no Hugging Face tokenizer (tokenizer.json) that adds [CLS] and [SEP]"))
-    import torch
-
-    lines = list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
-    with torch.inference_mode():
-        vectors = sentence_embeddings(model, tokenizer, lines, batch_size=batch_size) if lines else None
-    rows = vectors.tolist() if vectors is not None else []
+    rows = _call(api.embed, checkpoint, sentences=_lines(sentences), dtype=dtype, batch_size=batch_size)
     if as_json:
-        click.echo(json.dumps(rows))
+        _echo_json(rows)
         return
     for row in rows:
         click.echo(" ".join(f"{value:.7g}" for value in row))
 
 
-@main.command("models")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON list, a row per family.")
-def models(as_json: bool) -> None:
-    """The model families taa knows: presets, tasks, frameworks and Hugging Face classes."""
-    rows = registry.summary()
+@main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A classification run, or a Hugging Face BertForSequenceClassification folder.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per sentence.")
+@click.argument("sentences", nargs=-1)
+def classify(checkpoint: Path, batch_size: int, as_json: bool, sentences: tuple[str, ...]) -> None:
+    """The label of each of SENTENCES (or of each line of standard input) and the probability
+    of every label: one line per sentence, "label<TAB>probabilities<TAB>sentence". Labels are
+    named when the run names them (SST-2: negative, positive), else their ids."""
+    results = _call(api.classify, checkpoint, sentences=_lines(sentences), batch_size=batch_size)
     if as_json:
-        click.echo(json.dumps(rows))
+        _echo_json(results)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="taa models", show_lines=True)
-    for column in ("family", "presets", "tasks", "frameworks", "HF architectures"):
-        table.add_column(column, overflow="fold")  # a narrow terminal wraps names, never cuts them
-    for row in rows:
-        table.add_row(row["family"], "\n".join(row["presets"]), "\n".join(row["tasks"]) or "-",
-                      ", ".join(row["frameworks"]), "\n".join(row["hf_architectures"]) or "-")
-    Console().print(table)
+    for result in results:
+        shown = ", ".join(f"{name} {probability:.3f}" for name, probability in result["probabilities"].items())
+        click.echo(f"{result['label']}\t{shown}\t{result['sentence']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

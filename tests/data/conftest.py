@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: the real Multi30k files, when this machine has them."""
+"""Fixtures for the data tests: the real Multi30k files, when they are present."""
 
 import os
 from pathlib import Path

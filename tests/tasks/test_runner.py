@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from taa import cli
+from taa import api, cli
 from taa.config import RecipeConfig
 from taa.data import find_data_dir
 from taa.tasks import task_runner
@@ -146,19 +146,19 @@ def test_the_summary_rounds_figures_and_says_why_training_stopped(capsys):
     recipe = RecipeConfig.load(ROOT / "recipes" / "copy.yaml", ["train.max_minutes=10"])
     metrics = {"val_loss": 1.234567, "train_seconds": 754.218, "tokens_per_second": 123456.7, "parameters": 1234567,
                "best_steps": [500, 450, 400, 350, 300], "stop_reason": "time_budget", "sample": "To be\nor not " * 20}
-    cli._print_summary(recipe, metrics, Path("runs/copy"))
+    cli._print_summary(api._train_result(recipe, metrics, Path("runs/copy")))
     table = capsys.readouterr().out
     for shown in ("1.235", "754.2", "123,457", "1,234,567", "500, 450, 400, ... (5 in all)",
                   "stopped by the time budget (10 min)", "To be or not To be"):
         assert shown in table, table
     assert "1.234567" not in table and "\nor not" not in table
-    cli._print_summary(recipe, {"stop_reason": "early_stopping"}, Path("runs/copy"))
+    cli._print_summary(api._train_result(recipe, {"stop_reason": "early_stopping"}, Path("runs/copy")))
     assert "early stopping" in capsys.readouterr().out
 
 
 def test_the_mlflow_run_is_named_after_the_run_folder(tmp_path, monkeypatch):
     names = []
-    monkeypatch.setattr(cli, "_make_tracker", lambda kind, run_name: names.append(run_name) or Tracker())
+    monkeypatch.setattr(api, "_make_tracker", lambda kind, run_name: names.append(run_name) or Tracker())
     result = CliRunner().invoke(cli.main, ["train", str(ROOT / "recipes" / "copy.yaml"), "--out", str(tmp_path / "my-run"),
                                            "--no-progress", "--set", "train.steps=1", "--set", "data.eval_sequences=2"])
     assert result.exit_code == 0, result.output

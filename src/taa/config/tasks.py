@@ -171,10 +171,13 @@ class ClassificationTaskConfig:
     max_length: int = 128  # longer sentences are truncated (tokens, [CLS] and [SEP] included)
     pool: int = 50  # sortish batching: sort pools of pool * batch_size sentences by length
     eval_batch_size: int = 128  # sentences per validation batch
+    label_names: list[str] = field(default_factory=list)  # names of labels 0, 1, ...; [] = SST-2's or the ids
 
     def __post_init__(self) -> None:
         _check_types(self)
         _require(bool(self.pretrained or self.tokenizer), "pretrained and tokenizer are both empty: set one")
+        _require(all(name.strip() for name in self.label_names) and len(set(self.label_names)) == len(self.label_names),
+                 f"label_names={self.label_names} must be distinct, non-empty names")
         for name in ("max_train_examples", "max_valid_examples"):
             _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         _require(self.max_length >= 3, f"max_length={self.max_length} must be >= 3 ([CLS], a token, [SEP])")

@@ -9,10 +9,14 @@ set is where accuracy is reported.
 The folder is ``data.dir/sst2``, else ``$TAA_DATA/sst2``. A missing file, a wrong
 header, a row without exactly two fields, an empty sentence or a label outside
 ``0..num_labels-1`` stops with one line naming the file and the line.
+
+:func:`read_labelled_file` reads the looser files ``taa evaluate --data`` scores a
+classifier on: ``sentence<TAB>label`` with or without the header, or ``label sentence``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from taa.data.multi30k import find_data_dir
@@ -21,6 +25,7 @@ from taa.data.text import DataError
 SST2_FOLDER = "sst2"
 SST2_SPLITS = {"train": "train.tsv", "dev": "dev.tsv"}
 HEADER = ("sentence", "label")
+LABEL_NAMES = ("negative", "positive")  # SST-2's labels 0 and 1
 
 
 def sst2_path(split: str, data_dir: str | Path = "") -> Path:
@@ -39,29 +44,69 @@ def read_labelled_sentences(path: str | Path, num_labels: int = 2) -> list[tuple
     The sentence loses surrounding whitespace (GLUE leaves a space before the tab).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     rows: list[tuple[str, int]] = []
-    with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                line = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
-            except UnicodeDecodeError as error:
-                raise DataError(f"{path}, line {number}: invalid UTF-8 at byte {error.start} ({error.reason})") from None
-            fields = line.split("\t")
-            if number == 1:
-                if tuple(f.strip() for f in fields) != HEADER:
-                    raise DataError(f"{path}, line 1: expected the header 'sentence<TAB>label', got {line[:60]!r}")
-                continue
-            if len(fields) != 2:
-                raise DataError(f"{path}, line {number}: expected 2 tab-separated fields (sentence, label), "
-                                f"got {len(fields)}")
-            sentence, label = fields[0].strip(), fields[1].strip()
-            if not sentence:
-                raise DataError(f"{path}, line {number}: empty sentence")
-            if not (label.isascii() and label.isdigit()) or int(label) >= num_labels:
-                raise DataError(f"{path}, line {number}: label {label!r} is not one of 0..{num_labels - 1}")
-            rows.append((sentence, int(label)))
+    for number, line in _lines(path):
+        fields = line.split("\t")
+        if number == 1:
+            if tuple(f.strip() for f in fields) != HEADER:
+                raise DataError(f"{path}, line 1: expected the header 'sentence<TAB>label', got {line[:60]!r}")
+            continue
+        if len(fields) != 2:
+            raise DataError(f"{path}, line {number}: expected 2 tab-separated fields (sentence, label), "
+                            f"got {len(fields)}")
+        rows.append(_row(fields[0], fields[1], num_labels, (), f"{path}, line {number}"))
     if not rows:
         raise DataError(f"{path}: no rows after the header")
     return rows
+
+
+def read_labelled_file(path: str | Path, num_labels: int = 2, label_names: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """(sentence, label) rows of a file to score a classifier on, one row a line, either
+    ``sentence<TAB>label`` (SST-2's header line first, or not) or ``label sentence`` (the
+    label, a space, the sentence). A label is an id ``0..num_labels-1`` or one of
+    ``label_names``. Blank lines are skipped; a bad line stops with the file and the line.
+    """
+    path = Path(path)
+    rows: list[tuple[str, int]] = []
+    for number, line in _lines(path):
+        where = f"{path}, line {number}"
+        if not line.strip() or (not rows and tuple(f.strip() for f in line.split("\t")) == HEADER):
+            continue
+        if "\t" in line:
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise DataError(f"{where}: expected 'sentence<TAB>label' or 'label sentence', "
+                                f"got {len(fields)} tab-separated fields")
+            rows.append(_row(fields[0], fields[1], num_labels, label_names, where))
+        else:
+            label, _, sentence = line.strip().partition(" ")
+            rows.append(_row(sentence, label, num_labels, label_names, where))
+    if not rows:
+        raise DataError(f"{path}: no labelled sentences")
+    return rows
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) of a UTF-8 file; errors name the file and the line."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                yield number, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{path}, line {number}: invalid UTF-8 at byte {error.start} ({error.reason})") from None
+
+
+def _row(sentence: str, label: str, num_labels: int, label_names: Sequence[str], where: str) -> tuple[str, int]:
+    """One (sentence, label id) row; an empty sentence or an unknown label names ``where``."""
+    sentence, label = sentence.strip(), label.strip()
+    if not sentence:
+        raise DataError(f"{where}: empty sentence")
+    if label in label_names:
+        return sentence, list(label_names).index(label)
+    if not (label.isascii() and label.isdigit()) or int(label) >= num_labels:
+        names = f" or {', '.join(label_names)}" if label_names else ""
+        raise DataError(f"{where}: label {label!r} is not one of 0..{num_labels - 1}{names}")
+    return sentence, int(label)

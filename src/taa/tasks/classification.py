@@ -38,12 +38,13 @@ from torch import Tensor, nn
 
 from taa import config as cfg
 from taa.data.batching import SortishBatcher, pad
-from taa.data.sst2 import read_labelled_sentences, sst2_path
+from taa.data.sst2 import LABEL_NAMES as SST2_LABELS
+from taa.data.sst2 import read_labelled_file, read_labelled_sentences, sst2_path
 from taa.data.text import DataError
-from taa.folders import HF_TOKENIZER
+from taa.folders import HF_CONFIG, HF_TOKENIZER, CheckpointError, read_json
 from taa.tasks.runner import Task, run_function
 from taa.text import load_tokenizer
-from taa.torch.hub import from_pretrained
+from taa.torch.hub import Pretrained, from_pretrained
 from taa.torch.models.bert import BertForSequenceClassification
 from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
@@ -161,10 +162,12 @@ def classification_loss(smoothing: float = 0.0):
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, encoded: list[list[int]], labels: list[int], batch_size: int,
-                        pad_id: int, dtype: str = "float32") -> dict[str, float]:
-    """Accuracy and mean cross-entropy over every sentence, in length-sorted batches."""
+                        pad_id: int, dtype: str = "float32", *, confusion: bool = False) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy over every sentence, in length-sorted batches;
+    ``confusion``: also the confusion matrix, ``confusion[true][predicted]`` sentences."""
     model.eval()
-    total, correct = 0.0, 0
+    total = 0.0
+    counts = torch.zeros(model.config.num_labels, model.config.num_labels, dtype=torch.long)  # (c, c)
     batcher = SortishBatcher([len(ids) for ids in encoded], batch_size, shuffle=False)
     with autocast(dtype, next(model.parameters()).device):
         for indices in batcher.epoch_batches(0):
@@ -172,8 +175,11 @@ def evaluate_classifier(model: nn.Module, encoded: list[list[int]], labels: list
             logits = model(batch.input_ids, batch.attention_mask).float()  # (b, c)
             loss, _ = label_smoothed_cross_entropy(logits[:, None, :], batch.labels[:, None])
             total += float(loss)
-            correct += int((logits.argmax(dim=-1) == batch.labels).sum())
-    return {"val_accuracy": correct / len(encoded), "val_loss": total / len(encoded)}
+            counts.index_put_((batch.labels, logits.argmax(dim=-1)), torch.tensor(1), accumulate=True)
+    result: dict[str, Any] = {"val_accuracy": int(counts.trace()) / len(encoded), "val_loss": total / len(encoded)}
+    if confusion:
+        result["confusion"] = counts.tolist()
+    return result
 
 
 # ------------------------------------------------------------------ the task
@@ -190,6 +196,9 @@ class ClassificationTask(Task):
         task, model = self.recipe.data, self.recipe.model
         if task.max_length > model.max_length:
             raise cfg.ConfigError(f"data.max_length={task.max_length} exceeds model.max_length={model.max_length}")
+        if task.label_names and len(task.label_names) != model.num_labels:
+            raise cfg.ConfigError(f"data.label_names has {len(task.label_names)} names for "
+                                  f"model.num_labels={model.num_labels}")
 
     def read_data(self) -> None:
         task, num_labels = self.recipe.data, self.recipe.model.num_labels
@@ -270,9 +279,65 @@ def load_classifier(directory: str | Path) -> tuple[BertForSequenceClassificatio
 
 
 @torch.no_grad()
-def classify(model: BertForSequenceClassification, tokenizer: Tokenizer, sentences: Sequence[str]) -> list[int]:
-    """The predicted label of each sentence."""
+def probabilities(model: BertForSequenceClassification, tokenizer: Tokenizer, sentences: Sequence[str],
+                  batch_size: int = 32) -> list[list[float]]:
+    """softmax over the labels, per sentence (in their order), in length-sorted batches."""
     model.eval()
     encoded = [e.ids for e in tokenizer.encode_batch(list(sentences))]
-    batch = to_batch(encoded, [0] * len(encoded), model.config.pad_id)
-    return model(batch.input_ids, batch.attention_mask).argmax(dim=-1).tolist()
+    rows: list[list[float]] = [[] for _ in encoded]
+    if not encoded:
+        return rows
+    for indices in SortishBatcher([len(ids) for ids in encoded], batch_size, shuffle=False).epoch_batches(0):
+        batch = to_batch([encoded[i] for i in indices], [0] * len(indices), model.config.pad_id)
+        logits = model(batch.input_ids, batch.attention_mask).float()  # (b, c)
+        for i, row in zip(indices, logits.softmax(dim=-1).tolist()):
+            rows[i] = row
+    return rows
+
+
+def classify(model: BertForSequenceClassification, tokenizer: Tokenizer, sentences: Sequence[str]) -> list[int]:
+    """The predicted label of each sentence."""
+    return [max(range(len(row)), key=row.__getitem__) for row in probabilities(model, tokenizer, sentences)]
+
+
+def label_names(pretrained: Any) -> Optional[list[str]]:
+    """The names of labels 0, 1, ... of a loaded classifier (what ``from_pretrained`` returns):
+    a run's ``data.label_names``, else SST-2's when it trained on SST-2; a Hugging Face folder's
+    ``id2label`` unless those are transformers' made-up ``LABEL_i``; else None (the ids)."""
+    recipe, num_labels = pretrained.recipe, pretrained.config.num_labels
+    if recipe is not None:
+        if recipe.data.label_names:
+            return list(recipe.data.label_names)
+        reads_sst2 = not (recipe.data.train_file or recipe.data.valid_file)
+        return list(SST2_LABELS) if reads_sst2 and num_labels == len(SST2_LABELS) else None
+    path = Path(pretrained.folder) / HF_CONFIG
+    stored = read_json(path).get("id2label") if path.is_file() else None
+    if not isinstance(stored, dict) or len(stored) != num_labels:
+        return None
+    names = [str(stored.get(str(i), "")) for i in range(num_labels)]
+    return None if names == [f"LABEL_{i}" for i in range(num_labels)] or not all(names) else names
+
+
+def score_file(pretrained: Pretrained, path: str | Path) -> dict[str, Any]:
+    """``taa evaluate --data``: a loaded classifier's accuracy, mean loss and per-label
+    precision, recall and F1 on a labelled file (:func:`taa.data.sst2.read_labelled_file`)."""
+    config, names = pretrained.config, label_names(pretrained)
+    if not hasattr(pretrained.tokenizer, "encode_batch"):
+        raise CheckpointError(f"{pretrained.folder}: no Hugging Face tokenizer (tokenizer.json) to read sentences")
+    rows = read_labelled_file(path, config.num_labels, names or ())
+    encoded = [e.ids for e in pretrained.tokenizer.encode_batch([sentence for sentence, _ in rows])]
+    batch_size = pretrained.recipe.data.eval_batch_size if pretrained.recipe is not None else 128
+    figures = evaluate_classifier(pretrained.model, encoded, [label for _, label in rows], batch_size, config.pad_id,
+                                  confusion=True)
+    confusion = figures["confusion"]  # [true][predicted]
+    classes = {}
+    for label, name in enumerate(names or range(config.num_labels)):
+        correct, sentences = confusion[label][label], sum(confusion[label])
+        predicted = sum(row[label] for row in confusion)
+        precision = correct / predicted if predicted else 0.0
+        recall = correct / sentences if sentences else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        classes[str(name)] = {"sentences": sentences, "precision": precision, "recall": recall, "f1": f1}
+    correct = sum(confusion[label][label] for label in range(config.num_labels))
+    return {"task": "classification", "sentences": len(rows), "correct": correct, "accuracy": figures["val_accuracy"],
+            "loss": figures["val_loss"], "classes": classes}

@@ -38,12 +38,14 @@ import torch
 from torch import Tensor, nn
 
 from taa import config as cfg
+from taa.data.text import DataError
 from taa.data.text_corpus import WindowSampler, every_window, find_text_file, fixed_windows, read_text, split_text
 from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, train_bpe
 from taa.tasks.runner import Task, run_function
-from taa.text import load_tokenizer
+from taa.folders import CheckpointError
+from taa.text import encode_text, load_tokenizer
 from taa.torch.generate import sample
-from taa.torch.hub import from_pretrained
+from taa.torch.hub import Pretrained, from_pretrained
 from taa.torch.models.gpt import GPT
 from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
@@ -136,6 +138,24 @@ def validation_loss(model: nn.Module, windows: list[np.ndarray], dtype: str = "f
     return total / max(1, count)
 
 
+def perplexity(loss: float) -> float:
+    """exp of a mean next-token loss (capped, so a diverged model gives a huge number, not inf)."""
+    return math.exp(min(loss, 50.0))
+
+
+def score_text(model: nn.Module, tokens: np.ndarray, context: int, dtype: str = "float32") -> dict[str, Any]:
+    """The mean next-token loss and perplexity of running text, read as validation reads the
+    whole validation text: consecutive windows of ``context`` inputs (fewer when the text is
+    shorter), every token after the first predicted once, a tail shorter than a window left out."""
+    length = min(context + 1, len(tokens))
+    if length < 2:
+        raise DataError(f"the text has {len(tokens)} token(s): at least 2 are needed to predict one")
+    windows = every_window(tokens, length, EVAL_BATCH_SIZE)  # batches of (b, length)
+    loss = validation_loss(model, windows, dtype)
+    predicted = sum(batch.shape[0] * (length - 1) for batch in windows)
+    return {"loss": loss, "perplexity": perplexity(loss), "tokens": predicted, "context": length - 1}
+
+
 # ------------------------------------------------------------------ the sample
 
 
@@ -206,7 +226,7 @@ class LanguageModelTask(Task):
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         loss = validation_loss(model, self.val_windows, self.recipe.train.dtype)
-        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
+        return {"val_loss": loss, "val_perplexity": perplexity(loss)}
 
     def final_metrics(self, model: GPT, result: TrainResult) -> dict[str, Any]:
         self.sample = generate_sample(model, self.tokenizer, self.recipe.data, self.recipe.train.seed)
@@ -236,3 +256,29 @@ def load_language_model(directory: str | Path) -> tuple[GPT, Tokenizer, cfg.Reci
     """A trained language-model checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
     loaded = from_pretrained(directory, task="language_model")
     return loaded.model, loaded.tokenizer, loaded.recipe
+
+
+def score_file(pretrained: Pretrained, path: str | Path) -> dict[str, Any]:
+    """``taa evaluate --data``: a loaded language model's mean next-token loss and perplexity
+    on a UTF-8 text file, in windows of the model's context (a run's ``block_size``)."""
+    if pretrained.tokenizer is None:
+        raise CheckpointError(f"{pretrained.folder}: no tokenizer to read text with")
+    text = read_text(path)
+    try:
+        tokens = encode_text(pretrained.tokenizer, text)
+    except DataError as error:  # a character the vocabulary cannot spell: find its line
+        lines = text.splitlines(keepends=True)
+        number = next((n for n, line in enumerate(lines, start=1) if _unspellable(pretrained.tokenizer, line)), None)
+        raise DataError(f"{path}{f', line {number}' if number else ''}: {error}") from None
+    recipe = pretrained.recipe
+    context = block_size(recipe) if recipe is not None else pretrained.config.max_length
+    figures = score_text(pretrained.model, np.asarray(tokens, dtype=np.int64), context)
+    return {"task": "language_model", **figures}
+
+
+def _unspellable(tokenizer: Tokenizer, line: str) -> bool:
+    try:
+        encode_text(tokenizer, line)
+    except DataError:
+        return True
+    return False

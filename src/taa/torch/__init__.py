@@ -45,9 +45,9 @@ __all__ = [
     "greedy_decode", "key_padding_to_attention_mask", "padding_mask", "relative_position_bucket",
     "scaled_dot_product_attention", "sinusoidal_table",
 ]
-__all__ += ["BertForMaskedLM", "BertForSequenceClassification", "BertModel", "GPT"]  # issue 4: GPT and BERT
+__all__ += ["BertForMaskedLM", "BertForSequenceClassification", "BertModel", "GPT"]
 
-# issue 4: loading Hugging Face folders and taa checkpoints. The decoder-only generate()
+# Loading Hugging Face folders and taa checkpoints. The decoder-only generate()
 # stays under its module's name (taa.torch.generate.generate): exporting it here would hide
 # the taa.torch.generate module behind the function.
 from taa.torch.hub import Pretrained, from_pretrained  # noqa: E402
