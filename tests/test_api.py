@@ -79,6 +79,12 @@ def test_train_returns_the_figures_and_the_folder(tmp_path):
         api.train("copy", overrides=["train.stepz=1"], tracking="none")
 
 
+def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "copy").mkdir()  # e.g. an earlier `taa train copy --out copy`
+    assert api.resolve_recipe("copy") == api.builtin_recipe("copy")
+
+
 def test_generate_returns_tokens_and_streams_what_the_command_prints(folders):
     run = folders["lm"]
     answer = api.generate(run, prompt="to be", max_new_tokens=6, sample=False)
@@ -212,7 +218,7 @@ def test_a_bad_line_of_a_classifier_file_names_file_and_line(classifier, tmp_pat
 def test_classify_and_embed_refuse_other_models(folders):
     with pytest.raises(CheckpointError, match=r"a 'language_model' run \(a GPT\), not a sentence classifier"):
         api.classify(folders["lm"], sentences=["hi"])
-    with pytest.raises(ConfigError, match="a GPT, not a BERT model"):
+    with pytest.raises(ConfigError, match="a GPT, not a model that embeds sentences"):
         api.embed(folders["lm"], sentences=["hi"])
 
 

@@ -389,7 +389,7 @@ def test_embed_of_a_converted_folder_and_errors(tmp_path, minilm_folder, gpt2_fo
     torch.testing.assert_close(torch.tensor(again), torch.tensor(original), atol=1e-6, rtol=0)
     folder, _, _ = gpt2_folder
     cases = [
-        (["embed", "--checkpoint", str(folder), "hi"], "a GPT, not a BERT model"),
+        (["embed", "--checkpoint", str(folder), "hi"], "a GPT, not a model that embeds sentences"),
         (["convert", "--out", str(tmp_path / "x")], "give exactly one of --from-hf DIR and --to-hf DIR"),
         (["convert", "--from-hf", str(tmp_path), "--out", str(tmp_path / "y")], "no config.json"),
         (["convert", "--from-hf", str(folder), "--out", str(folder)], "is the folder being converted"),

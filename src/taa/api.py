@@ -67,7 +67,7 @@ def resolve_recipe(recipe: Optional[PathLike]) -> Path:
     if recipe is None:
         return default_recipe()
     path = Path(recipe)
-    return path if path.exists() or path.suffix in (".yaml", ".yml", ".json") else builtin_recipe(str(recipe))
+    return path if path.is_file() or path.suffix in (".yaml", ".yml", ".json") else builtin_recipe(str(recipe))
 
 
 def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
@@ -110,14 +110,7 @@ def _train_result(config: cfg.RecipeConfig, metrics: dict[str, Any], folder: Pat
 
 def _make_tracker(kind: str, run_name: str):
     """The tracker ``tracking`` names; a missing package or a store that does not start is one line."""
-    from taa.tracking import make_tracker
-
-    def backend_errors() -> tuple[type[BaseException], ...]:
-        try:
-            from mlflow.exceptions import MlflowException
-        except ImportError:
-            return ()
-        return (MlflowException,)
+    from taa.tracking import backend_errors, make_tracker
 
     try:
         return make_tracker(kind, run_name=run_name)
@@ -225,8 +218,9 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
     real tokens, L2-normalised; a vector per sentence."""
     pretrained = load(checkpoint, dtype)
     family = registry.family_of_architecture(pretrained.architecture)
-    if family.name != "bert":
-        raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a BERT model (taa embed needs one)")
+    if not family.embeds_sentences:
+        raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a model that embeds sentences "
+                              f"(taa embed needs a BERT)")
     tokenizer = _hugging_face_tokenizer(pretrained, checkpoint, "taa embed")
     # A task model (BertForMaskedLM, ...) holds the family's default class, its encoder, as .bert
     encoder = pretrained.model if pretrained.architecture == family.default_architecture else pretrained.model.bert

@@ -57,7 +57,8 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON valu
 DTYPE_CHOICE = click.Choice(list(DTYPES))
 LENGTH_PENALTY = click.option(
     "--length-penalty", type=click.FloatRange(min=0), default=None,
-    help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT); default: the checkpoint's.")
+    help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT; a Hugging Face folder: "
+         "|Y| ** alpha, as transformers); default: the checkpoint's.")
 
 
 @click.group()
@@ -112,6 +113,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         if isinstance(value, float):
             return f"{value:,.0f}" if math.isfinite(value) and abs(value) >= 1000 else f"{value:.4g}"
         if isinstance(value, (list, tuple)):
+            if not value:
+                return "-"
             shown = ", ".join(figure(v) for v in value[:3])
             return f"{shown}, ... ({len(value)} in all)" if len(value) > 3 else shown
         if isinstance(value, dict):

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from taa.folders import HF_GENERATION_CONFIG
+
 # lp(Y) by rule name; alpha = 0 turns either off (lp = 1).
 LENGTH_PENALTY_RULES = ("gnmt", "power")
 # When beam search declares a sentence done (see taa.torch.search.beam_loop):
@@ -120,7 +122,7 @@ def _from_recipe(recipe) -> DecodingConfig:
 def _from_hugging_face(folder: Path) -> DecodingConfig:
     """A Hugging Face folder decodes as transformers would: |Y| ** alpha, its
     ``early_stopping``, and what its generation_config.json sets."""
-    path = folder / "generation_config.json"
+    path = folder / HF_GENERATION_CONFIG
     stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     given = {name: value for name, value in stored.items() if name in HF_GENERATION_DEFAULTS and value is not None}
     hf = {**HF_GENERATION_DEFAULTS, **given}

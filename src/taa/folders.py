@@ -45,11 +45,15 @@ TOKENIZER = "tokenizer"  # the tokenizer folder of taa runs and converted models
 CURVES = "training_curves.png"  # a training run: loss and validation curves
 STATE = "state"  # a training run: the resumable training state (a folder)
 TRAINER_STATE = "trainer.json"  # in the state folder: step, data position, kept best weights
+OPTIMIZER_TENSORS = "optimizer.safetensors"  # in the state folder: the optimizer's moments
+OPTIMIZER_SETTINGS = "optimizer.json"  # in the state folder: its hyper-parameters and scalars
+RANDOM_STATE = "rng.safetensors"  # in the state folder: the framework's random generator state
 BEST = "best"  # a training run: the best k weights, best/step-N.safetensors
 MODEL_FILE = "model.yaml"  # a converted model: its class and config
 MODEL_FORMAT = "taa.model/1"  # the format tag of model.yaml
 HF_CONFIG = "config.json"  # a Hugging Face folder
 HF_TOKENIZER = "tokenizer.json"  # a Hugging Face tokenizer (the ``tokenizers`` library's file)
+HF_GENERATION_CONFIG = "generation_config.json"  # a Hugging Face folder's decoding settings
 SENTENCE_TRANSFORMERS_MODULES = "modules.json"  # a sentence-transformers folder lists its modules
 SENTENCE_TRANSFORMERS_CONFIG = "sentence_bert_config.json"  # its max_seq_length
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "*.pt", "*.pth", "*.ckpt", "*.bin")
@@ -165,7 +169,7 @@ def load_recipe(folder: str | Path):
 
 def load_model_description(folder: str | Path) -> tuple[Any, Optional[str], dict[str, Any]]:
     """A converted model's ``model.yaml``: (its model config, its class name or None, the
-    class's options such as ``pooler``)."""
+    class's options: every other key, such as a BertModel's ``pooler``)."""
     from taa import config as cfg
 
     path = Path(folder) / MODEL_FILE
@@ -176,7 +180,7 @@ def load_model_description(folder: str | Path) -> tuple[Any, Optional[str], dict
         config = cfg.model_config_from_dict(dict(description.get("model") or {}))
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    options = {"pooler": bool(description["pooler"])} if "pooler" in description else {}
+    options = {key: value for key, value in description.items() if key not in ("format", "architecture", "model")}
     return config, description.get("architecture"), options
 
 

@@ -54,6 +54,7 @@ class ModelFamily:
     architectures: Mapping[str, Mapping[str, str]]  # our class -> {framework: "module.path:ClassName"}
     is_encoder_decoder: bool = False  # encodes a source and decodes the output from it (Transformer, T5)
     generates_text: bool = True  # its default class produces text token by token (BERT's does not)
+    embeds_sentences: bool = False  # its encoder gives Sentence-BERT embeddings (``taa embed``)
     hf_model_types: tuple[str, ...] = ()  # Hugging Face config.json ``model_type`` values (gpt2)
     hf_architectures: Mapping[str, str] = field(default_factory=dict)  # transformers class -> our class
     hf_converter: str = ""  # its Hugging Face key maps, framework-neutral (taa.convert.hf_gpt2); "" = none
@@ -301,6 +302,7 @@ register_family(ModelFamily(
         "BertForSequenceClassification": {"torch": "taa.torch.models.bert:BertForSequenceClassification"},
     },
     generates_text=False,
+    embeds_sentences=True,
     hf_model_types=("bert",),
     hf_architectures={
         "BertModel": "BertModel",

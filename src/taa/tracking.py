@@ -254,6 +254,15 @@ class SafeTracker(Tracker):
         return f"SafeTracker({self.inner!r}{', off' if self.error is not None else ''})"
 
 
+def backend_errors() -> tuple[type[BaseException], ...]:
+    """The errors a tracking backend raises when it cannot start (MLflow's own, when installed)."""
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        return ()
+    return (MlflowException,)
+
+
 def make_tracker(kind: str = "none", **kwargs: Any) -> Tracker:
     """``"mlflow"``: a :class:`SafeTracker` around :class:`MLflowTracker` (``kwargs`` go to it);
     ``"none"``: the no-op :class:`Tracker` (``kwargs`` are ignored, so callers can pass

@@ -4,6 +4,7 @@ the run in rounded figures and names why it stopped."""
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,10 @@ def test_the_summary_rounds_figures_and_says_why_training_stopped(capsys):
                   "stopped by the time budget (10 min)", "To be or not To be"):
         assert shown in table, table
     assert "1.234567" not in table and "\nor not" not in table
-    cli._print_summary(api._train_result(recipe, {"stop_reason": "early_stopping"}, Path("runs/copy")))
-    assert "early stopping" in capsys.readouterr().out
+    cli._print_summary(api._train_result(recipe, {"stop_reason": "early_stopping", "best_steps": []},
+                                         Path("runs/copy")))
+    table = capsys.readouterr().out
+    assert "early stopping" in table and re.search(r"best_steps\s+\S\s+-\s", table), table  # no best kept: "-"
 
 
 def test_the_mlflow_run_is_named_after_the_run_folder(tmp_path, monkeypatch):

@@ -179,8 +179,17 @@ def test_converted_folder_round_trip(tmp_path, minilm):
 def test_bert_model_without_pooler_round_trips(tmp_path):
     model = BertModel(cfg.preset("bert-tiny"), pooler=False).eval()
     save_pretrained(model, tmp_path)
+    assert "pooler: false" in (tmp_path / "model.yaml").read_text()  # the class's own build options
     loaded = from_pretrained(tmp_path)
     assert loaded.model.pooler is None and loaded.tokenizer is None
+
+
+def test_an_option_the_class_does_not_take_names_model_yaml(tmp_path):
+    save_pretrained(GPT(cfg.preset("gpt-tiny")), tmp_path)
+    text = (tmp_path / "model.yaml").read_text().replace("architecture: GPT", "architecture: GPT\npooler: false")
+    (tmp_path / "model.yaml").write_text(text)
+    with pytest.raises(CheckpointError, match=r"model.yaml: GPT takes no option pooler \(it takes: none\)"):
+        from_pretrained(tmp_path)
 
 
 # --------------------------------------------------------------------------------------

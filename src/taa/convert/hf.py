@@ -25,14 +25,15 @@ from typing import Any, Optional
 
 from taa import registry
 from taa.config import ConfigError
-from taa.convert.hf_folder import Converted, model_folder, read_config
+from taa.convert.hf_folder import CONFIG_FILE, Converted, model_folder, read_config
 from taa.convert.state_dict import ConversionError
+from taa.folders import HF_TOKENIZER, SENTENCE_TRANSFORMERS_CONFIG
 
 # The files of a Hugging Face (or sentence-transformers) tokenizer.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    HF_TOKENIZER, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
-    "sentence_bert_config.json",
+    SENTENCE_TRANSFORMERS_CONFIG,
 )
 
 
@@ -66,7 +67,7 @@ def converter(model_type: str) -> ModuleType:
 
 def folder_family(folder: str | Path) -> str:
     """The family of a Hugging Face (or sentence-transformers) model folder."""
-    where = f"{model_folder(folder)}/config.json"
+    where = str(model_folder(folder) / CONFIG_FILE)
     return family(read_config(folder), where)
 
 
@@ -84,7 +85,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     try:
         return converter(model_type).read_hf_folder(folder, framework, architecture)
     except ConfigError as error:
-        raise ConversionError(f"{model_folder(folder)}/config.json: {error}") from None
+        raise ConversionError(f"{model_folder(folder) / CONFIG_FILE}: {error}") from None
 
 
 def to_hf(architecture: str, config: Any, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

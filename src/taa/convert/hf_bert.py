@@ -29,7 +29,8 @@ from typing import Any, Optional
 
 from taa import registry
 from taa.config import BertConfig, ConfigError
-from taa.convert.hf_folder import Converted, choose_architecture, config_error, hf_architecture, model_folder
+from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
+from taa.convert.hf_folder import model_folder
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
 from taa.convert.state_dict import ConversionError, check_state_dict
 
@@ -309,7 +310,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     checkpoint without a pooler gives a ``BertModel`` without one (``options["pooler"]``).
     """
     hf_config, folder = read_config(folder), model_folder(folder)
-    hf_class = choose_architecture(hf_config, ARCHITECTURES, f"{folder}/config.json", "BertModel", architecture)
+    hf_class = choose_architecture(hf_config, ARCHITECTURES, str(folder / CONFIG_FILE), "BertModel", architecture)
     try:
         config = config_from_hf(hf_config)
     except (ConfigError, ConversionError) as error:

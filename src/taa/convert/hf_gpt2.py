@@ -27,7 +27,8 @@ from typing import Any, Optional
 from taa import registry
 from taa.config import ConfigError, GPTConfig
 from taa.convert.arrays import join_rows, split_rows
-from taa.convert.hf_folder import Converted, choose_architecture, config_error, hf_architecture, model_folder
+from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
+from taa.convert.hf_folder import model_folder
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
 from taa.convert.state_dict import ConversionError, check_state_dict
 
@@ -259,7 +260,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     safetensors' ``"np"``, ``"pt"``, ...). ``architecture`` (our class, "GPT") checks what the
     caller expects; every error names the folder or file."""
     hf_config, folder = read_config(folder), model_folder(folder)
-    choose_architecture(hf_config, ARCHITECTURES, f"{folder}/config.json", "GPT2LMHeadModel", architecture)
+    choose_architecture(hf_config, ARCHITECTURES, str(folder / CONFIG_FILE), "GPT2LMHeadModel", architecture)
     try:
         config = config_from_hf(hf_config)
     except (ConfigError, ConversionError) as error:

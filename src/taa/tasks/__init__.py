@@ -36,13 +36,3 @@ def task_runner(task: str) -> Callable[..., dict[str, Any]]:
         raise KeyError(f"task {task!r} has no module (known: {', '.join(sorted(modules))})")
     return importlib.import_module(modules[task]).run
 
-
-def require_model_config(recipe: Any, config_class: type, example_preset: str) -> None:
-    """A task's model section must build the model the task trains; say which otherwise."""
-    from taa.config import ConfigError
-
-    if not isinstance(recipe.model, config_class):
-        raise ConfigError(
-            f"task={recipe.task!r} needs a {config_class.__name__} model (e.g. model.preset: {example_preset}), "
-            f"got a {type(recipe.model).__name__}"
-        )

@@ -72,12 +72,8 @@ def resolve_folder(name: str) -> Path:
 def load_pretrained(folder: Path, model_config: cfg.BertConfig) -> BertForSequenceClassification:
     """The folder's BERT backbone in a sequence classifier of ``model_config``; a new classifier head."""
     from taa.torch.convert.hf import load_hf_folder
-    from taa.convert.state_dict import ConversionError
 
-    try:
-        backbone = load_hf_folder(folder, architecture="BertModel")
-    except ConversionError as error:
-        raise cfg.ConfigError(str(error)) from None
+    backbone = load_hf_folder(folder, architecture="BertModel")  # a bad folder: one CheckpointError line
     differing = [
         f"model.{f.name}={getattr(model_config, f.name)!r} but the folder has {getattr(backbone.config, f.name)!r}"
         for f in dataclasses.fields(cfg.BertConfig)
@@ -88,7 +84,7 @@ def load_pretrained(folder: Path, model_config: cfg.BertConfig) -> BertForSequen
     model = BertForSequenceClassification(model_config)
     missing, unexpected = model.bert.load_state_dict(backbone.state_dict(), strict=False)
     if unexpected or any(not key.startswith("pooler.") for key in missing):  # a folder without a pooler: new one
-        raise cfg.ConfigError(f"{folder}: weights do not fit: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(f"{folder}: weights do not fit: missing {missing}, unexpected {unexpected}")
     return model
 
 

@@ -11,9 +11,10 @@ folder. :func:`run_task` does the rest, in this order:
 2. seed every random generator with ``train.seed``;
 3. read the data, train the tokenizer (or reload it from the state folder when resuming),
    complete the model config, encode the data;
-4. build the model (the registry's class for the task, unless the task loads pre-trained
-   weights) and train it with the :class:`~taa.torch.training.Trainer`, resuming from a
-   state folder when asked; validation runs every ``eval_every`` steps;
+4. build the model (the registry's class for the task in the task's framework, unless the
+   task loads pre-trained weights) and train it with that framework's Trainer
+   (:class:`~taa.torch.training.Trainer` for torch), resuming from a state folder when
+   asked; validation runs every ``eval_every`` steps;
 5. evaluate the final weights and gather the metrics: the task's own, the validation
    metrics of the final weights, and :data:`CORE_METRICS`, named the same for every task;
 6. write the run folder (:mod:`taa.folders`: weights, recipe, metrics, tokenizer, training
@@ -21,26 +22,35 @@ folder. :func:`run_task` does the rest, in this order:
 
 The progress bar shows each step that is not training as a phase: data preparation,
 tokenizer training, encoding, validation and the final evaluation.
+
+This module imports no framework: the framework's training package (:func:`training_backend`)
+is imported when a run starts, so a Keras or Flax port reuses the skeleton as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, Optional
-
-from torch import Tensor, nn
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from taa import config as cfg
 from taa import folders, registry
-from taa.torch.training import Trainer, TrainResult, seed_everything
-from taa.torch.training.checkpoint import save_checkpoint
-from taa.torch.training.loop import BatchStream
 from taa.tracking import Tracker, flatten_params
+from taa.training.batches import BatchStream
 from taa.training.progress import TrainingProgress
+
+if TYPE_CHECKING:  # the hints name torch's types; a run imports its framework only when it starts
+    from torch import Tensor, nn
+
+    from taa.torch.training import Trainer, TrainResult
+
+# The framework a task trains with unless it says otherwise (Task.framework).
+DEFAULT_FRAMEWORK = "torch"
 
 # The metrics every run reports, whatever its task.
 CORE_METRICS = (
@@ -67,6 +77,7 @@ class Task:
     final_phase: ClassVar[str] = ""  # what the progress bar calls final_metrics ("test decoding"); "" = none
     rate_unit: ClassVar[str] = "tok"  # what compute_loss counts, for the progress bar: "tok" or "sent"
     files: ClassVar[tuple[str, ...]] = ()  # what write_files adds to the run folder
+    framework: ClassVar[str] = DEFAULT_FRAMEWORK  # whose model class, Trainer and checkpoints the run uses
 
     def __init__(self, recipe: cfg.RecipeConfig) -> None:
         self.recipe = recipe
@@ -149,11 +160,12 @@ def run_task(
     Returns ``{"model", "metrics", "result", ...}`` plus the task's :meth:`Task.outcome`.
     """
     recipe, train = task.recipe, task.recipe.train
+    backend = training_backend(task.framework)
     tracker = tracker or Tracker()
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
     check_model_config(recipe, task.example_preset)
     task.check()
-    seed_everything(train.seed)
+    backend.seed_everything(train.seed)
     state = folders.find_state_folder(resume) if resume is not None else None
 
     with bar.phase("data preparation"):
@@ -166,7 +178,7 @@ def run_task(
     recipe = task.recipe = dataclasses.replace(recipe, model=task.model_config())
     with bar.phase("encoding"):
         task.encode()
-    model = task.new_model(resuming=state is not None) or new_model(recipe)
+    model = task.new_model(resuming=state is not None) or new_model(recipe, task.framework)
     tracker.log_params(flatten_params(recipe))
 
     def save_tokenizer(folder: Path) -> None:
@@ -176,7 +188,7 @@ def run_task(
         with bar.phase("validation"):
             return task.evaluate(model)
 
-    trainer = Trainer(
+    trainer = backend.Trainer(
         model, train, task.loss(), task.batches(), d_model=recipe.model.d_model,
         evaluate=validate if task.evaluate is not None else None, out=out, tracker=tracker, progress=bar,
         write_extra=save_tokenizer if task.tokenizer is not None else None, rate_unit=task.rate_unit,
@@ -187,11 +199,11 @@ def run_task(
 
     with bar.phase(task.final_phase) if task.final_phase else nullcontext():
         own = task.final_metrics(model, result)
-    metrics = {**own, **selected_metrics(trainer, result), **core_metrics(task, trainer, result)}
+    metrics = {**own, **selected_metrics(trainer, result), **core_metrics(task, trainer, result, backend)}
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, result.steps)
     if out is not None:
         write_run_folder(Path(out), task, model, metrics, result, tracker,
-                         save_tokenizer if task.tokenizer is not None else None)
+                         save_tokenizer if task.tokenizer is not None else None, backend)
     return {"model": model, "metrics": metrics, "result": result, **task.outcome()}
 
 
@@ -213,6 +225,19 @@ def run_function(task_class: type[Task]) -> Callable[..., dict[str, Any]]:
     return run
 
 
+# ------------------------------------------------------------------ the framework
+
+
+def training_backend(framework: str = DEFAULT_FRAMEWORK) -> ModuleType:
+    """The training package of ``framework`` (``taa.torch.training`` for torch), imported now.
+
+    It provides what the run needs of a framework: ``Trainer`` (its ``fit`` returning a
+    ``TrainResult``), ``seed_everything(seed)``, ``save_checkpoint(out, model, recipe,
+    metrics, write_extra=...)`` and ``count_parameters(model)``.
+    """
+    return importlib.import_module(f"taa.{framework}.training")
+
+
 # ------------------------------------------------------------------ the model
 
 
@@ -226,15 +251,16 @@ def check_model_config(recipe: cfg.RecipeConfig, example_preset: str) -> None:
         )
 
 
-def new_model(recipe: cfg.RecipeConfig) -> nn.Module:
-    """A new model of the class the registry names for the recipe's task, initialised from the seeded generator."""
-    return registry.implementation(registry.task(recipe.task).architecture, "torch")(recipe.model)
+def new_model(recipe: cfg.RecipeConfig, framework: str = DEFAULT_FRAMEWORK) -> nn.Module:
+    """A new model of the class the registry names for the recipe's task in ``framework``,
+    initialised from the seeded generator."""
+    return registry.implementation(registry.task(recipe.task).architecture, framework)(recipe.model)
 
 
 # ------------------------------------------------------------------ the metrics
 
 
-def core_metrics(task: Task, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
+def core_metrics(task: Task, trainer: Trainer, result: TrainResult, backend: ModuleType) -> dict[str, Any]:
     """:data:`CORE_METRICS` of a finished run."""
     return {
         "steps": result.steps,
@@ -243,7 +269,7 @@ def core_metrics(task: Task, trainer: Trainer, result: TrainResult) -> dict[str,
         "final_train_loss": result.final_loss,
         "best_steps": [step for _, step in trainer.state.best] if trainer.out is not None else [],
         "stop_reason": result.stop_reason,
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "parameters": backend.count_parameters(trainer.model),
     }
 
 
@@ -276,9 +302,10 @@ def write_run_folder(
     result: TrainResult,
     tracker: Tracker,
     save_tokenizer: Optional[Callable[[Path], None]],
+    backend: ModuleType,
 ) -> None:
     """The final checkpoint, the task's files and the training curves; the tracker keeps them all."""
-    save_checkpoint(out, model, task.recipe, metrics, write_extra=save_tokenizer)
+    backend.save_checkpoint(out, model, task.recipe, metrics, write_extra=save_tokenizer)
     task.write_files(out)
     try:
         from taa.plots import plot_training_curves

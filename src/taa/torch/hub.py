@@ -33,6 +33,7 @@ and :func:`taa.text.decode_tokens` treat them alike.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def architectures() -> dict[str, type]:
 def build_model(config: Any, architecture: Optional[str] = None, **options: Any) -> nn.Module:
     """A model of ``config``: the class ``architecture`` names, else its family's default
     (``GPTConfig`` -> GPT, ``BertConfig`` -> BertModel, ``T5Config`` -> T5, ``TransformerConfig``
-    -> Transformer). ``options``: ``pooler=False`` for a BertModel without one."""
+    -> Transformer). ``options``: what the class takes beside the config (a BertModel's ``pooler``)."""
     family = registry.family_of_config(config)
     architecture = architecture or family.default_architecture
     classes = architectures()
@@ -73,7 +74,21 @@ def build_model(config: Any, architecture: Optional[str] = None, **options: Any)
     owner = registry.family_of_architecture(architecture)
     if owner is not family:
         raise ConversionError(f"{architecture} needs a {owner.config.__name__}, got a {type(config).__name__}")
+    taken = _options_taken(classes[architecture])
+    unknown = sorted(set(options) - taken) if taken is not None else []
+    if unknown:
+        raise ConversionError(
+            f"{architecture} takes no option {', '.join(unknown)} (it takes: {', '.join(sorted(taken)) or 'none'})")
     return classes[architecture](config, **options)
+
+
+def _options_taken(cls: type) -> Optional[set[str]]:
+    """The keyword options a model class takes after its config; None when it takes any (``**kwargs``)."""
+    parameters = list(inspect.signature(cls).parameters.values())[1:]  # after the config
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in parameters if p.kind in named}
 
 
 @dataclass
@@ -132,7 +147,11 @@ def _load_taa_run(folder: Path, task: Optional[str]) -> tuple[nn.Module, Any, cf
 
 def _load_taa_model(folder: Path) -> tuple[nn.Module, Any]:
     config, architecture, options = folders.load_model_description(folder)
-    model = load_weights(folder, build_model(config, architecture, **options))
+    try:
+        model = build_model(config, architecture, **options)
+    except ConversionError as error:  # a class or option that model.yaml should not name
+        raise CheckpointError(f"{folder / MODEL_FILE}: {error}") from None
+    model = load_weights(folder, model)
     return model, load_tokenizer(folder / TOKENIZER, positions=_positions(config), required=False)
 
 
@@ -181,8 +200,7 @@ def save_pretrained(model: nn.Module, folder: str | Path, tokenizer_from: Option
     if architecture not in architectures():
         raise ConversionError(f"{architecture} is not a taa model class ({', '.join(architectures())})")
     description: dict[str, Any] = {"format": MODEL_FORMAT, "architecture": architecture}
-    if architecture == "BertModel":
-        description["pooler"] = model.pooler is not None
+    description.update(getattr(model, "build_options", {}))  # the class's options beside its config
     description["model"] = cfg.model_config_to_dict(model.config)
     text = yaml.safe_dump(description, sort_keys=False)
     write_file_atomically(folder / MODEL_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -139,6 +139,7 @@ def test_a_run_says_why_it_stopped() -> None:
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.2, 1.0])  # the best at step 2, then three without improvement
     stopped = trainer(lambda model: {"val_loss": next(losses)}, steps=50, eval_every=1, early_stopping=3).fit()
     assert stopped.stop_reason == "early_stopping" and stopped.steps == 5
+    assert stopped.history[-1][0] == 5  # the interval since the last log is logged too (log_every is larger)
 
 
 def test_an_older_state_file_with_a_stop_flag_still_resumes(tmp_path) -> None:

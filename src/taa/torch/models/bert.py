@@ -109,6 +109,11 @@ class BertModel(nn.Module):
             raise ValueError("this BertModel was built without a pooler (pooler=False)")
         return self.pooler(hidden)
 
+    @property
+    def build_options(self) -> dict[str, bool]:
+        """What the constructor takes beside the config, to build this model again (``model.yaml``)."""
+        return {"pooler": self.pooler is not None}
+
     num_parameters = Transformer.num_parameters
     parameter_breakdown = Transformer.parameter_breakdown
 

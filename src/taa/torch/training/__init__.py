@@ -8,6 +8,7 @@ from taa.torch.training.loop import (
     Seq2SeqBatch,
     Trainer,
     TrainResult,
+    count_parameters,
     fit,
     make_optimizer,
     seed_everything,
@@ -18,7 +19,7 @@ from taa.torch.training.muon import Muon
 from taa.training.schedules import constant, cosine, noam, schedule_from_config
 
 __all__ = [
-    "BatchStream", "Muon", "Seq2SeqBatch", "TrainResult", "Trainer", "constant", "cosine", "fit",
+    "BatchStream", "Muon", "Seq2SeqBatch", "TrainResult", "Trainer", "constant", "cosine", "count_parameters", "fit",
     "label_smoothed_cross_entropy", "load_recipe", "load_weights", "make_optimizer", "noam", "save_checkpoint",
     "schedule_from_config", "seed_everything", "seq2seq_loss",
 ]

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
 from taa import config as cfg
-from taa.folders import METRICS, RECIPE, WEIGHTS, CheckpointError, weight_mismatches, weights_file
+from taa.folders import METRICS, OPTIMIZER_SETTINGS, OPTIMIZER_TENSORS, RECIPE, WEIGHTS, CheckpointError
+from taa.folders import weight_mismatches, weights_file
 from taa.folders import write_file_atomically
 
 
@@ -99,14 +100,14 @@ def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
                 tensors[f"{index}.{name}"] = value
             else:
                 scalars[f"{index}.{name}"] = value
-    save_tensors(tensors, directory / "optimizer.safetensors")
-    (directory / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
+    save_tensors(tensors, directory / OPTIMIZER_TENSORS)
+    (directory / OPTIMIZER_SETTINGS).write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
-    saved = json.loads((directory / "optimizer.json").read_text())
+    saved = json.loads((directory / OPTIMIZER_SETTINGS).read_text())
     state: dict[int, dict[str, Any]] = {}
-    for key, value in [*load_tensors(directory / "optimizer.safetensors").items(), *saved["scalars"].items()]:
+    for key, value in [*load_tensors(directory / OPTIMIZER_TENSORS).items(), *saved["scalars"].items()]:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in saved["param_groups"]]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from taa.config import TrainConfig
 from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
+from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
 from taa.training.progress import TrainingProgress
 from taa.training.schedules import schedule_from_config
 from taa.tracking import Tracker
@@ -49,16 +50,6 @@ class Seq2SeqBatch:
     source: Tensor  # (b, m)
     target_input: Tensor  # (b, n), starts with the start token
     target_output: Tensor  # (b, n), target_input shifted left by one
-
-
-class BatchStream(Protocol):
-    """An endless iterator of batches whose position can be saved and restored."""
-
-    def __next__(self) -> Any: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 # Why a run ended: every step done, the ``max_minutes`` budget spent, or ``early_stopping``
@@ -97,6 +88,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The model's number of weights (the ``parameters`` metric)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -280,20 +276,20 @@ class Trainer:
                 state.seconds = time.perf_counter() - started
                 last = state.step == train.steps
                 out_of_time = train.max_minutes > 0 and state.seconds >= 60 * train.max_minutes
-                if state.step % train.log_every == 0 or last or out_of_time:
+                evaluated = False
+                if self.evaluate is not None and (
+                    (train.eval_every and state.step % train.eval_every == 0) or last or out_of_time
+                ):
+                    self._validate()  # may decide on early stopping
+                    evaluated = True
+                if out_of_time and not last and not state.stop_reason:
+                    state.stop_reason = TIME_BUDGET
+                if state.step % train.log_every == 0 or last or state.stop_reason:  # the last interval too
                     mean_loss = window_loss / max(1, window_tokens)
                     state.history.append((state.step, mean_loss, lr))
                     bar.update(state.step, loss=mean_loss, lr=lr, tokens_per_s=state.tokens / state.seconds)
                     self.tracker.log_metrics({"train_loss": mean_loss, "lr": lr}, state.step)
                     window_loss, window_tokens = 0.0, 0
-                evaluated = False
-                if self.evaluate is not None and (
-                    (train.eval_every and state.step % train.eval_every == 0) or last or out_of_time
-                ):
-                    self._validate()
-                    evaluated = True
-                if out_of_time and not last and not state.stop_reason:
-                    state.stop_reason = TIME_BUDGET
                 every = train.checkpoint_every or train.eval_every
                 if self.out is not None and ((every and state.step % every == 0) or evaluated or last
                                              or state.stop_reason):
@@ -359,7 +355,7 @@ class Trainer:
                 "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
             }
             (staging / folders.TRAINER_STATE).write_text(json.dumps({"trainer": asdict(self.state), **random_state}))
-            ckpt.save_tensors({"torch_rng": torch.get_rng_state()}, staging / "rng.safetensors")
+            ckpt.save_tensors({"torch_rng": torch.get_rng_state()}, staging / folders.RANDOM_STATE)
             if self.write_extra is not None:
                 self.write_extra(staging)
 
@@ -384,7 +380,7 @@ class Trainer:
         np.random.set_state(_numpy_random_state(saved["numpy"]))
         if saved["batches"] is not None:
             self.batches.load_state_dict(saved["batches"])
-        torch.set_rng_state(ckpt.load_tensors(directory / "rng.safetensors")["torch_rng"])
+        torch.set_rng_state(ckpt.load_tensors(directory / folders.RANDOM_STATE)["torch_rng"])
 
 
 def _jsonable(value: Any) -> Any:
