@@ -55,6 +55,7 @@ class ModelFamily:
     is_encoder_decoder: bool = False  # encodes a source and decodes the output from it (Transformer, T5)
     generates_text: bool = True  # its default class produces text token by token (BERT's does not)
     embeds_sentences: bool = False  # its encoder gives Sentence-BERT embeddings (``taa embed``)
+    truncates_input: bool = False  # a Hugging Face tokenizer cuts its input at config.max_length (BERT's position table)
     hf_model_types: tuple[str, ...] = ()  # Hugging Face config.json ``model_type`` values (gpt2)
     hf_architectures: Mapping[str, str] = field(default_factory=dict)  # transformers class -> our class
     hf_converter: str = ""  # its Hugging Face key maps, framework-neutral (taa.convert.hf_gpt2); "" = none
@@ -303,6 +304,7 @@ register_family(ModelFamily(
     },
     generates_text=False,
     embeds_sentences=True,
+    truncates_input=True,
     hf_model_types=("bert",),
     hf_architectures={
         "BertModel": "BertModel",

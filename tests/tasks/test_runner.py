@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from taa import api, cli
+from taa.api import training as api_training
 from taa.config import RecipeConfig
 from taa.data import find_data_dir
 from taa.tasks import task_runner
@@ -161,7 +162,7 @@ def test_the_summary_rounds_figures_and_says_why_training_stopped(capsys):
 
 def test_the_mlflow_run_is_named_after_the_run_folder(tmp_path, monkeypatch):
     names = []
-    monkeypatch.setattr(api, "_make_tracker", lambda kind, run_name: names.append(run_name) or Tracker())
+    monkeypatch.setattr(api_training, "_make_tracker", lambda kind, run_name: names.append(run_name) or Tracker())
     result = CliRunner().invoke(cli.main, ["train", str(ROOT / "recipes" / "copy.yaml"), "--out", str(tmp_path / "my-run"),
                                            "--no-progress", "--set", "train.steps=1", "--set", "data.eval_sequences=2"])
     assert result.exit_code == 0, result.output

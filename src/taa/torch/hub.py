@@ -118,9 +118,9 @@ class Pretrained:
 
 
 def _positions(config: Any) -> Optional[int]:
-    """How far a Hugging Face tokenizer truncates for this model when nothing else says: BERT's
-    positions (its absolute position table ends there); other families do not truncate."""
-    return config.max_length if isinstance(config, cfg.BertConfig) else None
+    """How far a Hugging Face tokenizer truncates for this model when nothing else says: the
+    positions of a family whose input ends with its position table (BERT's); else no limit."""
+    return config.max_length if registry.family_of_config(config).truncates_input else None
 
 
 def _load_hugging_face(folder: Path) -> tuple[nn.Module, Any]:

@@ -1,0 +1,249 @@
+"""``taa translate``, ``taa evaluate``, ``taa generate``: decoding, scoring, streaming."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from taa import config as cfg
+from taa import registry
+from taa.api._common import PathLike, _decoding, _load_translator, _what, load, tasks_of
+
+
+# --------------------------------------------------------------------------------------
+# taa translate, taa evaluate
+# --------------------------------------------------------------------------------------
+
+
+def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[int] = None,
+              max_len: Optional[int] = None, length_penalty: Optional[float] = None) -> list[str]:
+    """Translations of ``sentences`` by a translation run, decoded as its final test
+    evaluation was (its recipe's beam, length penalty and max_extra) unless an option says
+    otherwise; ``max_len`` caps every output at that many tokens."""
+    from taa.tasks.translation import translate as run_translation
+
+    model, tokenizer, recipe = _load_translator(checkpoint)
+    settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
+    return run_translation(model, tokenizer, list(sentences), beam=settings.beam,
+                           length_penalty=settings.length_penalty, max_extra=settings.max_extra, max_length=max_len)
+
+
+def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
+             data: Optional[PathLike] = None, beam: Optional[int] = None,
+             length_penalty: Optional[float] = None) -> dict[str, Any]:
+    """Score a checkpoint on a file; what is scored follows its task (:mod:`taa.registry`):
+
+    - a translation run, ``source`` and ``reference``: sacreBLEU (cased and lower-cased) and
+      chrF of its translations, decoded as :func:`translate` decodes;
+    - a classifier, ``data`` (``sentence<TAB>label`` or ``label sentence`` lines): accuracy,
+      mean loss and per-label precision, recall and F1;
+    - a language model, ``data`` (a text file): mean loss per token and perplexity.
+
+    Every task module with a ``score_file(pretrained, path)`` function scores ``data``.
+    """
+    if data is not None and (source is not None or reference is not None):
+        raise cfg.ConfigError("give --data FILE, or --source FILE and --reference FILE, not both")
+    if data is not None:
+        if beam is not None or length_penalty is not None:
+            raise cfg.ConfigError("--beam and --length-penalty decode translations: they go with --source")
+        return _score_file(checkpoint, Path(data))
+    if source is None or reference is None:
+        raise cfg.ConfigError("give --source FILE and --reference FILE (a translation run), "
+                              "or --data FILE (a classifier or a language model)")
+    return _bleu(checkpoint, Path(source), Path(reference), beam, length_penalty)
+
+
+def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[int],
+          length_penalty: Optional[float]) -> dict[str, Any]:
+    from taa.data import read_parallel
+    from taa.tasks.translation import bleu_scores
+    from taa.tasks.translation import translate as run_translation
+
+    pairs = read_parallel(source, reference)
+    model, tokenizer, recipe = _load_translator(checkpoint)
+    settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
+    hypotheses = run_translation(model, tokenizer, [s for s, _ in pairs], beam=settings.beam,
+                                 length_penalty=settings.length_penalty, max_extra=settings.max_extra)
+    return {**bleu_scores(hypotheses, [r for _, r in pairs]), "sentences": len(pairs), "beam": settings.beam,
+            "length_penalty": settings.length_penalty}
+
+
+def _score_file(checkpoint: PathLike, data: Path) -> dict[str, Any]:
+    """``score_file`` of the checkpoint's task module (found in the registry)."""
+    pretrained = load(checkpoint)
+    for task in tasks_of(pretrained):
+        score_file = getattr(importlib.import_module(registry.task(task).module), "score_file", None)
+        if score_file is not None:
+            return score_file(pretrained, data)
+    scored = [spec.name for spec in registry.tasks() if hasattr(importlib.import_module(spec.module), "score_file")]
+    hint = " (a translation run: give --source and --reference)" if "translation" in tasks_of(pretrained) else ""
+    raise cfg.ConfigError(f"--data: {checkpoint} is {_what(pretrained)}; --data scores a model of the tasks "
+                          f"{', '.join(scored)}{hint}")
+
+
+# --------------------------------------------------------------------------------------
+# taa generate
+# --------------------------------------------------------------------------------------
+
+GENERATE_NEW_TOKENS = 50  # taa generate's new tokens for a decoder-only model
+
+
+def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: Optional[str | Sequence[int]] = None,
+             max_new_tokens: Optional[int] = None, sample: Optional[bool] = None, temperature: Optional[float] = None,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, beam: Optional[int] = None,
+             length_penalty: Optional[float] = None, seed: Optional[int] = None, dtype: str = "float32",
+             stream: Optional[Callable[[str], None]] = None,
+             notify: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Continue a prompt (a decoder-only model) or generate from a source (an encoder-decoder)
+    with a model whose family generates text (:mod:`taa.registry`).
+
+    Decodes as the checkpoint says (:func:`taa.decoding.decoding_defaults`) unless an option
+    says otherwise; a sampling option (``temperature``, ``top_k``, ``top_p``) samples.
+    ``prompt_ids``: token ids, a list or a text ("464 3290"). ``stream(text)`` receives the
+    output for display as it is produced (a text prompt of a decoder-only model first; beam
+    search gives its text at the end), ending with a newline. ``notify(line)`` receives one
+    line before decoding when the prompt and the new tokens pass the model's context (default:
+    a warning). Returns ``{"tokens", "text", "prompt_tokens"}`` (``text``: None without a tokenizer).
+    """
+    sampling_options = any(option is not None for option in (temperature, top_k, top_p))
+    if (prompt is None) == (prompt_ids is None):
+        raise cfg.ConfigError("give the prompt as --prompt TEXT or as --prompt-ids \"ID ID ...\" (one of them)")
+    if sampling_options and beam is not None and beam > 1:
+        raise cfg.ConfigError("--beam samples nothing: use --beam with no --temperature/--top-k/--top-p")
+    if sampling_options and sample is False:
+        raise cfg.ConfigError("--no-sample samples nothing: use it with no --temperature/--top-k/--top-p")
+    if sample and beam is not None and beam > 1:
+        raise cfg.ConfigError("--beam samples nothing: use --beam with no --sample")
+    pretrained = load(checkpoint, dtype)
+    if not registry.family_of_architecture(pretrained.architecture).generates_text:
+        generating = ", ".join(family.name for family in registry.families() if family.generates_text)
+        raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture} does not generate text "
+                              f"(taa generate needs a model of one of the families {generating})")
+    ids = _prompt_ids(pretrained, checkpoint, prompt, prompt_ids)
+
+    # The checkpoint's settings, an option given in place of its field. Sampling and beam
+    # search exclude each other: asking for one turns the other off.
+    if sampling_options:
+        sample = True
+    elif sample is None:  # not said: no sampling when a beam is asked for, else the checkpoint's
+        sample = _decoding(pretrained).sample and (beam is None or beam == 1)
+    settings = _decoding(pretrained, sample=sample, beam=1 if sample else beam, length_penalty=length_penalty,
+                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    return _decode(pretrained, ids, settings, max_new_tokens, shown_prompt=prompt, stream=stream,
+                   notify=notify or _warn)
+
+
+def _prompt_ids(pretrained, checkpoint: PathLike, prompt: Optional[str],
+                prompt_ids: Optional[str | Sequence[int]]) -> list[int]:
+    """The prompt's token ids (an encoder-decoder's source with what its tokenizer adds)."""
+    from taa.text import encode_text
+    from taa.torch.hub import vocab_size
+
+    if prompt_ids is not None:
+        ids = _parse_ids(prompt_ids, vocab_size(pretrained))
+    elif pretrained.tokenizer is None:
+        raise cfg.ConfigError(f"{checkpoint} has no tokenizer: give the prompt as --prompt-ids \"ID ID ...\"")
+    else:
+        ids = encode_text(pretrained.tokenizer, prompt, source=pretrained.is_encoder_decoder)
+    if not ids and not pretrained.is_encoder_decoder and getattr(pretrained.config, "bos_id", None) is not None:
+        ids = [pretrained.config.bos_id]  # an empty prompt: start from the start token
+    if not ids:
+        raise cfg.ConfigError("the prompt is empty: give at least one token")
+    return ids
+
+
+def _parse_ids(given: str | Sequence[int], vocab_size: int) -> list[int]:
+    try:
+        ids = [int(token) for token in (given.replace(",", " ").split() if isinstance(given, str) else given)]
+    except ValueError:
+        raise cfg.ConfigError(
+            f"--prompt-ids {given!r}: give token ids separated by spaces, e.g. \"464 3290\"") from None
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise cfg.ConfigError(f"--prompt-ids: {bad} outside the model's vocabulary of {vocab_size}")
+    return ids
+
+
+def _warn(line: str) -> None:
+    import warnings
+
+    warnings.warn(line, stacklevel=3)
+
+
+def _within_context(prompt_length: int, max_new_tokens: Optional[int], encoder_decoder: bool, beam: int,
+                    limit: Optional[int], notify: Callable[[str], None]) -> Optional[int]:
+    """``max_new_tokens``, after one line to ``notify`` when it passes the model's context:
+    a decoder-only model slides its context past it, an encoder-decoder stops at its limit
+    (beam search past the context is an error: ``decode`` raises it)."""
+    if limit is None or max_new_tokens is None:
+        return max_new_tokens  # None: an encoder-decoder's limit is capped by the decoder
+    if encoder_decoder and max_new_tokens > limit:
+        notify(f"{max_new_tokens} new tokens pass the decoder's {limit} positions (max_length): stopping at {limit}")
+        return limit
+    if not encoder_decoder and prompt_length + max_new_tokens > limit and beam == 1:
+        notify(f"{prompt_length} prompt + {max_new_tokens} new tokens pass the model's context of {limit} tokens "
+               f"(max_length): past it each new token sees only the last {limit} tokens, without the KV cache")
+    return max_new_tokens
+
+
+class _TextStream:
+    """Passes generated text on as it comes: decodes all tokens so far and gives what is new
+    (a byte-level BPE may need several tokens for one character: those wait)."""
+
+    def __init__(self, decode: Callable[[list[int]], str], show: Callable[[str], None]) -> None:
+        self.decode, self.show, self.ids, self.shown = decode, show, [], ""
+
+    def __call__(self, tokens) -> None:
+        self.ids.append(int(tokens[0]))
+        text = self.decode(self.ids)
+        if text.endswith("\ufffd") or not text.startswith(self.shown):
+            return  # an unfinished character, or a tokenizer that rewrote earlier text: wait
+        self.show(text[len(self.shown):])
+        self.shown = text
+
+    def finish(self, text: str) -> None:
+        """Give the rest of the final text (whole, on a new line, if earlier text changed)."""
+        self.show(text[len(self.shown):] if text.startswith(self.shown) else "\n" + text)
+        self.shown = text
+
+
+def _decode(pretrained, ids: list[int], settings, max_new_tokens: Optional[int], *, shown_prompt: Optional[str],
+            stream: Optional[Callable[[str], None]], notify: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from taa.text import decode_tokens
+    from taa.torch.decoding_steps import max_positions
+    from taa.torch.generate import decode
+
+    tokenizer, encoder_decoder = pretrained.tokenizer, pretrained.is_encoder_decoder
+    if max_new_tokens is None and not encoder_decoder:
+        max_new_tokens = GENERATE_NEW_TOKENS
+    max_new_tokens = _within_context(len(ids), max_new_tokens, encoder_decoder, settings.beam,
+                                     max_positions(pretrained.model), notify)
+
+    def text_of(new_ids: list[int]) -> str:
+        return decode_tokens(tokenizer, new_ids, target=encoder_decoder)
+
+    streamer = None
+    if stream is not None and settings.beam == 1:  # beam search knows its answer only at the end
+        streamer = _TextStream(text_of, stream) if tokenizer is not None else (
+            lambda tokens: stream(f"{int(tokens[0])} "))
+        if tokenizer is not None and not encoder_decoder and shown_prompt is not None:
+            stream(shown_prompt)  # the continuation follows the prompt
+    try:
+        decoded = decode(pretrained.model, torch.tensor([ids]), None, settings, max_new_tokens=max_new_tokens,
+                         streamer=streamer)
+    except ValueError as error:  # e.g. beam search past the context
+        raise cfg.ConfigError(str(error)) from None
+    new_ids = decoded.tokens[0].tolist()
+    text = text_of(new_ids) if tokenizer is not None else None
+    if stream is not None:
+        if isinstance(streamer, _TextStream):
+            streamer.finish(text)
+        elif streamer is None:
+            stream(text if text is not None else " ".join(map(str, new_ids)))
+        if not (text or "").endswith("\n"):
+            stream("\n")  # the output ends with one newline
+    return {"tokens": new_ids, "text": text, "prompt_tokens": ids}

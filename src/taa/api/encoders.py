@@ -1,0 +1,69 @@
+"""``taa embed``, ``taa classify``: what a BERT encoder does with sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from taa import config as cfg
+from taa import registry
+from taa.api._common import PathLike, _hugging_face_tokenizer, _what, load, tasks_of
+from taa.folders import CheckpointError
+
+
+# --------------------------------------------------------------------------------------
+# taa embed, taa classify
+# --------------------------------------------------------------------------------------
+
+
+def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float32",
+          batch_size: int = 32) -> list[list[float]]:
+    """Sentence embeddings (Sentence-BERT): the mean of a BERT's last hidden states over the
+    real tokens, L2-normalised; a vector per sentence."""
+    pretrained = load(checkpoint, dtype)
+    family = registry.family_of_architecture(pretrained.architecture)
+    if not family.embeds_sentences:
+        raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a model that embeds sentences "
+                              f"(taa embed needs a BERT)")
+    tokenizer = _hugging_face_tokenizer(pretrained, checkpoint, "taa embed")
+    # A task model (BertForMaskedLM, ...) holds the family's default class, its encoder, as .bert
+    encoder = pretrained.model if pretrained.architecture == family.default_architecture else pretrained.model.bert
+    if not sentences:
+        return []
+    import torch
+
+    from taa.torch.models.bert import sentence_embeddings
+
+    with torch.inference_mode():
+        return sentence_embeddings(encoder, tokenizer, list(sentences), batch_size=batch_size).tolist()
+
+
+def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Each sentence's label and the probability of every label, by a sequence classifier
+    (a ``classification`` run, or a Hugging Face BertForSequenceClassification folder).
+
+    Returns ``[{"sentence", "label", "label_id", "probabilities"}, ...]``: ``label`` is the
+    label's name when the run has names (``data.label_names``, SST-2's ``negative`` and
+    ``positive``, a Hugging Face ``id2label``), else its id; ``probabilities`` maps each
+    label (name, or id as text) to its probability.
+    """
+    from taa.tasks.classification import label_names, probabilities
+
+    pretrained = _load_classifier(checkpoint)
+    tokenizer = _hugging_face_tokenizer(pretrained, checkpoint, "taa classify")
+    names = label_names(pretrained)
+    keys = names or [str(i) for i in range(pretrained.config.num_labels)]
+    results = []
+    for sentence, row in zip(sentences, probabilities(pretrained.model, tokenizer, sentences, batch_size)):
+        best = max(range(len(row)), key=row.__getitem__)
+        results.append({"sentence": sentence, "label": names[best] if names else best, "label_id": best,
+                        "probabilities": dict(zip(keys, row))})
+    return results
+
+
+def _load_classifier(checkpoint: PathLike):
+    pretrained = load(checkpoint)
+    if "classification" not in tasks_of(pretrained):
+        raise CheckpointError(f"{checkpoint}: {_what(pretrained)}, not a sentence classifier "
+                              f"(a {registry.task('classification').architecture})")
+    return pretrained

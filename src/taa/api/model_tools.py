@@ -1,0 +1,70 @@
+"""``taa models``, ``taa model-info``, ``taa convert``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from taa import config as cfg
+from taa import registry
+from taa.api._common import PathLike, load
+
+
+# --------------------------------------------------------------------------------------
+# taa models, taa model-info, taa convert
+# --------------------------------------------------------------------------------------
+
+
+def models() -> list[dict[str, Any]]:
+    """The model families taa knows, a row each: presets, tasks, frameworks, Hugging Face classes."""
+    return registry.summary()
+
+
+def model_info(preset: str, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Parameters per component and in total of a preset's model (``overrides``: ``d_model=256``, ...).
+
+    Returns ``{"preset", "parameters", "components", "config"}``.
+    """
+    fields = cfg.parse_overrides(list(overrides))
+    registry.family_of_preset(preset)  # an unknown preset is one line naming the known ones
+    model_config = cfg.model_config_from_dict({"preset": preset, **fields}, prefix="")
+    import torch
+
+    from taa.torch.hub import build_model
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(model_config)  # the family's default class
+    return {"preset": preset, "parameters": model.num_parameters(), "components": model.parameter_breakdown(),
+            "config": cfg.to_dict(model_config)}
+
+
+def convert(*, from_hf: Optional[PathLike] = None, to_hf: Optional[PathLike] = None,
+            out: PathLike) -> dict[str, Any]:
+    """A Hugging Face folder to a taa model folder (``from_hf``), or a taa folder (a run or a
+    converted model) to a Hugging Face folder (``to_hf``), written to ``out``; the tokenizer
+    files travel along.
+
+    Returns ``{"architecture", "parameters", "tokenizer", "source", "out"}`` (``tokenizer``:
+    the tokenizer files copied).
+    """
+    from taa.convert.hf import tokenizer_files
+    from taa.torch.convert.hf import load_hf_folder, save_hf_folder
+    from taa.torch.hub import copy_tokenizer, save_pretrained
+
+    if (from_hf is None) == (to_hf is None):
+        raise cfg.ConfigError("give exactly one of --from-hf DIR and --to-hf DIR")
+    source, out = Path(from_hf if from_hf is not None else to_hf), Path(out)
+    if out.resolve() == source.resolve():
+        raise cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else")
+    if from_hf is not None:
+        model = load_hf_folder(source)
+        save_pretrained(model, out, tokenizer_from=source)
+        copied = [path.name for path in tokenizer_files(source)]
+    else:
+        pretrained = load(source)
+        model = pretrained.model
+        save_hf_folder(model, out)
+        copied = copy_tokenizer(pretrained, out)
+    return {"architecture": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+            "tokenizer": copied, "source": str(source), "out": str(out)}

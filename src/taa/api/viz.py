@@ -1,0 +1,55 @@
+"""``taa viz attention``: a translation run's attention weights, as numbers or a plot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taa import config as cfg
+from taa.api._common import PathLike, _decoding, _load_translator
+
+
+# --------------------------------------------------------------------------------------
+# taa viz attention
+# --------------------------------------------------------------------------------------
+
+
+def attention_weights(checkpoint: PathLike, *, sentence: str) -> dict[str, Any]:
+    """A translation run's greedy translation of ``sentence`` (as :func:`translate` with
+    ``beam=1``) and every attention layer's weights while reading it: ``{"translation",
+    "source_tokens", "target_tokens", "weights"}``, ``weights[name]`` (heads, queries, keys)
+    as nested lists."""
+    found = _attention(checkpoint, sentence)
+    return {**found, "weights": {name: values.tolist() for name, values in found["weights"].items()}}
+
+
+def plot_attention(checkpoint: PathLike, *, sentence: str, out: PathLike) -> dict[str, Any]:
+    """Encoder self-, decoder self- and cross-attention for ``sentence``, per layer and head,
+    as a PNG at ``out``: ``{"translation", "out"}``."""
+    try:
+        from taa.plots import plot_attention as plot
+    except ImportError:
+        raise cfg.ConfigError("plots need matplotlib: pip install 'taa[eval]'") from None
+    found = _attention(checkpoint, sentence)
+    plot(found["weights"], found["source_tokens"], found["target_tokens"], out)
+    return {"translation": found["translation"], "out": str(out)}
+
+
+def _attention(checkpoint: PathLike, sentence: str) -> dict[str, Any]:
+    import torch
+
+    from taa.tasks.translation import translate as run_translation
+    from taa.torch.attention import capture_attention
+
+    model, tokenizer, recipe = _load_translator(checkpoint)
+    settings = _decoding(recipe, beam=1)  # greedy, within the recipe's max_extra
+    translation = run_translation(model, tokenizer, [sentence], beam=1, max_extra=settings.max_extra)[0]
+    source_ids = tokenizer.encode_source(sentence)
+    target_ids = tokenizer.encode_target(translation)[:-1]  # what the decoder reads: <s> + translation
+    with torch.no_grad(), capture_attention(model) as recorded:
+        model(torch.tensor([source_ids]), torch.tensor([target_ids]))
+    return {
+        "translation": translation,
+        "source_tokens": tokenizer.tokens(sentence, "source") + ["</s>"],
+        "target_tokens": ["<s>"] + tokenizer.tokens(translation, "target"),
+        "weights": {name: values[0][0].numpy() for name, values in recorded.items() if values},  # (h, queries, keys)
+    }
