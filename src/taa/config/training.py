@@ -7,6 +7,9 @@ from typing import Literal, Optional
 
 from taa.config.coerce import _check_types, _require
 
+# The number formats a model computes in, by name (taa.training.dtypes says what each means).
+DtypeName = Literal["float32", "bfloat16"]
+
 
 @dataclass
 class TrainConfig:
@@ -28,7 +31,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # paper §5.4: 0.1
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     grad_accumulation: int = 1  # batches whose gradients add up to one optimizer step
-    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast matmuls (mixed precision)
+    dtype: DtypeName = "float32"  # bfloat16: autocast matmuls (mixed precision)
     seed: int = 0  # seeds data, initialisation and dropout
     threads: Optional[int] = None  # CPU threads for the framework's kernels; None = the framework decides
     log_every: int = 10  # steps between progress updates

@@ -12,9 +12,12 @@ a name to its own type (``taa.torch.generate.resolve_dtype`` for torch).
 
 from __future__ import annotations
 
-FLOAT32 = "float32"
-BFLOAT16 = "bfloat16"
-DTYPES = (FLOAT32, BFLOAT16)  # the names taa accepts, the default first
+import typing
+
+from taa.config.training import DtypeName
+
+DTYPES: tuple[str, ...] = typing.get_args(DtypeName)  # the names taa accepts (the recipe's train.dtype), the default first
+FLOAT32, BFLOAT16 = DTYPES
 DEFAULT_DTYPE = FLOAT32
 
 

@@ -38,6 +38,7 @@ from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
 from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
+from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
 from taa.training.schedules import schedule_from_config
 from taa.tracking import Tracker
@@ -179,7 +180,7 @@ def seq2seq_loss(smoothing: float, pad_id: int) -> Callable[[nn.Module, Seq2SeqB
 
 def autocast(dtype: str, device: torch.device):
     """bfloat16 autocast for "bfloat16"; a no-op context for "float32"."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == BFLOAT16)
 
 
 class Trainer:
