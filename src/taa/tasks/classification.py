@@ -44,7 +44,7 @@ from taa.data.text import DataError
 from taa.folders import HF_CONFIG, HF_TOKENIZER, CheckpointError, read_json
 from taa.tasks.runner import Task, run_function
 from taa.text import load_tokenizer
-from taa.torch.hub import Pretrained, from_pretrained
+from taa.torch.hub import Pretrained, load_run
 from taa.torch.models.bert import BertForSequenceClassification
 from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
@@ -270,8 +270,7 @@ run = run_function(ClassificationTask)
 
 def load_classifier(directory: str | Path) -> tuple[BertForSequenceClassification, Tokenizer, cfg.RecipeConfig]:
     """A trained classification checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    loaded = from_pretrained(directory, task="classification")
-    return loaded.model, loaded.tokenizer, loaded.recipe
+    return load_run(directory, "classification")
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ from taa.tasks.runner import Task, run_function
 from taa.folders import CheckpointError
 from taa.text import encode_text, load_tokenizer
 from taa.torch.generate import sample
-from taa.torch.hub import Pretrained, from_pretrained
+from taa.torch.hub import Pretrained, load_run
 from taa.torch.models.gpt import GPT
 from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
@@ -254,8 +254,7 @@ run = run_function(LanguageModelTask)
 
 def load_language_model(directory: str | Path) -> tuple[GPT, Tokenizer, cfg.RecipeConfig]:
     """A trained language-model checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    loaded = from_pretrained(directory, task="language_model")
-    return loaded.model, loaded.tokenizer, loaded.recipe
+    return load_run(directory, "language_model")
 
 
 def score_file(pretrained: Pretrained, path: str | Path) -> dict[str, Any]:

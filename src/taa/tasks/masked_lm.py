@@ -40,7 +40,7 @@ from taa import config as cfg
 from taa.data.text_corpus import WindowSampler, find_text_file, fixed_windows, read_text, split_text
 from taa.data.tokenizer import SubwordTokenizer, train_bpe
 from taa.tasks.runner import Task, run_function
-from taa.torch.hub import from_pretrained
+from taa.torch.hub import load_run
 from taa.torch.models.bert import BertForMaskedLM
 from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
@@ -234,5 +234,4 @@ run = run_function(MaskedLMTask)
 
 def load_masked_lm(directory: str | Path) -> tuple[BertForMaskedLM, SubwordTokenizer, cfg.RecipeConfig]:
     """A trained masked-LM checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    loaded = from_pretrained(directory, task="masked_lm")
-    return loaded.model, loaded.tokenizer, loaded.recipe
+    return load_run(directory, "masked_lm")

@@ -25,7 +25,7 @@ from taa import config as cfg
 from taa.data import SubwordTokenizer
 from taa.tasks.runner import run_function
 from taa.tasks.translation import TranslationTask, load_pairs
-from taa.torch.hub import from_pretrained
+from taa.torch.hub import load_run
 from taa.torch.models.t5 import T5ForConditionalGeneration
 from taa.torch.training import Seq2SeqBatch
 from taa.torch.training.losses import label_smoothed_cross_entropy
@@ -79,5 +79,4 @@ def load_text_to_text(directory: str | Path) -> tuple[T5ForConditionalGeneration
 
     Sentences given to it need the recipe's prefix: ``recipe.data.prefix + sentence``.
     """
-    loaded = from_pretrained(directory, task="text_to_text")
-    return loaded.model, loaded.tokenizer, loaded.recipe
+    return load_run(directory, "text_to_text")

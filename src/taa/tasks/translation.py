@@ -27,7 +27,7 @@ from taa.data import SubwordTokenizer, TokenBatcher, load_multi30k, pad, read_pa
 from taa.tasks.runner import Task, run_function
 from taa.decoding import DEFAULTS
 from taa.torch.generate import decode
-from taa.torch.hub import from_pretrained
+from taa.torch.hub import load_run
 from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
 from taa.torch.training.loop import autocast
@@ -248,5 +248,4 @@ run = run_function(TranslationTask)
 
 def load_translator(directory: str | Path) -> tuple[Transformer, SubwordTokenizer, cfg.RecipeConfig]:
     """A trained translation checkpoint folder -> (model in eval mode, tokenizer, recipe)."""
-    loaded = from_pretrained(directory, task="translation")
-    return loaded.model, loaded.tokenizer, loaded.recipe
+    return load_run(directory, "translation")

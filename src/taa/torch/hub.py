@@ -183,6 +183,13 @@ def from_pretrained(folder: str | Path, dtype: Optional[torch.dtype | str] = Non
     return Pretrained(model.eval(), tokenizer, model.config, type(model).__name__, folder, kind, recipe)
 
 
+def load_run(folder: str | Path, task: str) -> tuple[nn.Module, Any, cfg.RecipeConfig]:
+    """A training run of ``task`` -> (model in eval mode, tokenizer, recipe): what each task
+    module's ``load_<task>`` returns."""
+    loaded = from_pretrained(folder, task=task)
+    return loaded.model, loaded.tokenizer, loaded.recipe
+
+
 # --------------------------------------------------------------------------------------
 # Saving a converted model
 # --------------------------------------------------------------------------------------
