@@ -1,6 +1,7 @@
 """The ``taa`` command line: a thin layer over :mod:`taa.api`.
 
-    taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--tracking mlflow|none] [--json]
+    taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]]
+              [--tracking mlflow|none] [--tracking-optional] [--json]
     taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [SENTENCE ...]
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--json]
     taa evaluate --checkpoint DIR --data FILE [--json]
@@ -77,19 +78,23 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.steps=100.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default: runs/<name>).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run saved in this folder.")
+@click.option("--resume-changed", "resume_changed", is_flag=True,
+              help="With --resume: accept a recipe that differs from the saved run's (the changes are recorded).")
 @click.option("--tracking", type=click.Choice(["mlflow", "none"]), default="mlflow", show_default=True,
               help="Experiment tracking backend.")
+@click.option("--tracking-optional", "tracking_optional", is_flag=True,
+              help="Train without tracking (one warning) when the tracking store cannot be reached.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
 @JSON
-def train(recipe: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, tracking: str,
-          progress: bool, as_json: bool) -> None:
+def train(recipe: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, resume_changed: bool,
+          tracking: str, tracking_optional: bool, progress: bool, as_json: bool) -> None:
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
     RECIPE is a YAML file or the name of a built-in recipe (copy, translate-multi30k, ...).
     Without one: translate-multi30k-small when Multi30k is found ($TAA_DATA), else copy.
     """
-    result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, tracking=tracking,
-                   progress=progress)
+    result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
+                   tracking=tracking, tracking_optional=tracking_optional, progress=progress)
     if as_json:
         _echo_json(result)
     else:

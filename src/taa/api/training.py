@@ -42,7 +42,8 @@ def resolve_recipe(recipe: Optional[PathLike]) -> Path:
 
 
 def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
-          resume: Optional[PathLike] = None, tracking: str = "mlflow", progress: bool = True) -> dict[str, Any]:
+          resume: Optional[PathLike] = None, resume_changed: bool = False, tracking: str = "mlflow",
+          tracking_optional: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train the model a recipe describes, evaluate it and save the run folder ``out``
     (default: ``runs/<recipe name>``; ``resume``: continue the run saved there).
 

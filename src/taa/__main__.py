@@ -1,0 +1,5 @@
+"""``python -m taa``: the ``taa`` command line."""
+
+from taa.cli import main
+
+main(prog_name="taa")
