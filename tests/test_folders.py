@@ -113,6 +113,39 @@ def test_a_kill_during_a_folder_write_keeps_a_whole_folder(tmp_path):
         folders.find_state_folder(tmp_path / "elsewhere")
 
 
+def test_a_file_gets_the_umask_mode_even_when_the_writer_replaces_it_with_a_0600_one(tmp_path):
+    """safetensors writes its own temporary file (0600) and renames it over the path it is given."""
+
+    def replacing(tmp):
+        private = tmp.with_name("private")
+        private.write_text("weights")
+        os.chmod(private, 0o600)
+        os.replace(private, tmp)
+
+    folders.write_file_atomically(tmp_path / "model.safetensors", replacing)
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o666 & ~_umask()
+
+
+def test_cleaning_a_run_folder_removes_what_a_kill_left_and_keeps_the_state(tmp_path):
+    best = tmp_path / folders.BEST
+    best.mkdir()
+    for name in ("step-2.safetensors", "step-4.safetensors", "notes.txt", ".tmpAbC123", ".step-6.safetensors.tmp-x_1"):
+        (best / name).write_text("x")
+    for name in (".model.safetensors.tmp-k3j_x9ab", ".tmp0q2W8e", "metrics.json", ".hidden"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".state.tmp-0q2w8e4r").mkdir()
+    for name, step in (("state.new", "2"), ("state.old", "1")):  # a kill between the two renames of a swap
+        (tmp_path / name).mkdir()
+        (tmp_path / name / folders.TRAINER_STATE).write_text(step)
+
+    folders.clean_run_folder(tmp_path)  # a new run: best/ is not its to judge
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "best", "metrics.json", "state"]
+    assert (tmp_path / folders.STATE / folders.TRAINER_STATE).read_text() == "2"  # the newer half, as found
+    assert sorted(p.name for p in best.iterdir()) == ["notes.txt", "step-2.safetensors", "step-4.safetensors"]
+    folders.clean_run_folder(tmp_path, best_steps=[4])  # a resumed run whose state lists step 4 only
+    assert sorted(p.name for p in best.iterdir()) == ["notes.txt", "step-4.safetensors"]
+
+
 def test_best_weights_live_in_best(tmp_path):
     assert folders.best_weights(tmp_path, 250) == tmp_path / "best" / "step-250.safetensors"
 

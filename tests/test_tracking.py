@@ -5,8 +5,11 @@ so later stores are copies of the first (a copy opens in milliseconds). Every te
 in an empty working directory, so a misplaced default could never write into the repo.
 """
 
+import os
 import shutil
+import socket
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +18,10 @@ import numpy as np
 import pytest
 
 from taa.config import RecipeConfig
+import taa.tracking
 from taa.tracking import (
+    HTTP_LIMITS,
+    BackgroundTracker,
     MLflowTracker,
     SafeTracker,
     Tracker,
@@ -162,6 +168,7 @@ def test_default_store_is_mlflow_db_and_mlruns_in_the_working_directory(store, e
 def test_a_store_that_breaks_mid_run_warns_once_and_goes_on(store, tmp_path):
     broken = tmp_path / "broken.db"
     tracker = make_tracker("mlflow", tracking_uri=copy_of(store, broken), artifact_location=tmp_path / "art")
+    assert type(tracker) is SafeTracker  # a local store: each call lands before it returns
     tracker.log_params({"model": {"d_model": 8}})
     tracker.log_metrics({"train_loss": 1.0}, 1)
     with broken.open("r+b") as database:  # the disk under the store goes bad
@@ -176,6 +183,32 @@ def test_a_store_that_breaks_mid_run_warns_once_and_goes_on(store, tmp_path):
     message = str(caught[0].message)
     assert "\n" not in message and "log_metrics failed" in message and "not a database" in message
     assert tracker.error is not None
+
+
+def test_a_server_that_does_not_answer_fails_at_once_naming_it(monkeypatch):
+    for name in HTTP_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # the user's own setting
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(ConnectionError, match=rf"^tracking server {uri} cannot be reached: Connection refused$"):
+        make_tracker("mlflow", tracking_uri=uri)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # kept
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"]  # bounded
+
+
+def test_a_store_on_another_machine_is_tracked_from_a_worker_thread(monkeypatch):
+    class Remote(Tracker):
+        remote = True
+
+        def __init__(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(taa.tracking, "MLflowTracker", Remote)
+    tracker = make_tracker("mlflow", tracking_uri="http://tracking.example:5000")
+    assert type(tracker) is BackgroundTracker and type(tracker.inner) is Remote
+    tracker.end()
 
 
 # ---------------------------------------------------------------- SafeTracker
@@ -217,22 +250,27 @@ def test_safe_tracker_passes_every_call_through():
     ]
 
 
-def test_failing_backend_warns_once_and_training_goes_on():
+def _five_step_trainer(tracker):
+    """A Trainer of a 2-weight linear model for 5 steps, logging every step to ``tracker``."""
     torch = pytest.importorskip("torch")
     from taa.config import TrainConfig
     from taa.torch.training.loop import Trainer
 
-    inner = Recording(fail_on="log_metrics")
-    tracker = SafeTracker(inner)
-    model = torch.nn.Linear(2, 1)
     batch = torch.ones(4, 2)
 
     def compute_loss(model, batch):
         return model(batch).pow(2).sum(), batch.shape[0]
 
     train = TrainConfig(steps=5, log_every=1, schedule="constant", lr=0.01, threads=1)
-    trainer = Trainer(model, train, compute_loss, iter(lambda: batch, None), d_model=2, tracker=tracker,
-                      evaluate=lambda model: {"val_loss": 1.0}, progress=False)
+    return Trainer(torch.nn.Linear(2, 1), train, compute_loss, iter(lambda: batch, None), d_model=2, tracker=tracker,
+                   evaluate=lambda model: {"val_loss": 1.0}, progress=False)
+
+
+def test_failing_backend_warns_once_and_training_goes_on():
+    torch = pytest.importorskip("torch")
+    inner = Recording(fail_on="log_metrics")
+    tracker = SafeTracker(inner)
+    trainer = _five_step_trainer(tracker)
     threads = torch.get_num_threads()  # fit() sets the thread count for the process
     try:
         with pytest.warns(TrackingWarning) as caught:
@@ -249,6 +287,102 @@ def test_failing_backend_warns_once_and_training_goes_on():
     assert caught[0].filename.endswith("loop.py")  # the warning points at the caller
     assert [call[0] for call in inner.calls] == ["log_metrics"]  # nothing after the failure
     assert isinstance(tracker.error, ConnectionError)
+
+
+# ---------------------------------------------------------------- BackgroundTracker
+
+
+class Blocking(Recording):
+    """A backend that does not answer: each call is recorded, then waits for ``release``."""
+
+    def __init__(self, fail_on=None):
+        super().__init__(fail_on)
+        self.release = threading.Event()
+
+    def _record(self, name, *args):
+        assert self.release.wait(30), "never released"
+        super()._record(name, *args)
+
+
+@pytest.fixture
+def blocking():
+    inner = Blocking()
+    yield inner
+    inner.release.set()  # let a worker still waiting finish
+
+
+def test_background_tracker_never_makes_the_run_wait(blocking):
+    torch = pytest.importorskip("torch")
+    tracker = BackgroundTracker(blocking)
+    trainer = _five_step_trainer(tracker)
+    threads = torch.get_num_threads()  # fit() sets the thread count for the process
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            tracker.log_params({"a": 1})
+            result = trainer.fit()  # every call waits in the queue: the backend has answered none
+        finally:
+            torch.set_num_threads(threads)
+        assert result.steps == 5 and blocking.calls == []
+        blocking.release.set()
+        tracker.end()  # waits for the queue: every call made, in order, the end last
+    assert [call[0] for call in blocking.calls] == ["log_params", *["log_metrics"] * 6, "end"]
+    assert [call[2] for call in blocking.calls if call[0] == "log_metrics"] == [1, 2, 3, 4, 5, 5]  # 5: validation
+    assert tracker.error is None
+
+
+def test_background_tracker_warns_once_for_a_failed_call_and_drops_the_rest():
+    inner = Recording(fail_on="log_metrics")
+    tracker = BackgroundTracker(inner)
+    with pytest.warns(TrackingWarning) as caught:
+        tracker.log_metrics({"loss": 1.0}, 1)
+        tracker.log_metrics({"loss": 0.5}, 2)
+        tracker.log_artifact("f.txt")
+        tracker.end()
+    assert [str(w.message) for w in caught] == [
+        "tracking turned off for the rest of the run: log_metrics failed with ConnectionError: tracking server went away"
+    ]
+    assert caught[0].filename == __file__  # the warning points at the caller, not at the worker thread
+    assert inner.calls == [("log_metrics", {"loss": 1.0}, 1)]
+    assert isinstance(tracker.error, ConnectionError)
+
+
+def test_background_tracker_end_gives_up_on_a_backend_that_does_not_answer(blocking):
+    tracker = BackgroundTracker(blocking, end_timeout=0.01)
+    with pytest.warns(TrackingWarning) as caught:
+        tracker.log_metrics({"loss": 1.0}, 1)
+        tracker.log_metrics({"loss": 0.5}, 2)
+        tracker.end()
+        tracker.end()  # a second end changes nothing
+    assert [str(w.message) for w in caught] == [
+        "tracking gave up on the tracking store after 0.01 s without an answer: "
+        "the run's last 3 tracking calls are not recorded"
+    ]
+    assert isinstance(tracker.error, TimeoutError)
+
+
+def test_background_tracker_turns_off_when_the_backend_falls_too_far_behind(blocking):
+    tracker = BackgroundTracker(blocking, queue_size=2)
+    with pytest.warns(TrackingWarning) as caught:
+        for step in range(1, 6):
+            tracker.log_metrics({"loss": 1.0 / step}, step)
+    assert [str(w.message) for w in caught] == [
+        "tracking turned off for the rest of the run: the tracking store is 2 calls behind"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracker.end()  # off: nothing more to say, nothing to wait for
+    assert isinstance(tracker.error, TimeoutError)
+
+
+def test_background_tracker_sends_a_copy_of_the_metrics(blocking):
+    tracker = BackgroundTracker(blocking)
+    metrics = {"loss": 1.0}
+    tracker.log_metrics(metrics, 1)
+    metrics["loss"] = 0.5  # the caller reuses its dict before the worker sent it
+    blocking.release.set()
+    tracker.end()
+    assert blocking.calls[0] == ("log_metrics", {"loss": 1.0}, 1)
 
 
 # ---------------------------------------------------------------- make_tracker
@@ -275,6 +409,17 @@ def test_make_tracker_mlflow_without_mlflow_says_what_to_install(monkeypatch):
 def test_make_tracker_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match=r"^tracking='wandb' is not one of 'mlflow', 'none'$"):
         make_tracker("wandb")
+
+
+def test_a_long_error_keeps_the_system_error_it_wraps():
+    from taa.tracking import _one_line
+
+    error = RuntimeError("API request to http://host:5000/api failed: " + "x" * 300
+                         + " (Caused by NewConnectionError(\"[Errno 111] Connection refused\"))")
+    text = _one_line(error)
+    assert len(text) == 200 and text.startswith("RuntimeError: API request to http://host:5000/api failed: xxx")
+    assert text.endswith("xxx... [Errno 111] Connection refused")
+    assert _one_line(ValueError("short\nsecond line")) == "ValueError: short"
 
 
 def test_flatten_params_makes_dotted_names():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,8 +51,20 @@ def _echo_json(value: Any) -> None:
 
 
 def _lines(sentences: tuple[str, ...]) -> list[str]:
-    """The sentences given, else one a line from standard input."""
-    return list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
+    """The sentences given, else one a line from standard input: UTF-8 text, where a line
+    that is not (or holds a NUL byte: binary data) is one error naming the line."""
+    from taa.data.text import decode_lines
+
+    if sentences:
+        return list(sentences)
+    return decode_lines(sys.stdin.buffer, "standard input")
+
+
+def _notify(command: str) -> Callable[[str], None]:
+    """What the api says about the input (a sentence cut to the model's length, ...): one
+    line on standard error, after the command's name."""
+    return lambda line: click.echo(f"taa {command}: {line}", err=True)
+
 
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
@@ -64,8 +77,14 @@ LENGTH_PENALTY = click.option(
 
 @click.group()
 @click.version_option(__version__, prog_name="taa")
-def main() -> None:
+@click.pass_context
+def main(context: click.Context) -> None:
     """taa: Transformer Architecture Adventures."""
+    # A warning (a tracking store that went away, a stale lock taken over, a resume with a
+    # changed recipe) is one line on standard error, not Python's file:line and source line.
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"taa: warning: {message}\n"
+    context.call_on_close(lambda: setattr(warnings, "formatwarning", previous))
 
 
 # --------------------------------------------------------------------------------------
@@ -91,7 +110,13 @@ def train(recipe: str | None, overrides: tuple[str, ...], out: Path | None, resu
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
     RECIPE is a YAML file or the name of a built-in recipe (copy, translate-multi30k, ...).
-    Without one: translate-multi30k-small when Multi30k is found ($TAA_DATA), else copy.
+    Without one: translate-multi30k-small when Multi30k is found ($TAA_DATA), else copy;
+    with --resume DIR, the recipe DIR's run was trained with.
+
+    A run holds its folder (run.lock) until it ends: a second run into it is refused.
+    --resume refuses a recipe that trains differently from the saved run's (one line listing
+    the differences) unless --resume-changed is given. A step whose loss or gradient is not
+    finite stops the run with one line (train.nonfinite: skip skips it instead).
     """
     result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
                    tracking=tracking, tracking_optional=tracking_optional, progress=progress)
@@ -223,9 +248,14 @@ def translate(checkpoint: Path, beam: int | None, max_len: int | None, length_pe
 
     Decodes as the run's final test evaluation did (its recipe's beam, length penalty and
     max_extra) unless an option says otherwise.
+
+    A sentence longer than the model reads (its max_length tokens) is refused with one
+    line naming it: split it. Outputs stop at the decoder's max_length positions.
+    Standard input is read as UTF-8: a line that is not, or that holds a NUL byte
+    (binary data), is refused with one line naming it.
     """
-    for line in _call(api.translate, checkpoint, sentences=_lines(sentences), beam=beam, max_len=max_len,
-                      length_penalty=length_penalty):
+    for line in _call(api.translate, checkpoint, sentences=_call(_lines, sentences), beam=beam, max_len=max_len,
+                      length_penalty=length_penalty, notify=_notify("translate")):
         click.echo(line)
 
 
@@ -250,9 +280,14 @@ def evaluate(checkpoint: Path, source: Path | None, reference: Path | None, data
     length penalty and max_extra) unless an option says otherwise: on the run's test set the
     figures are its own. A classifier, --data: accuracy, loss and per-label precision, recall
     and F1. A language model, --data: perplexity and loss per token, in windows of its context.
+
+    An empty file is refused, and so are a source and a reference of different lengths
+    and a source sentence longer than the model reads (its max_length tokens), with one
+    line naming the file and line. A classifier cuts a sentence longer than it reads to
+    its length, as in training, with one line on standard error saying how many.
     """
     scores = _call(api.evaluate, checkpoint, source=source, reference=reference, data=data, beam=beam,
-                   length_penalty=length_penalty)
+                   length_penalty=length_penalty, notify=_notify("evaluate"))
     if as_json:
         _echo_json(scores)
     elif scores.get("task") == "classification":
@@ -297,7 +332,8 @@ def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
 @click.option("--prompt-ids", "prompt_ids", default=None, help='The prompt as token ids, e.g. "464 3290 318".')
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=None,
               help=f"New tokens (default: {api.GENERATE_NEW_TOKENS}; an encoder-decoder: its source length + the "
-                   "recipe's data.max_extra).")
+                   f"recipe's data.max_extra); at most {api.GENERATE_MAX_NEW_TOKENS:,}, and an encoder-decoder "
+                   "stops at its decoder's max_length positions.")
 @click.option("--sample/--no-sample", "sample", default=None,
               help="Sample, or take the most likely token (default: the checkpoint's; a language model run "
                    "samples as its recipe's text sample did).")
@@ -329,11 +365,13 @@ def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_n
     with a newline. When the prompt and the new tokens pass the model's context, one
     line on standard error says so before decoding starts: a decoder-only model then
     slides its context (each further token sees the last max_length tokens), an
-    encoder-decoder stops at its decoder's max_length positions.
+    encoder-decoder stops at its decoder's max_length positions. An encoder-decoder's
+    source longer than its encoder reads (a Transformer's max_length) is refused with one
+    line. A prompt that is not UTF-8 text, or holds a NUL byte, is refused with one line.
     """
     options = dict(prompt=prompt, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, sample=sample,
                    temperature=temperature, top_k=top_k, top_p=top_p, beam=beam, length_penalty=length_penalty,
-                   seed=seed, dtype=dtype, notify=lambda line: click.echo(f"taa generate: {line}", err=True))
+                   seed=seed, dtype=dtype, notify=_notify("generate"))
     if as_json:
         _echo_json(_call(api.generate, checkpoint, **options))
         return
@@ -354,8 +392,15 @@ def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_n
 @click.argument("sentences", nargs=-1)
 def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentences: tuple[str, ...]) -> None:
     """Sentence embeddings of SENTENCES (or of each line of standard input): the mean of BERT's
-    last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line."""
-    rows = _call(api.embed, checkpoint, sentences=_lines(sentences), dtype=dtype, batch_size=batch_size)
+    last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line.
+
+    A sentence longer than the model reads (its positions, or a sentence-transformers
+    folder's max_seq_length) is cut to that length, with one line on standard error
+    saying how many were cut. Standard input is read as UTF-8: a line that is not, or
+    that holds a NUL byte (binary data), is refused with one line naming it.
+    """
+    rows = _call(api.embed, checkpoint, sentences=_call(_lines, sentences), dtype=dtype, batch_size=batch_size,
+                 notify=_notify("embed"))
     if as_json:
         _echo_json(rows)
         return
@@ -372,8 +417,15 @@ def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentence
 def classify(checkpoint: Path, batch_size: int, as_json: bool, sentences: tuple[str, ...]) -> None:
     """The label of each of SENTENCES (or of each line of standard input) and the probability
     of every label: one line per sentence, "label<TAB>probabilities<TAB>sentence". Labels are
-    named when the run names them (SST-2: negative, positive), else their ids."""
-    results = _call(api.classify, checkpoint, sentences=_lines(sentences), batch_size=batch_size)
+    named when the run names them (SST-2: negative, positive), else their ids.
+
+    A sentence longer than the classifier reads (a run's data.max_length, else its
+    positions) is cut to that length, as in training, with one line on standard error
+    saying how many were cut. Standard input is read as UTF-8: a line that is not, or
+    that holds a NUL byte (binary data), is refused with one line naming it.
+    """
+    results = _call(api.classify, checkpoint, sentences=_call(_lines, sentences), batch_size=batch_size,
+                    notify=_notify("classify"))
     if as_json:
         _echo_json(results)
         return

@@ -7,8 +7,11 @@ Three kinds of folder hold a model, each recognised by one file:
       model.safetensors, recipe.yaml, metrics.json   the final model
       tokenizer/                                     the task's tokenizer (if it has one)
       training_curves.png                            loss and validation curves
-      state/                                         the latest resumable training state
+      state/                                         the latest resumable training state (with
+                                                     the recipe as given, given_recipe.yaml)
       best/step-N.safetensors                        the best k weights by the validation metric
+      resume_changes.json                            what each ``--resume-changed`` changed
+      run.lock                                       while a run writes the folder
 
 - a converted taa model (``taa convert --from-hf``), by its ``model.yaml`` (the class and
   the model section of a recipe, tagged ``taa.model/1``), with ``model.safetensors`` and
@@ -21,16 +24,24 @@ Weights are safetensors only: a folder with only pickled weights (``pytorch_mode
 
 Files are written atomically: a file goes to a temporary name and is renamed into place;
 a folder is filled under a staging name and swapped in with renames, so a kill at any
-moment leaves the previous version whole. Nothing here imports a framework.
+moment leaves the previous version whole (and :func:`clean_run_folder` removes what it left
+behind). Every file and folder gets the mode the user's umask gives a new one. Nothing here
+imports a framework.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,6 +60,9 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"  # in the state folder: the optimize
 OPTIMIZER_SETTINGS = "optimizer.json"  # in the state folder: its hyper-parameters and scalars
 RANDOM_STATE = "rng.safetensors"  # in the state folder: the framework's random generator state
 BEST = "best"  # a training run: the best k weights, best/step-N.safetensors
+GIVEN_RECIPE = "given_recipe.yaml"  # in the state folder: the run's recipe as given, before the task completed it
+RESUME_CHANGES = "resume_changes.json"  # a training run: what each resume with --resume-changed changed
+RUN_LOCK = "run.lock"  # a training run in progress: which process, on which host, writes it (run_folder_lock)
 MODEL_FILE = "model.yaml"  # a converted model: its class and config
 MODEL_FORMAT = "taa.model/1"  # the format tag of model.yaml
 HF_CONFIG = "config.json"  # a Hugging Face folder
@@ -100,7 +114,10 @@ def hugging_face_folders(folder: str | Path) -> list[Path]:
     folders = [folder]
     modules_file = folder / SENTENCE_TRANSFORMERS_MODULES
     if modules_file.is_file():
-        for module in read_json(modules_file):
+        modules = read_json(modules_file)
+        if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
+            raise CheckpointError(f"{modules_file}: expected a JSON list of modules")
+        for module in modules:
             if str(module.get("type", "")).endswith("models.Transformer"):
                 inner = folder / module.get("path", "")
                 if inner != folder and inner.is_dir():
@@ -114,6 +131,8 @@ def weights_file(folder: str | Path) -> Path:
     path = folder / WEIGHTS
     if path.is_file():
         return path
+    if path.exists():
+        raise CheckpointError(f"{path}: not a file (the model's weights are one safetensors file)")
     pickled = sorted({p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern)})
     if pickled:
         raise CheckpointError(
@@ -146,10 +165,20 @@ def weight_mismatches(found: Mapping[str, Sequence[int]], expected: Mapping[str,
 
 
 def read_json(path: Path) -> Any:
+    """The value of a JSON file; a file that is missing, not UTF-8 or not JSON is one
+    :class:`CheckpointError` naming it (and the line)."""
+    from taa import config as cfg
+
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}, line {error.lineno}: {error.msg}") from None
+        return cfg.read_data(path, "json")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def _about(path: Path, error: ConfigError) -> CheckpointError:
+    """``error`` about the file ``path`` as a CheckpointError, the file named once."""
+    message = str(error)
+    return CheckpointError(message if message.startswith(str(path)) else f"{path}: {message}")
 
 
 def load_recipe(folder: str | Path):
@@ -164,7 +193,7 @@ def load_recipe(folder: str | Path):
     except CheckpointError:
         raise
     except ConfigError as error:
-        raise CheckpointError(f"{path}: {error}") from None
+        raise _about(path, error) from None
 
 
 def load_model_description(folder: str | Path) -> tuple[Any, Optional[str], dict[str, Any]]:
@@ -177,11 +206,14 @@ def load_model_description(folder: str | Path) -> tuple[Any, Optional[str], dict
         description = cfg.read_mapping(path)
         if description.get("format") != MODEL_FORMAT:
             raise ConfigError(f"format={description.get('format')!r}, expected {MODEL_FORMAT!r}")
-        config = cfg.model_config_from_dict(dict(description.get("model") or {}))
+        config = cfg.model_config_from_dict(description.get("model", {}))
+        architecture = description.get("architecture")
+        if architecture is not None and not isinstance(architecture, str):
+            raise ConfigError(f"architecture={architecture!r} should be a class name")
     except ConfigError as error:
-        raise CheckpointError(f"{path}: {error}") from None
+        raise _about(path, error) from None
     options = {key: value for key, value in description.items() if key not in ("format", "architecture", "model")}
-    return config, description.get("architecture"), options
+    return config, architecture, options
 
 
 def find_state_folder(folder: str | Path) -> Path:
@@ -197,8 +229,23 @@ def find_state_folder(folder: str | Path) -> Path:
 # ------------------------------------------------------------------ atomic writes
 
 
+# What a write killed midway leaves: our temporary files and staging folders
+# (``.model.safetensors.tmp-k3j_x9ab``, ``.state.tmp-0q2w8e4r``) and those of safetensors,
+# which writes a file to ``.tmpAbC123`` beside it and renames that into place.
+TEMPORARY = re.compile(r"\.(.+\.tmp-[a-z0-9_]+|tmp[A-Za-z0-9]{6})")
+BEST_WEIGHTS = re.compile(r"step-(\d+)\.safetensors")  # a file of best/ (best_weights)
+
+
 def _umask() -> int:
-    current = os.umask(0)
+    """The process's umask. Linux shows it in /proc; elsewhere it is read by setting it and
+    setting it back, and for that moment another thread would create files as 0600."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o077)
     os.umask(current)
     return current
 
@@ -207,15 +254,20 @@ def _temporary_sibling(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(handle)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints are ordinary files
     return Path(name)
 
 
 def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary_path)`` then rename over ``path``."""
+    """``write(temporary_path)`` then rename over ``path``.
+
+    The file gets the mode of any new file, ``0666 & ~umask``: mkstemp makes its file 0600,
+    and so does safetensors for the file it renames over the temporary one, so the mode is
+    set after ``write``, not before.
+    """
     temporary = _temporary_sibling(Path(path))
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -232,7 +284,7 @@ def write_folder_atomically(directory: Path, fill: Callable[[Path], None]) -> Pa
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    os.chmod(staging, 0o777 & ~_umask())
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; a state folder is an ordinary folder
     new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
     try:
         fill(staging)
@@ -247,3 +299,226 @@ def write_folder_atomically(directory: Path, fill: Callable[[Path], None]) -> Pa
     new.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def clean_run_folder(folder: str | Path, best_steps: Optional[Sequence[int]] = None) -> None:
+    """Remove what a run killed in ``folder`` left behind, before a run starts there again.
+
+    - temporary files and staging folders (:data:`TEMPORARY`) in the folder and in ``best/``;
+    - ``state.new`` and ``state.old`` (:func:`write_folder_atomically` killed between its
+      renames): with no ``state/``, the one :func:`find_state_folder` picks becomes
+      ``state/``; the other goes;
+    - with ``best_steps`` (the steps a resumed state lists among its best), every weights
+      file in ``best/`` it does not list: written before a kill came ahead of the state that
+      would have listed it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for parent in (folder, folder / BEST):
+        for path in parent.glob(".*") if parent.is_dir() else ():
+            if TEMPORARY.fullmatch(path.name):
+                _remove(path)
+    state, new, old = (folder / f"{STATE}{suffix}" for suffix in ("", ".new", ".old"))
+    if not state.exists():
+        complete = [candidate for candidate in (new, old) if (candidate / TRAINER_STATE).is_file()]
+        if complete:
+            complete[0].rename(state)
+    if (state / TRAINER_STATE).is_file():
+        for leftover in (new, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+    if best_steps is not None and (folder / BEST).is_dir():
+        for path in (folder / BEST).iterdir():
+            found = BEST_WEIGHTS.fullmatch(path.name)
+            if found and int(found.group(1)) not in best_steps:
+                path.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ before a command writes
+
+
+def check_writable_folder(path: str | Path, what: str = "") -> Path:
+    """Refuse, in one line, a folder a command cannot write into: ``path`` is a file, lies
+    inside a file, or its nearest existing folder takes no new file (permissions, a
+    read-only disk; tried, not guessed from the mode bits, which root ignores). Commands
+    call it before any work, so a bad ``--out`` fails at once and not after training.
+    ``what`` names the option in the message (``--out``). Returns ``path``."""
+    path = Path(path)
+    problem = _unwritable(path)
+    if problem is not None:
+        raise ConfigError(f"{_label(path, what)}: {problem}")
+    return path
+
+
+def check_writable_file(path: str | Path, what: str = "") -> Path:
+    """:func:`check_writable_folder` for a file a command writes (a plot): it must not be a
+    folder, and its folder (made if missing) must take it. Returns ``path``."""
+    path = Path(path)
+    problem = f"{path} is a folder, not a file" if path.is_dir() else _unwritable(path.parent)
+    if problem is not None:
+        raise ConfigError(f"{_label(path, what)}: {problem}")
+    return path
+
+
+def _label(path: Path, what: str) -> str:
+    return f"{what} {path}" if what else str(path)
+
+
+def _unwritable(folder: Path) -> Optional[str]:
+    """Why no file can be written in ``folder`` (made with its parents when missing), or None."""
+    existing = folder
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder" if existing.is_file() else f"{existing} is not a folder"
+    try:
+        handle, name = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+@contextmanager
+def run_folder_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold ``folder`` for one training run while the block runs; refused at once, in one
+    line, while a live run holds it, so two runs never overwrite each other's files.
+
+    The lock is ``folder/run.lock``, made with O_CREAT|O_EXCL (of two processes only one
+    can make it), holding the owner's pid, host and start time (and, on Linux, which
+    process that pid was: :func:`_process_identity`). A lock whose owner is gone is stale
+    and taken over with one warning: its pid is not alive on this host, or that pid now
+    names another process (a reused pid). A lock written on another host cannot be checked
+    from here: it is refused, naming the file to delete once that run is gone. The lock
+    goes when the block ends, on an exception or Ctrl-C too; a killed run leaves a stale
+    one. A folder the lock made and nothing else filled is removed with it.
+    """
+    folder = Path(folder)
+    made = not folder.exists()
+    lock = folder / RUN_LOCK
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "process": _process_identity(os.getpid())}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _acquire(lock, record)
+    except OSError as error:
+        raise ConfigError(f"{lock}: cannot lock the run folder ({error.strerror or error})") from None
+    try:
+        yield lock
+    finally:
+        if _read_lock(lock) == record:  # still ours (not taken over by mistake)
+            lock.unlink(missing_ok=True)
+        if made:
+            try:
+                folder.rmdir()  # only when empty: a run that failed before writing anything
+            except OSError:
+                pass
+
+
+# An unreadable lock younger than this is being written by its owner; older, its owner died
+# between making it and writing it.
+LOCK_WRITE_SECONDS = 10.0
+
+
+def _acquire(lock: Path, record: dict[str, Any]) -> None:
+    for _ in range(3):  # a stale lock taken over, then made ours; or a race lost to another process
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            _refuse_live_holder(lock, holder)
+            _take_over(lock, holder)
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(record, file)
+        return
+    raise ConfigError(f"{lock.parent}: another run is starting in this folder")
+
+
+def _read_lock(lock: Path) -> Optional[dict[str, Any]]:
+    """The lock's record; None when it is gone or cannot be read (being written, or garbled)."""
+    try:
+        record = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and {"pid", "host", "started"} <= set(record) else None
+
+
+def _refuse_live_holder(lock: Path, holder: Optional[dict[str, Any]]) -> None:
+    """A one-line ConfigError while the lock's owner may still run; nothing when it is stale."""
+    folder = lock.parent
+    if holder is None:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return  # released meanwhile
+        if age < LOCK_WRITE_SECONDS:
+            raise ConfigError(f"{folder}: another run is starting in this folder")
+        return
+    who = f"pid {holder['pid']}, started {holder['started']}"
+    if holder["host"] != socket.gethostname():
+        raise ConfigError(f"{folder}: a run on host {holder['host']} ({who}) holds this folder; "
+                          f"if it has ended, delete {lock}")
+    if _process_alive(holder):
+        raise ConfigError(f"{folder}: another taa run ({who}) is writing this folder; "
+                          "wait for it to end or write to another folder")
+
+
+def _process_alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's pid still runs the process that wrote it (on this host)."""
+    pid = holder["pid"]
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would signal it: take the lock as held
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    written, now = holder.get("process"), _process_identity(pid)
+    return written is None or now is None or written == now
+
+
+def _process_identity(pid: int) -> Optional[str]:
+    """Which process ``pid`` is, on Linux: the boot it runs in and its start, in clock ticks
+    since that boot (``/proc``: no wall clock, so a clock set forward cannot age it). A
+    reused pid has another identity. None where /proc does not tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}/{start}"
+
+
+def _take_over(lock: Path, stale: Optional[dict[str, Any]]) -> None:
+    """Move a stale lock out of the way (a rename: of two processes taking it over, one
+    moves it). If what was moved is not the lock judged stale, another process has just
+    made it: it is put back, and the next try finds its owner alive."""
+    aside = lock.with_name(f".{lock.name}.stale-{os.getpid()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return
+    moved = _read_lock(aside)
+    if moved != stale:
+        try:
+            os.link(aside, lock)
+        except OSError:
+            pass
+        aside.unlink(missing_ok=True)
+        return
+    aside.unlink(missing_ok=True)
+    owner = f"pid {stale['pid']}, started {stale['started']}" if stale is not None else "unreadable"
+    warnings.warn(f"{lock}: taking over the lock of a run that no longer runs ({owner})", stacklevel=5)

@@ -21,7 +21,7 @@ from typing import Optional, Union
 from tokenizers import Tokenizer
 
 from taa.data.text import DataError
-from taa.data.tokenizer import CHAR_DESCRIPTION, DESCRIPTION, CharTokenizer, SubwordTokenizer
+from taa.data.tokenizer import CHAR_DESCRIPTION, DESCRIPTION, CharTokenizer, SubwordTokenizer, read_tokenizer_file
 from taa.folders import (
     HF_TOKENIZER,
     SENTENCE_TRANSFORMERS_CONFIG,
@@ -63,18 +63,27 @@ def load_tokenizer(
             raise CheckpointError(f"{path}: no tokenizer ({CHAR_DESCRIPTION}, {DESCRIPTION} or {HF_TOKENIZER})")
         return None
     try:
-        tokenizer = Tokenizer.from_file(str(files[0]))
-    except Exception as error:  # the library's own parse error
-        raise CheckpointError(f"{files[0]}: not a tokenizers file ({' '.join(str(error).split())[:200]})") from None
+        tokenizer = read_tokenizer_file(files[0])
+    except DataError as error:
+        raise CheckpointError(str(error)) from None
     tokenizer.no_padding()
     if max_length is None:
         settings = [f / SENTENCE_TRANSFORMERS_CONFIG for f in folders if (f / SENTENCE_TRANSFORMERS_CONFIG).is_file()]
-        max_length = read_json(settings[0]).get("max_seq_length") if settings else positions
+        max_length = _max_seq_length(settings[0]) if settings else positions
     if max_length is not None:
         tokenizer.enable_truncation(max_length=int(max_length))
     else:
         tokenizer.no_truncation()
     return tokenizer
+
+
+def _max_seq_length(path: Path) -> Optional[int]:
+    """A sentence-transformers folder's ``max_seq_length`` (None when it gives none)."""
+    value = read_json(path)
+    value = value.get("max_seq_length") if isinstance(value, dict) else value
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise CheckpointError(f"{path}: max_seq_length={value!r} should be a positive integer")
+    return value
 
 
 def encode_text(tokenizer: AnyTokenizer, text: str, *, source: bool = False) -> list[int]:

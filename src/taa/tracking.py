@@ -8,8 +8,17 @@ interval and after each validation):
   mlflow, and only when one is made: ``import taa.tracking`` stays cheap.
 - :class:`SafeTracker` wraps another tracker so a failing backend costs one warning,
   never the training run.
+- :class:`BackgroundTracker` is a :class:`SafeTracker` that makes the inner tracker's
+  calls on a worker thread, so a slow or lost tracking server never holds up training.
 
-:func:`make_tracker` picks one by name, as ``taa train --tracking`` does.
+:func:`make_tracker` picks one by name, as ``taa train --tracking`` does: a store on
+another machine (``http://...``, a database server) gets the background worker, a
+local store (sqlite, a folder) is written in line, in order, before the call returns.
+
+A tracking server that is down costs seconds, not minutes: an ``http(s)`` store is
+probed first (:data:`PROBE_SECONDS`), and MLflow's HTTP retries, which back off for
+about four minutes by default, are bounded (:data:`HTTP_LIMITS`) unless the user set
+them.
 
 Where MLflow writes, unless told otherwise: ``MLFLOW_TRACKING_URI`` when set, else
 MLflow 3's default store ``sqlite:///mlflow.db`` in the working directory (or the
@@ -22,6 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import queue
+import re
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -30,6 +43,18 @@ from typing import Any, Optional
 
 TRACKERS = ("mlflow", "none")  # the names make_tracker knows
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # how a run can end
+LOCAL_SCHEMES = ("", "file", "sqlite")  # stores on this machine's disk: no network to wait on
+PROBE_SECONDS = 5.0  # how long an http(s) tracking server has to answer before the run starts
+# MLflow's HTTP client settings (environment variables it reads at each request), bounded
+# so that a server that is gone fails a request in seconds: 2 retries, the second 2-3 s
+# after the first; 30 s for a connection or an answer (a large file's upload must fit).
+# MLflow's defaults (7 retries, back-off factor 2, 120 s) wait about four minutes for a
+# closed port. A value the user set is kept.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 class TrackingWarning(UserWarning):
@@ -97,11 +122,21 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
+# The operating system's words inside a longer message ("... [Errno 111] Connection refused')"),
+# as network libraries wrap them: group 1 is the words.
+_SYSTEM_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")(]+)")
+
+
 def _one_line(error: BaseException, limit: int = 200) -> str:
-    """``TypeName: first line of the message``, cut to ``limit`` characters."""
+    """``TypeName: first line of the message``, cut to ``limit`` characters; a cut message
+    ends with the system error it wraps, if any (``... [Errno 111] Connection refused``)."""
     lines = str(error).strip().splitlines()
     text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    cause = _SYSTEM_ERROR.search(text)
+    tail = f"... {cause.group(0).strip()}" if cause else "..."
+    return text[: limit - len(tail)] + tail
 
 
 def _import_mlflow():
@@ -112,6 +147,37 @@ def _import_mlflow():
             raise ImportError("MLflow tracking needs mlflow: pip install 'taa[tracking]'") from None
         raise
     return mlflow
+
+
+def _scheme(uri: str) -> str:
+    """``http`` for ``http://host:5000``, ``postgresql`` for ``postgresql+psycopg2://...``, ``""`` for a path."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower().split("+", 1)[0]
+    return "" if len(scheme) == 1 else scheme  # C:\runs: a Windows drive, not a scheme
+
+
+def _check_answers(uri: str) -> None:
+    """A ``ConnectionError`` naming ``uri`` unless an HTTP server answers there within
+    :data:`PROBE_SECONDS`.
+
+    Any answer counts (401, 404, a certificate MLflow is told to accept): the probe asks
+    only whether something listens, so that MLflow's own retries, meant for a busy
+    server, are not spent on one that is not there. It goes through ``requests``, as
+    MLflow does, so a proxy set in the environment is used.
+    """
+    import requests
+
+    try:
+        requests.get(uri, timeout=PROBE_SECONDS, allow_redirects=False, stream=True).close()
+    except requests.exceptions.SSLError:  # a server answered; MLflow has its own certificate settings
+        return
+    except requests.exceptions.Timeout:
+        raise ConnectionError(f"tracking server {uri} did not answer within {PROBE_SECONDS:g} s") from None
+    except requests.exceptions.ConnectionError as error:
+        cause = _SYSTEM_ERROR.search(str(error))
+        reason = cause.group(1).strip() if cause else "no connection"  # e.g. Connection refused
+        raise ConnectionError(f"tracking server {uri} cannot be reached: {reason}") from None
 
 
 class MLflowTracker(Tracker):
@@ -127,8 +193,11 @@ class MLflowTracker(Tracker):
             None: MLflow's default, ``./mlruns/<experiment id>`` of the working directory
             for a local store. An existing experiment keeps its own location.
 
-    The run starts here, so a wrong URI fails now, before any training. Talks to MLflow
-    through an ``MlflowClient``, never the global active run, so trackers do not
+    The run starts here, so a wrong URI fails now, before any training; an ``http(s)``
+    server that does not answer within :data:`PROBE_SECONDS` is a ``ConnectionError``
+    naming the URI. For such a server the process's MLflow HTTP settings are bounded
+    (:data:`HTTP_LIMITS`; MLflow reads them per process, not per client). Talks to
+    MLflow through an ``MlflowClient``, never the global active run, so trackers do not
     interfere with each other or with a user's own ``mlflow.start_run()``.
     """
 
@@ -143,7 +212,11 @@ class MLflowTracker(Tracker):
         from mlflow.tracking.context.registry import resolve_tags
 
         try:
-            self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+            self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)  # no request yet
+            if _scheme(self.client.tracking_uri) in ("http", "https"):
+                for name, value in HTTP_LIMITS.items():
+                    os.environ.setdefault(name, value)
+                _check_answers(self.client.tracking_uri)
             self.experiment_id = self._experiment_id(experiment, artifact_location)
             run = self.client.create_run(self.experiment_id, tags=resolve_tags(), run_name=run_name or None)
         except ModuleNotFoundError as error:  # mlflow-skinny lacks sqlalchemy/alembic
@@ -155,6 +228,11 @@ class MLflowTracker(Tracker):
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
         self.ended = False
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store is on another machine (an HTTP server, a database server)."""
+        return _scheme(self.tracking_uri) not in LOCAL_SCHEMES
 
     def _experiment_id(self, name: str, artifact_location: Optional[str | Path]) -> str:
         from mlflow.exceptions import MlflowException
@@ -231,12 +309,15 @@ class SafeTracker(Tracker):
         try:
             getattr(self.inner, method)(*args)
         except Exception as error:  # noqa: BLE001 - any backend failure; Ctrl-C still stops the run
-            self.error = error
-            warnings.warn(
-                f"tracking turned off for the rest of the run: {method} failed with {_one_line(error)}",
-                TrackingWarning,
-                stacklevel=3,
-            )
+            self._turn_off(f"{method} failed with {_one_line(error)}", error)
+
+    def _turn_off(self, reason: str, error: BaseException, stacklevel: int = 4) -> None:
+        """Keep ``error``, warn once in one line, drop every later call. ``stacklevel``
+        makes the warning point at the run's code (4: the caller of ``log_metrics`` and
+        the like, which called ``_call``, which called this)."""
+        self.error = error
+        warnings.warn(f"tracking turned off for the rest of the run: {reason}", TrackingWarning,
+                      stacklevel=stacklevel)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._call("log_params", params)
@@ -251,7 +332,96 @@ class SafeTracker(Tracker):
         self._call("end", status)
 
     def __repr__(self) -> str:
-        return f"SafeTracker({self.inner!r}{', off' if self.error is not None else ''})"
+        return f"{type(self).__name__}({self.inner!r}{', off' if self.error is not None else ''})"
+
+
+class BackgroundTracker(SafeTracker):
+    """A :class:`SafeTracker` whose inner calls run on a worker thread, one at a time, in order.
+
+    The run's thread only queues a call, so a tracking server that is slow, or gone and
+    being retried, never holds up training. A call that fails on the worker turns
+    tracking off as in :class:`SafeTracker`: the worker drops the rest, and the one
+    warning comes on the run's thread with its next call (so it points at the run's
+    code and never breaks into a progress bar from another thread). ``queue_size``
+    calls waiting to be sent also turn tracking off: the server is that far behind.
+
+    :meth:`end` waits for the calls still queued (the run's files are usually among
+    them) as long as the worker keeps finishing them; when none finishes for
+    ``end_timeout`` seconds it gives up with one warning and the rest stay unsent. A
+    server that is gone fails the worker's call sooner (a closed port: in about 3 s
+    with :data:`HTTP_LIMITS`), and the wait ends then. The worker is a daemon thread,
+    so a request that hangs does not keep the process alive.
+    """
+
+    def __init__(self, inner: Tracker, queue_size: int = 1000, end_timeout: float = 30.0) -> None:
+        super().__init__(inner)
+        self.end_timeout = end_timeout
+        self._calls: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue(maxsize=queue_size)
+        self._changed = threading.Condition()  # notified each time the worker finishes a call
+        self._queued = self._finished = 0  # calls put in the queue / taken out and made (or dropped)
+        self._failure: Optional[tuple[str, BaseException]] = None  # the worker's failed call, once
+        self._ended = False
+        self._worker = threading.Thread(target=self._work, name="taa-tracking", daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        """The worker: make the queued calls until ``end``, the first failure, or tracking
+        turned off from the run's thread (the calls still queued are dropped)."""
+        while True:
+            method, args = self._calls.get()
+            if self.error is not None:
+                return
+            try:
+                getattr(self.inner, method)(*args)
+            except Exception as error:  # noqa: BLE001 - reported on the run's thread
+                self._failure = (method, error)
+            with self._changed:
+                self._finished += 1
+                self._changed.notify_all()
+            if method == "end" or self._failure is not None:
+                return
+
+    def _report_failure(self, stacklevel: int) -> None:
+        """The worker's failure, if there is one not reported yet, as the one warning."""
+        if self._failure is not None and self.error is None:
+            method, error = self._failure
+            self._turn_off(f"{method} failed with {_one_line(error)}", error, stacklevel=stacklevel + 1)
+
+    def _call(self, method: str, *args: Any) -> None:
+        self._report_failure(stacklevel=4)
+        if self.error is not None or self._ended:
+            return
+        with self._changed:
+            self._queued += 1
+        try:
+            self._calls.put_nowait((method, args))
+        except queue.Full:
+            with self._changed:
+                self._queued -= 1
+            behind = self._calls.maxsize
+            self._turn_off(f"the tracking store is {behind:,} calls behind",
+                           TimeoutError(f"{behind} tracking calls waiting"))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._call("log_metrics", dict(metrics), step)  # a copy: the caller may reuse its dict meanwhile
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self._ended:
+            return
+        self._call("end", status)
+        self._ended = True
+        if self.error is not None:
+            return
+        with self._changed:
+            while self._finished < self._queued and self._failure is None:
+                if not self._changed.wait(self.end_timeout):
+                    break  # no call finished for end_timeout seconds
+        self._report_failure(stacklevel=3)
+        unsent = self._queued - self._finished
+        if self.error is None and unsent:
+            self.error = TimeoutError(f"{unsent} tracking calls not sent")
+            warnings.warn(f"tracking gave up on the tracking store after {self.end_timeout:g} s without an answer: "
+                          f"the run's last {unsent} tracking calls are not recorded", TrackingWarning, stacklevel=2)
 
 
 def backend_errors() -> tuple[type[BaseException], ...]:
@@ -264,12 +434,17 @@ def backend_errors() -> tuple[type[BaseException], ...]:
 
 
 def make_tracker(kind: str = "none", **kwargs: Any) -> Tracker:
-    """``"mlflow"``: a :class:`SafeTracker` around :class:`MLflowTracker` (``kwargs`` go to it);
-    ``"none"``: the no-op :class:`Tracker` (``kwargs`` are ignored, so callers can pass
-    the same ones whatever the kind).
+    """``"mlflow"``: a :class:`SafeTracker` around :class:`MLflowTracker` (``kwargs`` go to it),
+    a :class:`BackgroundTracker` when the store is on another machine; ``"none"``: the
+    no-op :class:`Tracker` (``kwargs`` are ignored, so callers can pass the same ones
+    whatever the kind).
+
+    A local store stays in line: writing to this machine's disk takes milliseconds, and
+    each call has landed when it returns (the artifacts of a finished run are there).
     """
     if kind == "none":
         return Tracker()
     if kind == "mlflow":
-        return SafeTracker(MLflowTracker(**kwargs))
+        inner = MLflowTracker(**kwargs)
+        return BackgroundTracker(inner) if inner.remote else SafeTracker(inner)
     raise ValueError(f"tracking={kind!r} is not one of {', '.join(repr(k) for k in TRACKERS)}")

@@ -21,7 +21,7 @@ imports none.
 """
 
 from taa.api._common import PathLike, load, tasks_of
-from taa.api.decoding import GENERATE_NEW_TOKENS, evaluate, generate, translate
+from taa.api.decoding import GENERATE_MAX_NEW_TOKENS, GENERATE_NEW_TOKENS, evaluate, generate, translate
 from taa.api.encoders import classify, embed
 from taa.api.model_tools import convert, model_info, models
 from taa.api.training import _make_tracker, _train_result, builtin_recipe, default_recipe, resolve_recipe, train

@@ -1,8 +1,10 @@
 """What the API's modules share: loading a folder, what a loaded model can do (from the
-registry), and a translation run's model and decoding settings."""
+registry), a translation run's model and decoding settings, and the checks of what a
+person types (text that is not text, sentences longer than the model reads)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taa import config as cfg
@@ -50,7 +52,69 @@ def _what(pretrained) -> str:
 def _load_translator(checkpoint: PathLike):
     from taa.tasks.translation import load_translator
 
-    return load_translator(checkpoint)
+    model, tokenizer, recipe = load_translator(checkpoint)
+    _check_translation_tokenizer(tokenizer, checkpoint)
+    return model, tokenizer, recipe
+
+
+def _check_translation_tokenizer(tokenizer, checkpoint: PathLike) -> None:
+    """A translation run's tokenizer is taa's BPE: a folder that lost its description would
+    otherwise read its bare ``tokenizer.json`` as a Hugging Face tokenizer, and decode nonsense."""
+    from taa.data.tokenizer import DESCRIPTION, SubwordTokenizer
+    from taa.folders import TOKENIZER, CheckpointError
+
+    if not isinstance(tokenizer, SubwordTokenizer):
+        raise CheckpointError(f"{Path(checkpoint) / TOKENIZER}: no {DESCRIPTION} (a translation run's tokenizer)")
+
+
+# --------------------------------------------------------------------------------------
+# What a person types: text, and text longer than the model reads
+# --------------------------------------------------------------------------------------
+
+Notify = Callable[[str], None]
+
+
+def _warn(line: str) -> None:
+    """What an api function says about its input by default: a Python warning."""
+    import warnings
+
+    warnings.warn(line, stacklevel=3)
+
+
+def _check_sentences(sentences: Sequence[str]) -> list[str]:
+    """The sentences, each checked to be text a tokenizer reads (no NUL, no bytes that were
+    not UTF-8): else one line naming the sentence."""
+    from taa.data.text import check_text
+
+    return [check_text(sentence, f"sentence {number}") for number, sentence in enumerate(sentences, start=1)]
+
+
+def _source_too_long(config, lengths: Sequence[int], where: Callable[[int], str]) -> None:
+    """Refuse a source longer than an encoder-decoder's encoder reads (its position table:
+    ``config.max_source_length``), naming the first: decoding a cut sentence would give
+    a wrong translation, and the encoder cannot read past its table."""
+    limit = getattr(config, "max_source_length", None)
+    if limit is None:
+        return
+    for index, length in enumerate(lengths):
+        if length > limit:
+            raise cfg.ConfigError(f"{where(index)}: {length:,} tokens, more than the model reads "
+                                  f"({limit} positions, model.max_length): split it")
+
+
+def _warn_truncated(tokenizer, sentences: Sequence[str], notify: Notify, where: str = "") -> None:
+    """One line when a Hugging Face tokenizer cuts sentences at its length (BERT's positions,
+    a classifier's ``data.max_length``): how many, which (counted from 1), to how many
+    tokens; ``where`` (a file) goes in front."""
+    truncation = getattr(tokenizer, "truncation", None)
+    if not truncation or not sentences:
+        return
+    cut = [number for number, encoding in enumerate(tokenizer.encode_batch(list(sentences)), start=1)
+           if encoding.overflowing]
+    if cut:
+        shown = ", ".join(map(str, cut[:5])) + (", ..." if len(cut) > 5 else "")
+        notify(f"{where}{len(cut)} sentence{'s' if len(cut) > 1 else ''} ({shown}) longer than the model reads: "
+               f"cut to {truncation['max_length']} tokens")
 
 
 def _decoding(checkpoint, **options):

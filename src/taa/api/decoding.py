@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 from taa import config as cfg
 from taa import registry
-from taa.api._common import PathLike, _decoding, _load_translator, _what, load, tasks_of
+from taa.api._common import Notify, PathLike, _check_sentences, _check_translation_tokenizer, _decoding
+from taa.api._common import _load_translator, _source_too_long, _warn, _warn_truncated, _what, load, tasks_of
 
 
 # --------------------------------------------------------------------------------------
@@ -18,21 +19,35 @@ from taa.api._common import PathLike, _decoding, _load_translator, _what, load, 
 
 
 def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[int] = None,
-              max_len: Optional[int] = None, length_penalty: Optional[float] = None) -> list[str]:
+              max_len: Optional[int] = None, length_penalty: Optional[float] = None,
+              notify: Optional[Notify] = None) -> list[str]:
     """Translations of ``sentences`` by a translation run, decoded as its final test
     evaluation was (its recipe's beam, length penalty and max_extra) unless an option says
-    otherwise; ``max_len`` caps every output at that many tokens."""
+    otherwise; ``max_len`` caps every output at that many tokens (the decoder's positions
+    cap it too: ``notify(line)`` says so, default a warning).
+
+    A sentence longer than the encoder reads (``model.max_length`` tokens) is refused,
+    naming it: a translation of part of it would pass for the whole.
+    """
     from taa.tasks.translation import translate as run_translation
 
+    sentences = _check_sentences(sentences)
     model, tokenizer, recipe = _load_translator(checkpoint)
+    _source_too_long(model.config, [len(tokenizer.encode_source(s)) for s in sentences],
+                     lambda index: f"sentence {index + 1}")
+    positions = model.config.max_length  # the start token and the decoder's new tokens
+    if max_len is not None and max_len > positions:
+        (notify or _warn)(f"--max-len {max_len} passes the decoder's {positions} positions (max_length): "
+                          f"outputs stop at {positions}")
+        max_len = positions
     settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
-    return run_translation(model, tokenizer, list(sentences), beam=settings.beam,
+    return run_translation(model, tokenizer, sentences, beam=settings.beam,
                            length_penalty=settings.length_penalty, max_extra=settings.max_extra, max_length=max_len)
 
 
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
              data: Optional[PathLike] = None, beam: Optional[int] = None,
-             length_penalty: Optional[float] = None) -> dict[str, Any]:
+             length_penalty: Optional[float] = None, notify: Optional[Notify] = None) -> dict[str, Any]:
     """Score a checkpoint on a file; what is scored follows its task (:mod:`taa.registry`):
 
     - a translation run, ``source`` and ``reference``: sacreBLEU (cased and lower-cased) and
@@ -42,13 +57,17 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
     - a language model, ``data`` (a text file): mean loss per token and perplexity.
 
     Every task module with a ``score_file(pretrained, path)`` function scores ``data``.
+    An empty file is refused, and so are a source and a reference of different lengths
+    and a source sentence longer than the encoder reads (as :func:`translate` refuses it);
+    a classifier cuts a sentence longer than it reads to its length, as in training, and
+    ``notify(line)`` (default: a warning) says how many it cut.
     """
     if data is not None and (source is not None or reference is not None):
         raise cfg.ConfigError("give --data FILE, or --source FILE and --reference FILE, not both")
     if data is not None:
         if beam is not None or length_penalty is not None:
             raise cfg.ConfigError("--beam and --length-penalty decode translations: they go with --source")
-        return _score_file(checkpoint, Path(data))
+        return _score_file(checkpoint, Path(data), notify or _warn)
     if source is None or reference is None:
         raise cfg.ConfigError("give --source FILE and --reference FILE (a translation run), "
                               "or --data FILE (a classifier or a language model)")
@@ -63,6 +82,8 @@ def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[in
 
     pairs = read_parallel(source, reference)
     model, tokenizer, recipe = _load_translator(checkpoint)
+    _source_too_long(model.config, [len(tokenizer.encode_source(s)) for s, _ in pairs],
+                     lambda index: f"{source}, line {index + 1}")
     settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
     hypotheses = run_translation(model, tokenizer, [s for s, _ in pairs], beam=settings.beam,
                                  length_penalty=settings.length_penalty, max_extra=settings.max_extra)
@@ -70,9 +91,15 @@ def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[in
             "length_penalty": settings.length_penalty}
 
 
-def _score_file(checkpoint: PathLike, data: Path) -> dict[str, Any]:
+def _score_file(checkpoint: PathLike, data: Path, notify: Notify) -> dict[str, Any]:
     """``score_file`` of the checkpoint's task module (found in the registry)."""
     pretrained = load(checkpoint)
+    if "classification" in tasks_of(pretrained) and hasattr(pretrained.tokenizer, "encode_batch"):
+        from taa.data.sst2 import read_labelled_file
+        from taa.tasks.classification import label_names
+
+        rows = read_labelled_file(data, pretrained.config.num_labels, label_names(pretrained) or ())
+        _warn_truncated(pretrained.tokenizer, [sentence for sentence, _ in rows], notify, f"{data}: ")
     for task in tasks_of(pretrained):
         score_file = getattr(importlib.import_module(registry.task(task).module), "score_file", None)
         if score_file is not None:
@@ -88,6 +115,9 @@ def _score_file(checkpoint: PathLike, data: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 GENERATE_NEW_TOKENS = 50  # taa generate's new tokens for a decoder-only model
+# The most new tokens taa generate takes: a decoder-only model keeps every token past its
+# context (8 bytes each, per beam), and more would run for days on a CPU.
+GENERATE_MAX_NEW_TOKENS = 1_000_000
 
 
 def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: Optional[str | Sequence[int]] = None,
@@ -108,6 +138,12 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
     a warning). Returns ``{"tokens", "text", "prompt_tokens"}`` (``text``: None without a tokenizer).
     """
     sampling_options = any(option is not None for option in (temperature, top_k, top_p))
+    if max_new_tokens is not None and not 0 <= max_new_tokens <= GENERATE_MAX_NEW_TOKENS:
+        raise cfg.ConfigError(f"--max-new-tokens {max_new_tokens:,}: give 0 to {GENERATE_MAX_NEW_TOKENS:,}")
+    if prompt is not None:
+        from taa.data.text import check_text  # (the data package imports NumPy: not for `import taa.api`)
+
+        check_text(prompt, "--prompt")
     if (prompt is None) == (prompt_ids is None):
         raise cfg.ConfigError("give the prompt as --prompt TEXT or as --prompt-ids \"ID ID ...\" (one of them)")
     if sampling_options and beam is not None and beam > 1:
@@ -121,7 +157,11 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
         generating = ", ".join(family.name for family in registry.families() if family.generates_text)
         raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture} does not generate text "
                               f"(taa generate needs a model of one of the families {generating})")
+    if "translation" in tasks_of(pretrained) and pretrained.recipe is not None:
+        _check_translation_tokenizer(pretrained.tokenizer, checkpoint)
     ids = _prompt_ids(pretrained, checkpoint, prompt, prompt_ids)
+    if pretrained.is_encoder_decoder:  # a source the encoder cannot read whole: refused, as by translate
+        _source_too_long(pretrained.config, [len(ids)], lambda _: "--prompt" if prompt is not None else "--prompt-ids")
 
     # The checkpoint's settings, an option given in place of its field. Sampling and beam
     # search exclude each other: asking for one turns the other off.
@@ -164,12 +204,6 @@ def _parse_ids(given: str | Sequence[int], vocab_size: int) -> list[int]:
     if bad:
         raise cfg.ConfigError(f"--prompt-ids: {bad} outside the model's vocabulary of {vocab_size}")
     return ids
-
-
-def _warn(line: str) -> None:
-    import warnings
-
-    warnings.warn(line, stacklevel=3)
 
 
 def _within_context(prompt_length: int, max_new_tokens: Optional[int], encoder_decoder: bool, beam: int,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 from taa import config as cfg
 from taa import registry
-from taa.api._common import PathLike, _hugging_face_tokenizer, _what, load, tasks_of
+from taa.api._common import Notify, PathLike, _check_sentences, _hugging_face_tokenizer, _warn, _warn_truncated
+from taa.api._common import _what, load, tasks_of
 from taa.folders import CheckpointError
 
 
@@ -17,9 +18,13 @@ from taa.folders import CheckpointError
 
 
 def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float32",
-          batch_size: int = 32) -> list[list[float]]:
+          batch_size: int = 32, notify: Optional[Notify] = None) -> list[list[float]]:
     """Sentence embeddings (Sentence-BERT): the mean of a BERT's last hidden states over the
-    real tokens, L2-normalised; a vector per sentence."""
+    real tokens, L2-normalised; a vector per sentence. A sentence longer than the model
+    reads is cut to its length (its positions, or a sentence-transformers folder's
+    ``max_seq_length``), as sentence-transformers does; ``notify(line)`` (default: a
+    warning) says how many were cut."""
+    sentences = _check_sentences(sentences)
     pretrained = load(checkpoint, dtype)
     family = registry.family_of_architecture(pretrained.architecture)
     if not family.embeds_sentences:
@@ -30,6 +35,7 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
     encoder = pretrained.model if pretrained.architecture == family.default_architecture else pretrained.model.bert
     if not sentences:
         return []
+    _warn_truncated(tokenizer, sentences, notify or _warn)
     import torch
 
     from taa.torch.models.bert import sentence_embeddings
@@ -38,9 +44,13 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
         return sentence_embeddings(encoder, tokenizer, list(sentences), batch_size=batch_size).tolist()
 
 
-def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
+def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int = 32,
+             notify: Optional[Notify] = None) -> list[dict[str, Any]]:
     """Each sentence's label and the probability of every label, by a sequence classifier
     (a ``classification`` run, or a Hugging Face BertForSequenceClassification folder).
+    A sentence longer than the classifier reads (a run's ``data.max_length``, else its
+    positions) is cut to that length, as in training; ``notify(line)`` (default: a
+    warning) says how many were cut.
 
     Returns ``[{"sentence", "label", "label_id", "probabilities"}, ...]``: ``label`` is the
     label's name when the run has names (``data.label_names``, SST-2's ``negative`` and
@@ -49,8 +59,10 @@ def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int 
     """
     from taa.tasks.classification import label_names, probabilities
 
+    sentences = _check_sentences(sentences)
     pretrained = _load_classifier(checkpoint)
     tokenizer = _hugging_face_tokenizer(pretrained, checkpoint, "taa classify")
+    _warn_truncated(tokenizer, sentences, notify or _warn)
     names = label_names(pretrained)
     keys = names or [str(i) for i in range(pretrained.config.num_labels)]
     results = []

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from taa import config as cfg
 from taa import registry
+from taa.folders import check_writable_folder
 from taa.api._common import PathLike, load
 
 
@@ -48,15 +49,17 @@ def convert(*, from_hf: Optional[PathLike] = None, to_hf: Optional[PathLike] = N
     Returns ``{"architecture", "parameters", "tokenizer", "source", "out"}`` (``tokenizer``:
     the tokenizer files copied).
     """
-    from taa.convert.hf import tokenizer_files
-    from taa.torch.convert.hf import load_hf_folder, save_hf_folder
-    from taa.torch.hub import copy_tokenizer, save_pretrained
-
     if (from_hf is None) == (to_hf is None):
         raise cfg.ConfigError("give exactly one of --from-hf DIR and --to-hf DIR")
     source, out = Path(from_hf if from_hf is not None else to_hf), Path(out)
     if out.resolve() == source.resolve():
         raise cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else")
+    check_writable_folder(out, "--out")  # before importing torch and reading any weights
+
+    from taa.convert.hf import tokenizer_files
+    from taa.torch.convert.hf import load_hf_folder, save_hf_folder
+    from taa.torch.hub import copy_tokenizer, save_pretrained
+
     if from_hf is not None:
         model = load_hf_folder(source)
         save_pretrained(model, out, tokenizer_from=source)

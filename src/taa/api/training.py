@@ -47,23 +47,52 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     """Train the model a recipe describes, evaluate it and save the run folder ``out``
     (default: ``runs/<recipe name>``; ``resume``: continue the run saved there).
 
+    Before any work: the run folder must be writable (one line naming it otherwise), and no
+    live run may hold it (:func:`taa.folders.run_folder_lock`, released when training ends).
+
+    Resuming continues the saved run, not another one. Without a recipe it continues with
+    the saved run's (``overrides`` apply to it). A recipe that trains differently from the
+    saved one (learning rate, batch size, seed, steps, optimizer, model, data: every field
+    but the name, ``train.threads``, ``train.log_every`` and ``train.checkpoint_every``,
+    which change neither the weights nor the final evaluation) is refused in one line
+    listing the differences, unless ``resume_changed`` accepts them: they are then recorded
+    in the run folder's ``resume_changes.json`` with the whole saved recipe, and a changed
+    task or optimizer setting is still refused (the saved state cannot carry over). See
+    :func:`taa.tasks.runner.check_resume`.
+
     Returns ``{"name", "task", "checkpoint", "metrics", "stopped"}``: the run's figures
     (as its ``metrics.json``) and why training stopped, in words.
     """
+    from taa import folders
     from taa.tasks import task_runner
+    from taa.tasks.runner import check_resume, saved_recipe
 
-    path = resolve_recipe(recipe)
-    config = cfg.RecipeConfig.load(path, list(overrides))
-    if resume is not None:
-        from taa.folders import find_state_folder
-
-        resume = Path(resume)
-        find_state_folder(resume)
+    if resume_changed and resume is None:
+        raise cfg.ConfigError("--resume-changed goes with --resume DIR (the run to continue)")
+    state = folders.find_state_folder(resume) if resume is not None else None
+    saved, source = saved_recipe(state) if state is not None and recipe is None else (None, None)
+    if state is not None and recipe is None and source is None:
+        raise cfg.ConfigError(f"{state}: no saved recipe to continue with (a state from an older taa): "
+                              "give the recipe, taa train RECIPE --resume DIR")
+    if source is not None:  # resuming without a recipe: the saved run's
+        path = source
+        try:
+            config = cfg.RecipeConfig.from_dict(cfg.merge(saved, cfg.parse_overrides(list(overrides))))
+        except cfg.ConfigError as error:
+            raise cfg.ConfigError(f"{source}: {error}") from None
+    else:
+        path = resolve_recipe(recipe)
+        config = cfg.RecipeConfig.load(path, list(overrides))
+    resume = Path(resume) if resume is not None else None
     folder = Path(out) if out is not None else (resume or Path("runs") / (config.name or path.stem))
-    tracker = _make_tracker(tracking, folder.resolve().name)  # the MLflow run is named after the run folder
-    run = task_runner(config.task)  # the task's module, imported on demand
-    with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
-        outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker)
+    folders.check_writable_folder(folder, "--out" if out is not None else "--resume" if resume else "run folder")
+    with folders.run_folder_lock(folder):  # one run per folder, from here to the end
+        if state is not None:
+            check_resume(config, state, accept_changes=resume_changed)
+        tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional)  # the MLflow run: the folder's name
+        run = task_runner(config.task)  # the task's module, imported on demand
+        with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
+            outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker)
     return _train_result(config, outcome["metrics"], folder)
 
 
@@ -80,12 +109,34 @@ def _train_result(config: cfg.RecipeConfig, metrics: dict[str, Any], folder: Pat
             "stopped": stopped.get(reason, str(reason)) if reason is not None else None}
 
 
-def _make_tracker(kind: str, run_name: str):
-    """The tracker ``tracking`` names; a missing package or a store that does not start is one line."""
-    from taa.tracking import backend_errors, make_tracker
+def _make_tracker(kind: str, run_name: str, optional: bool = False):
+    """The tracker ``tracking`` names; a missing package or a store that does not start is one line.
+
+    ``optional`` (``--tracking-optional``): a store that does not start (a server that
+    does not answer, a database that cannot be opened) is one warning and the run goes
+    on untracked. A missing package or a bad setting is still an error: it will not go
+    away by itself.
+    """
+    import warnings
+
+    from taa.tracking import Tracker, TrackingWarning, backend_errors, make_tracker
 
     try:
         return make_tracker(kind, run_name=run_name)
-    except (ImportError, ValueError, OSError, *backend_errors()) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise cfg.ConfigError(f"--tracking {kind}: {message} (use --tracking none to train without it)") from None
+    except (OSError, *backend_errors()) as error:  # the store: ConnectionError is an OSError
+        message = _first_line(error)
+        if not optional:
+            raise cfg.ConfigError(f"--tracking {kind}: {message} (use --tracking none to train without it, "
+                                  "or --tracking-optional to train untracked while it is down)") from None
+        warnings.warn(f"--tracking {kind}: {message}; training goes on untracked (--tracking-optional)",
+                      TrackingWarning, stacklevel=3)
+        return Tracker()
+    except (ImportError, ValueError) as error:
+        raise cfg.ConfigError(f"--tracking {kind}: {_first_line(error)} (use --tracking none to train without it)") \
+            from None
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's message, first line only; its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from taa import config as cfg
-from taa.api._common import PathLike, _decoding, _load_translator
+from taa.api._common import PathLike, _check_sentences, _decoding, _load_translator, _source_too_long
+from taa.folders import check_writable_file
 
 
 # --------------------------------------------------------------------------------------
@@ -25,6 +26,7 @@ def attention_weights(checkpoint: PathLike, *, sentence: str) -> dict[str, Any]:
 def plot_attention(checkpoint: PathLike, *, sentence: str, out: PathLike) -> dict[str, Any]:
     """Encoder self-, decoder self- and cross-attention for ``sentence``, per layer and head,
     as a PNG at ``out``: ``{"translation", "out"}``."""
+    check_writable_file(out, "--out")  # before loading anything
     try:
         from taa.plots import plot_attention as plot
     except ImportError:
@@ -40,10 +42,12 @@ def _attention(checkpoint: PathLike, sentence: str) -> dict[str, Any]:
     from taa.tasks.translation import translate as run_translation
     from taa.torch.attention import capture_attention
 
+    (sentence,) = _check_sentences([sentence])  # text, and no longer than the encoder reads
     model, tokenizer, recipe = _load_translator(checkpoint)
+    source_ids = tokenizer.encode_source(sentence)
+    _source_too_long(model.config, [len(source_ids)], lambda _: "the sentence")
     settings = _decoding(recipe, beam=1)  # greedy, within the recipe's max_extra
     translation = run_translation(model, tokenizer, [sentence], beam=1, max_extra=settings.max_extra)[0]
-    source_ids = tokenizer.encode_source(sentence)
     target_ids = tokenizer.encode_target(translation)[:-1]  # what the decoder reads: <s> + translation
     with torch.no_grad(), capture_attention(model) as recorded:
         model(torch.tensor([source_ids]), torch.tensor([target_ids]))

@@ -31,7 +31,9 @@ from taa.config.coerce import (
     from_dict,
     merge,
     parse_overrides,
+    read_data,
     read_mapping,
+    read_text,
     save,
     to_dict,
 )
@@ -65,7 +67,7 @@ __all__ = [
     "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig",
     "TrainConfig", "TransformerConfig", "TranslationTaskConfig", "dumps", "from_dict", "merge",
     "model_config_from_dict", "model_config_to_dict", "model_type", "parse_overrides", "preset",
-    "read_mapping", "save", "to_dict",
+    "read_data", "read_mapping", "read_text", "save", "to_dict",
 ]
 
 

@@ -158,55 +158,112 @@ def save(config: Any, path: str | Path) -> None:
     path.write_text(dumps(config, "yaml" if path.suffix in (".yaml", ".yml") else "json"))
 
 
-def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file into a dict; a parse error names the file and line."""
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file; a file that is missing, a folder, unreadable or not UTF-8
+    text is one line naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_data(path: str | Path, format: Literal["json", "yaml", None] = None) -> Any:
+    """The value a JSON or YAML file holds (``format`` None: JSON for a ``.json`` file, else
+    YAML); a parse error names the file and line."""
+    path = Path(path)
+    text = read_text(path)
+    if format is None:
+        format = "json" if path.suffix == ".json" else "yaml"
+    try:
+        return json.loads(text) if format == "json" else yaml.safe_load(text)
     except json.JSONDecodeError as error:
+        if not text.strip():
+            raise ConfigError(f"{path}: an empty file (expected JSON)") from None
         raise ConfigError(f"{path}, line {error.lineno}: {error.msg}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
         raise ConfigError(f"{path}{where}: {problem}") from None
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file into a dict; a parse error names the file and line.
+
+    An empty file (or one of comments only) is an error too: a recipe or a model
+    description that says nothing would otherwise run as every default."""
+    data = read_data(path)
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: an empty file (expected a mapping of fields)")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {_kind(data)}")
     return data
 
 
+def _kind(value: Any) -> str:
+    """``a list``, ``a string``, ...: what a value read from a file is, for a message."""
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false"}
+    return names.get(type(value), type(value).__name__)
+
+
 def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, Any]:
-    """``["model.d_model=256", "train.steps=10"]`` -> nested dict; values parsed as YAML."""
+    """``["model.d_model=256", "train.steps=10"]`` -> nested dict; values parsed as YAML.
+
+    Later overrides win, field by field: a mapping (``train={steps: 5}``) merges into what
+    earlier ones set in its section, so nothing set before is silently dropped, and a
+    value that is not a mapping cannot replace a section that earlier ones filled
+    (``--set train.steps=5 --set train=5``): that is one line naming both.
+    """
     nested: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected key=value")
+        names = key.split(".")
+        if not all(name.strip() for name in names):
+            raise ConfigError(f"--set {pair!r}: {key!r} has an empty field name")
         try:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             value = raw
         node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
+        *parents, leaf = names
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {pair!r}: {part} is not a section")
-        node[leaf] = value
+                raise ConfigError(f"--set {pair!r}: {'.'.join(names[:depth + 1])} was set to {node!r}, not a section")
+        earlier = node.get(leaf)
+        if isinstance(earlier, dict) and earlier and not isinstance(value, dict):
+            fields = ", ".join(f"{key}.{name}" for name in earlier)
+            raise ConfigError(f"--set {pair!r}: would replace what earlier --set gave {key} ({fields}); "
+                              f"a section takes a mapping of fields")
+        node[leaf] = merge(earlier, value) if isinstance(earlier, dict) and isinstance(value, dict) else value
     return nested
 
 
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``override`` into a copy of ``base``."""
+def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``.
+
+    Fields set inside a section (``train.steps``) need a section to go into: a ``base``
+    value that is not a mapping there (``train: 5``) is an error naming it, never
+    silently replaced."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
+            merged[key] = merge(merged[key], value, _qualify(prefix, key))
+        elif isinstance(value, dict) and value and key in merged:
+            raise ConfigError(f"{_qualify(prefix, key)}={merged[key]!r} is not a section, so "
+                              f"{', '.join(_qualify(_qualify(prefix, key), k) for k in value)} cannot go into it")
         else:
             merged[key] = value
     return merged

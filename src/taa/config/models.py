@@ -110,6 +110,12 @@ class TransformerConfig(BlockConfig):
     def use_final_norm(self) -> bool:
         return self.norm_first if self.final_norm is None else self.final_norm
 
+    @property
+    def max_source_length(self) -> Optional[int]:
+        """The most source tokens the encoder reads: ``max_length`` when positions come from
+        a table (sinusoidal, learned, rotary); None when they are relative or absent."""
+        return self.max_length if self.positional in ("sinusoidal", "learned", "rotary") else None
+
 
 # --------------------------------------------------------------------------------------
 # GPT and BERT: a decoder-only language model and a bidirectional encoder
@@ -281,6 +287,11 @@ class T5Config(BlockConfig):
     def bos_id(self) -> int:
         """The decoder's start token, under the name the decoding functions read."""
         return self.decoder_start_id
+
+    @property
+    def max_source_length(self) -> Optional[int]:
+        """None: relative position biases bound no source length (max_length bounds only decoding)."""
+        return None
 
     @property
     def scale_output(self) -> bool:

@@ -35,6 +35,8 @@ def model_config_from_dict(data: dict[str, Any], prefix: str = "model") -> Any:
     ``type: gpt|bert|...`` (a family's name) picks the config class of a section without
     a preset (default ``transformer``); beside a preset it must agree.
     """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'the model section'} should be a mapping of fields, got {data!r}")
     data = dict(data)
     name = data.pop("preset", None)
     kind = data.pop("type", None)
@@ -43,8 +45,8 @@ def model_config_from_dict(data: dict[str, Any], prefix: str = "model") -> Any:
         raise ConfigError(f"{_qualify(prefix, 'type')}={kind!r} is not one of {', '.join(map(repr, known_types))}")
     if name is None:
         return from_dict(registry.family(kind or "transformer").config, data, prefix=prefix)
-    if name not in PRESETS:
-        raise ConfigError(f"{prefix}.preset={name!r} is unknown (known: {', '.join(sorted(PRESETS))})")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"{_qualify(prefix, 'preset')}={name!r} is unknown (known: {', '.join(sorted(PRESETS))})")
     cls, fields = PRESETS[name]
     if kind is not None and registry.family(kind).config is not cls:
         raise ConfigError(f"{_qualify(prefix, 'type')}={kind!r} does not match preset {name!r} ({cls.__name__})")
@@ -82,9 +84,13 @@ class RecipeConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: typing.Iterable[str] = ()) -> RecipeConfig:
         """Read a recipe file and apply ``--set key=value`` overrides; errors name the file."""
-        data = merge(read_mapping(path), parse_overrides(overrides))
+        data, changes = read_mapping(path), parse_overrides(overrides)  # (their errors name the file, the --set)
+        for section in ("model", "train", "data"):
+            if section in changes and not isinstance(changes[section], dict):
+                raise ConfigError(f"--set {section}={changes[section]!r}: a section takes a mapping of fields "
+                                  f"({section}.FIELD=VALUE, or {section}={{FIELD: VALUE}})")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(merge(data, changes))
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
 from taa.config.coerce import _check_types, _require
@@ -10,10 +11,26 @@ from taa.config.coerce import _check_types, _require
 # The number formats a model computes in, by name (taa.training.dtypes says what each means).
 DtypeName = Literal["float32", "bfloat16"]
 
+# What a step whose loss or gradient is not finite does (taa.training.divergence says why).
+NonFinitePolicy = Literal["stop", "skip"]
+
 
 @dataclass
 class TrainConfig:
-    """The optimisation run: steps, batches, optimizer and schedule (paper §5.3)."""
+    """The optimisation run: steps, batches, optimizer and schedule (paper §5.3).
+
+    A step whose loss or gradient norm is inf or nan (a rate too high, a bad batch) is never
+    applied; ``nonfinite`` says what follows (:mod:`taa.training.divergence`):
+
+    - ``stop`` (the default): the run ends with a one-line error naming the step; the last
+      state saved (``state/``) holds finite weights and resumes;
+    - ``skip``: the step's update is dropped (its batches are spent and it counts as a step),
+      the rate is multiplied by ``skip_lr_factor`` for the rest of the run, and the run goes
+      on; once ``max_skipped_steps`` steps were skipped, the next non-finite step stops it
+      as ``stop`` would. The skipped steps are the ``skipped_steps`` metric.
+
+    Every number here must be finite: ``lr: inf`` is refused when the recipe is read.
+    """
 
     steps: int = 1000  # optimizer steps
     batch_size: int = 32  # sequences per batch
@@ -43,13 +60,19 @@ class TrainConfig:
     average_best: bool = False  # final weights = average of the kept best checkpoints
     early_stopping: int = 0  # stop after this many validations without improvement; 0 = never
     max_minutes: float = 0.0  # wall-time budget for training; 0 = none
+    nonfinite: NonFinitePolicy = "stop"  # a step with an inf/nan loss or gradient: stop the run, or skip the step
+    max_skipped_steps: int = 10  # skip: the most steps a run skips; the next non-finite step stops it
+    skip_lr_factor: float = 0.5  # skip: each skipped step multiplies the rate by this for the rest of the run
 
     def __post_init__(self) -> None:
         _check_types(self)
+        for f in fields(self):  # inf would pass the range checks below, and nan fail them for the wrong reason
+            value = getattr(self, f.name)
+            _require(not isinstance(value, float) or math.isfinite(value), f"{f.name}={value} must be a finite number")
         for name in ("steps", "batch_size", "log_every", "grad_accumulation", "keep_best"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
         _require(self.threads is None or self.threads > 0, f"threads={self.threads} must be positive")
-        for name in ("eval_every", "checkpoint_every", "early_stopping"):
+        for name in ("eval_every", "checkpoint_every", "early_stopping", "max_skipped_steps"):
             _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         _require(self.max_minutes >= 0, f"max_minutes={self.max_minutes} must be >= 0")
         _require(self.lr > 0, f"lr={self.lr} must be positive")
@@ -59,6 +82,7 @@ class TrainConfig:
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         _require(0.0 <= self.muon_momentum < 1.0, f"muon_momentum={self.muon_momentum} must be in [0, 1)")
         _require(0.0 < self.layer_lr_decay <= 1.0, f"layer_lr_decay={self.layer_lr_decay} must be in (0, 1]")
+        _require(0.0 < self.skip_lr_factor <= 1.0, f"skip_lr_factor={self.skip_lr_factor} must be in (0, 1]")
         if self.schedule == "noam":
             _require(self.warmup_steps > 0, "schedule=noam needs warmup_steps > 0")
 

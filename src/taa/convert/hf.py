@@ -84,8 +84,11 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     model_type = folder_family(folder)
     try:
         return converter(model_type).read_hf_folder(folder, framework, architecture)
-    except ConfigError as error:
-        raise ConversionError(f"{model_folder(folder) / CONFIG_FILE}: {error}") from None
+    except ConfigError as error:  # a ConversionError too
+        message = str(error)
+        if message.startswith(str(folder)):  # names its file already (model.safetensors, ...)
+            raise ConversionError(message) from None
+        raise ConversionError(f"{model_folder(folder) / CONFIG_FILE}: {message}") from None  # a config.json value
 
 
 def to_hf(architecture: str, config: Any, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

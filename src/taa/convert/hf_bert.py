@@ -32,6 +32,7 @@ from taa.config import BertConfig, ConfigError
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
 from taa.convert.hf_folder import model_folder
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
+from taa.convert.hf_folder import config_number
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("bert").hf_architectures)  # transformers class -> ours (the same names)
@@ -90,7 +91,10 @@ def num_labels_from_hf(hf_config: Mapping[str, Any]) -> int:
     """transformers counts labels from ``id2label`` (``num_labels`` in older files); default 2."""
     if hf_config.get("id2label"):
         return len(hf_config["id2label"])
-    return int(hf_config.get("num_labels", 2))
+    labels = hf_config.get("num_labels", 2)
+    if isinstance(labels, bool) or not isinstance(labels, int):
+        raise ConversionError(f"num_labels={labels!r} should be an integer")
+    return labels
 
 
 def config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
@@ -111,20 +115,20 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
         d_model=hf["hidden_size"],
         n_heads=hf["num_attention_heads"],
         d_ff=hf["intermediate_size"],
-        dropout=float(hf["hidden_dropout_prob"]),
-        attention_dropout=float(hf["attention_probs_dropout_prob"]),
+        dropout=config_number(hf, "hidden_dropout_prob"),
+        attention_dropout=config_number(hf, "attention_probs_dropout_prob"),
         activation=ACTIVATIONS_FROM_HF[hf["hidden_act"]],
         norm_first=False,
-        norm_eps=float(hf["layer_norm_eps"]),
+        norm_eps=config_number(hf, "layer_norm_eps"),
         vocab_size=hf["vocab_size"],
         n_layers=hf["num_hidden_layers"],
         max_length=hf["max_position_embeddings"],
         type_vocab_size=hf["type_vocab_size"],
         pad_id=0 if pad_id is None else pad_id,
         num_labels=num_labels_from_hf(hf_config),
-        classifier_dropout=None if hf["classifier_dropout"] is None else float(hf["classifier_dropout"]),
+        classifier_dropout=None if hf["classifier_dropout"] is None else config_number(hf, "classifier_dropout"),
         feed_forward_dropout=0.0,
-        init_std=float(hf["initializer_range"]),
+        init_std=config_number(hf, "initializer_range"),
     )
 
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from taa.safetensors_file import open_safetensors
 from taa.convert.state_dict import ConversionError, check_state_dict
-from taa.folders import HF_CONFIG, WEIGHTS, hugging_face_folders
+from taa.folders import HF_CONFIG, WEIGHTS, CheckpointError, hugging_face_folders, read_json
 
 CONFIG_FILE = HF_CONFIG
 WEIGHTS_FILE = WEIGHTS
@@ -40,9 +41,9 @@ class Converted:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ConversionError(f"{path}, line {error.lineno}: {error.msg}") from None
+        return read_json(path)
+    except CheckpointError as error:  # missing, not UTF-8, not JSON: one line naming the file
+        raise ConversionError(str(error)) from None
 
 
 def model_folder(folder: str | Path) -> Path:
@@ -69,11 +70,14 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 def weight_files(folder: str | Path) -> list[Path]:
     """The folder's ``model.safetensors``, or the shards its index names."""
     folder = model_folder(folder)
-    if (folder / WEIGHTS_FILE).is_file():
+    if (folder / WEIGHTS_FILE).exists():  # (a folder of that name: open_safetensors says so)
         return [folder / WEIGHTS_FILE]
     if (folder / WEIGHTS_INDEX_FILE).is_file():
         index = _read_json(folder / WEIGHTS_INDEX_FILE)
-        return [folder / name for name in sorted(set(index.get("weight_map", {}).values()))]
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+            raise ConversionError(f"{folder / WEIGHTS_INDEX_FILE}: no weight_map of tensor names to shard files")
+        return [folder / name for name in sorted(set(weight_map.values()))]
     if (folder / "pytorch_model.bin").is_file():
         raise ConversionError(f"{folder}: only pytorch_model.bin; taa reads safetensors only ({WEIGHTS_FILE})")
     raise ConversionError(f"{folder}: no {WEIGHTS_FILE}")
@@ -83,13 +87,11 @@ def read_weights(folder: str | Path, framework: str = "np") -> dict[str, Any]:
     """Every array of the folder's weights, as ``framework``'s arrays (safetensors' names:
     ``"np"``, ``"pt"``, ``"flax"``, ``"tf"``). Nothing is converted: a bfloat16 tensor stays
     bfloat16, so ``"np"`` refuses it."""
-    from safetensors import safe_open
-
     arrays: dict[str, Any] = {}
     for path in weight_files(folder):
-        if not path.is_file():
+        if not path.exists():
             raise ConversionError(f"{path}: no such file (named by {WEIGHTS_INDEX_FILE})")
-        with safe_open(str(path), framework=framework) as weights:
+        with open_safetensors(path, framework, ConversionError) as weights:  # damaged or foreign: one line
             for key in weights.keys():
                 if framework == "np" and weights.get_slice(key).get_dtype() == "BF16":
                     raise ConversionError(
@@ -106,6 +108,23 @@ def write_config(folder: str | Path, hf_config: Mapping[str, Any]) -> Path:
     text = json.dumps(dict(hf_config), indent=2, sort_keys=True) + "\n"
     (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
     return folder
+
+
+def config_number(hf_config: Mapping[str, Any], name: str, default: Optional[float] = None) -> float:
+    """``hf_config[name]`` (``default`` when it is absent) as a float; a value that is no
+    number is one error naming the field."""
+    value = hf_config[name] if default is None else hf_config.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConversionError(f"{name}={value!r} should be a number")
+    return float(value)
+
+
+def config_flag(hf_config: Mapping[str, Any], name: str) -> bool:
+    """``hf_config[name]``, which must be true or false."""
+    value = hf_config[name]
+    if not isinstance(value, bool):
+        raise ConversionError(f"{name}={value!r} should be true or false")
+    return value
 
 
 def config_error(folder: str | Path, error: Exception) -> ConversionError:
@@ -151,6 +170,8 @@ def choose_architecture(
                 return theirs
         raise ConversionError(f"architecture={ours!r} is not one of {', '.join(known.values())}")
     names = hf_config.get("architectures") or [default]
+    if not isinstance(names, list):
+        raise ConversionError(f"{where}: architectures={names!r} should be a list of class names")
     for name in names:
         if name in known:
             return name

@@ -30,6 +30,7 @@ from taa.convert.arrays import join_rows, split_rows
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
 from taa.convert.hf_folder import model_folder
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
+from taa.convert.hf_folder import config_flag, config_number
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("gpt").hf_architectures)  # transformers class -> ours
@@ -99,17 +100,17 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
         d_model=hf["n_embd"],
         n_heads=hf["n_head"],
         d_ff=hf["n_inner"] if hf["n_inner"] is not None else 4 * hf["n_embd"],
-        dropout=float(hf["resid_pdrop"]),  # taa uses one rate for residual and embedding dropout
-        attention_dropout=float(hf["attn_pdrop"]),
+        dropout=config_number(hf, "resid_pdrop"),  # taa uses one rate for residual and embedding dropout
+        attention_dropout=config_number(hf, "attn_pdrop"),
         activation=ACTIVATIONS_FROM_HF[hf["activation_function"]],
         norm_first=True,
-        norm_eps=float(hf["layer_norm_epsilon"]),
+        norm_eps=config_number(hf, "layer_norm_epsilon"),
         vocab_size=vocab_size,
         n_layers=hf["n_layer"],
         max_length=hf["n_positions"],
-        tie_output=bool(hf["tie_word_embeddings"]),
+        tie_output=config_flag(hf, "tie_word_embeddings"),
         feed_forward_dropout=0.0,
-        init_std=float(hf["initializer_range"]),
+        init_std=config_number(hf, "initializer_range"),
         bos_id=_token_id(hf["bos_token_id"], vocab_size),
         eos_id=_token_id(hf["eos_token_id"], vocab_size),
         pad_id=_token_id(hf["pad_token_id"], vocab_size),

@@ -43,7 +43,8 @@ from typing import Any, Optional
 from taa import registry
 from taa.config import ConfigError, T5Config
 from taa.convert.arrays import same_values
-from taa.convert.hf_folder import Converted, config_error, hf_architecture, model_folder, read_config, read_weights
+from taa.convert.hf_folder import Converted, config_error, config_number, hf_architecture, model_folder, read_config
+from taa.convert.hf_folder import read_weights
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("t5").hf_architectures)  # transformers class -> ours (the same name)
@@ -88,7 +89,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> T5Config:
     pad = hf.get("pad_token_id", 0)
     start = hf.get("decoder_start_token_id")
     n_layers = hf.get("num_layers", 6)
-    dropout = hf.get("dropout_rate", 0.1)
+    dropout = config_number(hf, "dropout_rate", 0.1)
     tie = hf.get("tie_word_embeddings", True)
     scale = hf.get("scale_decoder_outputs")
     fields = dict(
@@ -101,9 +102,9 @@ def config_from_hf(hf: Mapping[str, Any]) -> T5Config:
         n_decoder_layers=hf.get("num_decoder_layers") or n_layers,
         relative_buckets=hf.get("relative_attention_num_buckets", 32),
         relative_max_distance=hf.get("relative_attention_max_distance", 128),
-        dropout=float(dropout),
-        attention_dropout=float(dropout),
-        norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
+        dropout=dropout,
+        attention_dropout=dropout,
+        norm_eps=config_number(hf, "layer_norm_epsilon", 1e-6),
         activation=_FEED_FORWARD_FROM_HF[feed_forward],
         tie_word_embeddings=tie,
         scale_decoder_outputs=None if scale == tie else scale,  # None: scaled when tied

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from taa.data.multi30k import find_data_dir
-from taa.data.text import DataError
+from taa.data.text import DataError, decode_lines
 
 SST2_FOLDER = "sst2"
 SST2_SPLITS = {"train": "train.tsv", "dev": "dev.tsv"}
@@ -87,16 +87,12 @@ def read_labelled_file(path: str | Path, num_labels: int = 2, label_names: Seque
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without its end) of a UTF-8 file; errors name the file and the line."""
+    """(line number, line without its end) of a UTF-8 file; a line that is not text (bytes
+    that are not UTF-8, a NUL) names the file and the line."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                yield number, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{path}, line {number}: invalid UTF-8 at byte {error.start} ({error.reason})") from None
+        yield from enumerate(decode_lines(stream, str(path)), start=1)
 
 
 def _row(sentence: str, label: str, num_labels: int, label_names: Sequence[str], where: str) -> tuple[str, int]:

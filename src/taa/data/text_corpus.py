@@ -52,6 +52,9 @@ def read_text(path: str | Path) -> str:
         raise DataError(f"{path}, line {line}: invalid UTF-8 ({error.reason})") from None
     if not text.strip():
         raise DataError(f"{path}: the file holds no text")
+    if "\x00" in text:  # binary data, never running text
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise DataError(f"{path}, line {line}: a NUL byte (binary data, not text)")
     return text
 
 

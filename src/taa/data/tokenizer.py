@@ -236,17 +236,21 @@ class SubwordTokenizer:
         path = directory / DESCRIPTION
         if not path.is_file():
             raise DataError(f"{directory}: not a saved SubwordTokenizer (no {DESCRIPTION})")
-        description = json.loads(path.read_text())
-        if description.get("format") != FORMAT:
-            raise DataError(f"{path}: format {description.get('format')!r}, expected {FORMAT!r}")
-        files = description["files"]
+        description = read_description(path, FORMAT)
+        files, joint = description.get("files"), description.get("joint")
+        if not isinstance(files, dict) or not all(isinstance(files.get(side), str) for side in ("source", "target")):
+            raise DataError(f"{path}: files should name the source and target tokenizer files")
+        if not isinstance(joint, bool):
+            raise DataError(f"{path}: joint={joint!r} should be true or false")
         for side in ("source", "target"):
             if not (directory / files[side]).is_file():
                 raise DataError(f"{directory}: {side} tokenizer file {files[side]} is missing")
-        source = Tokenizer.from_file(str(directory / files["source"]))
-        if description["joint"]:
-            return cls(source)
-        return cls(source, Tokenizer.from_file(str(directory / files["target"])))
+        source = read_tokenizer_file(directory / files["source"])
+        target = None if joint else read_tokenizer_file(directory / files["target"])
+        try:
+            return cls(source, target)
+        except DataError as error:  # the special tokens are not where taa put them
+            raise DataError(f"{directory}: {error}") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -305,8 +309,41 @@ class CharTokenizer:
         path = Path(directory) / CHAR_DESCRIPTION
         if not path.is_file():
             raise DataError(f"{directory}: not a saved CharTokenizer (no {CHAR_DESCRIPTION})")
-        description = json.loads(path.read_text())
-        if description.get("format") != CHAR_FORMAT:
-            raise DataError(f"{path}: format {description.get('format')!r}, expected {CHAR_FORMAT!r}")
-        return cls(description["characters"])
+        characters = read_description(path, CHAR_FORMAT).get("characters")
+        if not isinstance(characters, list) or not all(isinstance(c, str) for c in characters):
+            raise DataError(f"{path}: characters should be a list of single characters")
+        try:
+            return cls(characters)
+        except DataError as error:
+            raise DataError(f"{path}: {error}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Reading the saved files: a damaged one is one line naming it
+# --------------------------------------------------------------------------------------
+
+
+def read_description(path: Path, format: str) -> dict:
+    """A tokenizer's JSON description, checked to be of ``format``; a file that is not
+    UTF-8 JSON of that format is one :class:`DataError` naming it."""
+    from taa.config import ConfigError, read_data
+
+    try:
+        description = read_data(path, "json")
+    except ConfigError as error:
+        raise DataError(str(error)) from None
+    if not isinstance(description, dict) or description.get("format") != format:
+        found = description.get("format") if isinstance(description, dict) else None
+        raise DataError(f"{path}: format {found!r}, expected {format!r}")
+    return description
+
+
+def read_tokenizer_file(path: Path) -> Tokenizer:
+    """A ``tokenizers`` file (``tokenizer.json``); one that the library cannot read is one
+    :class:`DataError` naming it, with the library's reason."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # the library's own parse error (a plain Exception)
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(f"{path}: not a tokenizers file ({reason or type(error).__name__})") from None
 

@@ -14,7 +14,8 @@ folder. :func:`run_task` does the rest, in this order:
 4. build the model (the registry's class for the task in the task's framework, unless the
    task loads pre-trained weights) and train it with that framework's Trainer
    (:class:`~taa.torch.training.Trainer` for torch), resuming from a state folder when
-   asked; validation runs every ``eval_every`` steps;
+   asked; validation runs every ``eval_every`` steps; each state folder keeps the tokenizer
+   and the recipe as given, which :func:`check_resume` compares a resumed run's with;
 5. evaluate the final weights and gather the metrics: the task's own, the validation
    metrics of the final weights, and :data:`CORE_METRICS`, named the same for every task;
 6. write the run folder (:mod:`taa.folders`: weights, recipe, metrics, tokenizer, training
@@ -32,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import json
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from taa import config as cfg
 from taa import folders, registry
+from taa.config.diff import RESULT_NEUTRAL, describe_differences, recipe_differences
 from taa.tracking import Tracker, flatten_params
 from taa.training.batches import BatchStream
 from taa.training.progress import TrainingProgress
@@ -60,6 +64,7 @@ CORE_METRICS = (
     "final_train_loss",  # the mean training loss of the last logging interval
     "best_steps",  # the steps of the best weights kept in the run folder, best first
     "stop_reason",  # "steps", "time_budget" or "early_stopping" (taa.torch.training.loop.STOP_REASONS)
+    "skipped_steps",  # the steps whose loss or gradient was not finite, not applied (train.nonfinite: skip)
     "parameters",  # the model's number of weights
 )
 
@@ -160,6 +165,7 @@ def run_task(
     Returns ``{"model", "metrics", "result", ...}`` plus the task's :meth:`Task.outcome`.
     """
     recipe, train = task.recipe, task.recipe.train
+    given = recipe  # as given: what a resume compares its own recipe with (check_resume)
     backend = training_backend(task.framework)
     tracker = tracker or Tracker()
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
@@ -184,6 +190,11 @@ def run_task(
     def save_tokenizer(folder: Path) -> None:
         task.save_tokenizer(folder / folders.TOKENIZER)
 
+    def save_state_files(folder: Path) -> None:  # beside each state: what resuming it needs
+        write_given_recipe(folder, given)
+        if task.tokenizer is not None:
+            save_tokenizer(folder)
+
     def validate(model: nn.Module) -> dict[str, float]:
         with bar.phase("validation"):
             return task.evaluate(model)
@@ -191,10 +202,12 @@ def run_task(
     trainer = backend.Trainer(
         model, train, task.loss(), task.batches(), d_model=recipe.model.d_model,
         evaluate=validate if task.evaluate is not None else None, out=out, tracker=tracker, progress=bar,
-        write_extra=save_tokenizer if task.tokenizer is not None else None, rate_unit=task.rate_unit,
+        write_extra=save_state_files, rate_unit=task.rate_unit,
     )
     if state is not None:
-        trainer.load_state(state)
+        load_state(trainer, state)
+        if out is not None:
+            record_resume_changes(Path(out), state, given)
     result = trainer.fit()
 
     with bar.phase(task.final_phase) if task.final_phase else nullcontext():
@@ -269,6 +282,7 @@ def core_metrics(task: Task, trainer: Trainer, result: TrainResult, backend: Mod
         "final_train_loss": result.final_loss,
         "best_steps": [step for _, step in trainer.state.best] if trainer.out is not None else [],
         "stop_reason": result.stop_reason,
+        "skipped_steps": result.skipped_steps,
         "parameters": backend.count_parameters(trainer.model),
     }
 
@@ -313,6 +327,153 @@ def write_run_folder(
         pass
     else:
         plot_training_curves(result.history, result.evaluations, out / folders.CURVES)
-    for name in (folders.RECIPE, folders.METRICS, folders.CURVES, folders.WEIGHTS, folders.TOKENIZER, *task.files):
+    for name in (folders.RECIPE, folders.METRICS, folders.CURVES, folders.WEIGHTS, folders.TOKENIZER,
+                 folders.RESUME_CHANGES, *task.files):
         if (out / name).exists():
             tracker.log_artifact(out / name)
+
+
+# ------------------------------------------------------------------ resuming
+
+# The model fields a task fills from its tokenizer (Task.model_config). A state written
+# before states kept their recipe as given has only its run folder's completed recipe to
+# compare with: these fields are left out of that comparison.
+TOKENIZER_FIELDS = ("vocab_size", "source_vocab_size", "target_vocab_size", "pad_id", "bos_id", "eos_id",
+                    "decoder_start_id")
+
+# The fields whose values travel inside the optimizer's saved state: resuming loads them
+# with its moments (the saved values win), so a change could not take effect. The learning
+# rate is not among them: the trainer sets it at every step.
+OPTIMIZER_FIELDS = ("train.optimizer", "train.adam_beta1", "train.adam_beta2", "train.adam_eps",
+                    "train.weight_decay", "train.muon_momentum", "train.layer_lr_decay")
+
+# A longer message about a state that does not fit is cut here (a model of another width
+# would list every weight).
+LONGEST_MESSAGE = 400
+
+
+def write_given_recipe(folder: Path, recipe: cfg.RecipeConfig) -> None:
+    """Write the recipe as given (its model section not yet completed by the task) into a
+    state folder: a resume compares its own recipe, also as given, with it."""
+    (folder / folders.GIVEN_RECIPE).write_text(cfg.dumps(recipe, "yaml"), encoding="utf-8")
+
+
+def saved_recipe(state: Path) -> tuple[Optional[dict[str, Any]], Optional[Path]]:
+    """The recipe a state folder was trained with, as a mapping, and the file it came from:
+    the state's own copy (as given), else, for a state from before states kept one, its run
+    folder's ``recipe.yaml`` (completed by the task); ``(None, None)`` when neither exists."""
+    state = Path(state)
+    for path in (state / folders.GIVEN_RECIPE, state.parent / folders.RECIPE):
+        if path.is_file():
+            try:
+                return cfg.read_mapping(path), path
+            except cfg.ConfigError as error:
+                raise folders.CheckpointError(str(error)) from None
+    return None, None
+
+
+def resume_differences(recipe: cfg.RecipeConfig, state: Path) -> tuple[list[tuple[str, Any, Any]], Optional[dict]]:
+    """How ``recipe`` trains differently from the run saved in ``state``: the differing
+    fields as ``(name, saved value, value now)``, and the saved recipe (None when the state
+    has none to compare with).
+
+    Every field counts (:func:`~taa.config.diff.recipe_differences`) but those that change
+    neither the weights nor the final evaluation (:data:`~taa.config.diff.RESULT_NEUTRAL`:
+    the name, ``train.threads``, ``train.log_every``, ``train.checkpoint_every``); more steps
+    count too, since the schedule, the validations and the final weights follow them. Both
+    recipes are compared as given: the state keeps its recipe from before the task filled
+    the model's vocabulary from the tokenizer, so like is compared with like. A state
+    without its own copy (an older taa) is compared with its run folder's completed
+    ``recipe.yaml``, leaving out :data:`TOKENIZER_FIELDS`.
+    """
+    saved, source = saved_recipe(state)
+    if saved is None or source is None:
+        return [], None
+    try:
+        before = cfg.RecipeConfig.from_dict(saved)
+    except cfg.ConfigError as error:
+        raise folders.CheckpointError(f"{source}: {error}") from None
+    completed = source.name == folders.RECIPE
+    ignore = RESULT_NEUTRAL + (tuple(f"model.{name}" for name in TOKENIZER_FIELDS) if completed else ())
+    return recipe_differences(before, recipe, ignore), saved
+
+
+def check_resume(recipe: cfg.RecipeConfig, state: Path, accept_changes: bool = False) -> None:
+    """Refuse, in one line, to resume ``state`` with a recipe that trains differently from
+    the saved run's (:func:`resume_differences`), unless ``accept_changes``
+    (``--resume-changed``): then the run records the changes in ``out/resume_changes.json``
+    once the state has loaded, with one warning (:func:`record_resume_changes`).
+    Even accepted, a changed task or optimizer setting (:data:`OPTIMIZER_FIELDS`) is
+    refused: the saved state cannot carry over to it. A state with no recipe to compare
+    with (an older taa) resumes after one warning.
+    """
+    changes, saved = resume_differences(recipe, state)
+    if saved is None:
+        warnings.warn(f"{state}: no saved recipe to compare with (a state from an older taa): "
+                      "resuming without checking the recipe", stacklevel=2)
+        return
+    if not changes:
+        return
+    described = describe_differences(changes)
+    if not accept_changes:
+        raise cfg.ConfigError(f"{state}: the recipe differs from the saved run's: {described} "
+                              "(resume with --resume-changed to accept)")
+    if saved.get("task", "copy") != recipe.task:
+        raise cfg.ConfigError(f"{state}: the saved run trains task={saved.get('task', 'copy')!r}, this recipe "
+                              f"task={recipe.task!r}: a resumed run keeps its task (train a new run into another folder)")
+    optimizer = [change for change in changes if change[0] in OPTIMIZER_FIELDS]
+    if optimizer:
+        raise cfg.ConfigError(f"{state}: {describe_differences(optimizer)}: the saved optimizer state cannot carry "
+                              "over to changed optimizer settings (train a new run into another folder)")
+
+
+def record_resume_changes(out: Path, state: Path, recipe: cfg.RecipeConfig) -> None:
+    """If ``recipe`` differs from the one ``state`` was saved with, add an entry to the run
+    folder's ``resume_changes.json`` (a list, an entry for each resume that changed the
+    recipe): the step resumed at, each changed field with its saved value and its value
+    now, and the whole saved recipe, which stays recoverable once the run's ``recipe.yaml``
+    and states carry the new one; one warning says so. Called once the state has loaded,
+    before training."""
+    changes, saved = resume_differences(recipe, state)
+    if not changes:
+        return
+    path = Path(out) / folders.RESUME_CHANGES
+    entries = folders.read_json(path) if path.is_file() else []
+    if not isinstance(entries, list):
+        raise folders.CheckpointError(f"{path}: expected a list of resumes")
+    entries.append({
+        "step": _saved_step(state),
+        "resumed_from": str(state),
+        "changes": [{"field": name, "saved": before, "now": after} for name, before, after in changes],
+        "saved_recipe": saved,
+    })
+    Path(out).mkdir(parents=True, exist_ok=True)
+    folders.write_file_atomically(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=2) + "\n",
+                                                                   encoding="utf-8"))
+    warnings.warn(f"{state}: resuming with a changed recipe: {describe_differences(changes)} (recorded in {path})",
+                  stacklevel=2)
+
+
+def _saved_step(state: Path) -> Optional[int]:
+    """The optimizer steps a state folder had taken (None if its trainer state cannot be read)."""
+    try:
+        return int(folders.read_json(state / folders.TRAINER_STATE)["trainer"]["step"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def load_state(trainer: Trainer, state: Path) -> None:
+    """``trainer.load_state(state)``; a state that does not fit the run (weights of another
+    shape, the optimizer's groups, the batch position) is one short CheckpointError naming
+    the folder, not a traceback."""
+    try:
+        trainer.load_state(state)
+    except folders.CheckpointError as error:
+        raise folders.CheckpointError(_shortened(str(error))) from None
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, OSError) as error:  # damaged JSON, files
+        message = _shortened(" ".join(str(error).split()) or type(error).__name__)
+        raise folders.CheckpointError(f"{state}: the saved training state does not fit this run ({message})") from None
+
+
+def _shortened(message: str) -> str:
+    return message if len(message) <= LONGEST_MESSAGE else message[:LONGEST_MESSAGE] + " ..."

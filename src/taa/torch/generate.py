@@ -24,8 +24,8 @@ The other entry points are thin wrappers with their own argument names:
 Lengths. A hypothesis is counted in tokens after the start token (or after the prompt),
 the end token included. ``max_new_tokens`` is the most tokens a row may add; with None an
 encoder-decoder's sentence may take ``source length + max_extra`` tokens (its non-padding
-source tokens; the paper's +50), capped by the decoder's ``max_length`` positions, and a
-decoder-only model adds :data:`DEFAULT_NEW_TOKENS`. ``max_length`` of
+source tokens; the paper's +50). Either way an encoder-decoder stops at its decoder's
+``max_length`` positions. A decoder-only model adds :data:`DEFAULT_NEW_TOKENS` by default. ``max_length`` of
 :func:`greedy_decode` and :func:`beam_search` counts the start token too:
 ``max_new_tokens = max_length - 1``.
 
@@ -129,8 +129,9 @@ def _steps_and_limits(
     if is_encoder_decoder(model):
         padding = attention_mask.bool() if attention_mask is not None else None  # True at real tokens
         steps = EncoderDecoderSteps(model, input_ids, start_id, padding)
-        if max_new_tokens is not None:
-            return steps, torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
+        if max_new_tokens is not None:  # never past the decoder's positions, however many are asked for
+            return steps, torch.full((batch,), min(max_new_tokens, max_positions(model)), dtype=torch.long,
+                                     device=device)
         limits = steps.source_padding.sum(dim=1) + settings.max_extra  # input length + 50 (§6.1)
         return steps, limits.clamp(1, max_positions(model))  # the decoder has max_length positions
     if attention_mask is not None and attention_mask.shape != input_ids.shape:

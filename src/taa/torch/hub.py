@@ -17,9 +17,13 @@ Three kinds of folder load, each with the tokenizer it carries:
 
 The folder layout is :mod:`taa.folders`. Weights are read with safetensors only; a
 folder with only pickled weights (``pytorch_model.bin``, ``*.pt``) is refused, never
-unpickled. Weights load strictly (every key and shape must match). Every problem is one
+unpickled. Weights load strictly (every key and shape must match, and floating-point
+weights must be stored as floating-point numbers). Every problem is one
 :class:`~taa.folders.CheckpointError` naming the folder or file (the Hugging Face
-converters' :class:`~taa.convert.state_dict.ConversionError` is one).
+converters' :class:`~taa.convert.state_dict.ConversionError` is one): a weights file that
+is empty, cut short, a pickle or anything else but safetensors
+(:mod:`taa.safetensors_file`), a damaged ``recipe.yaml``, ``model.yaml`` or
+``config.json``, a tokenizer folder that lost its files.
 
 This is the one loader of taa runs: each task's ``load_<task>`` (``load_translator``, ...)
 is ``from_pretrained(DIR, task=...)``.
@@ -130,7 +134,7 @@ def _load_hugging_face(folder: Path) -> tuple[nn.Module, Any]:
     positions = _positions(model.config)
     tokenizer = load_tokenizer(folder, positions=positions, required=False)
     if tokenizer is None and (folder / TOKENIZER).is_dir():  # a taa tokenizer kept by `taa convert --to-hf`
-        tokenizer = load_tokenizer(folder / TOKENIZER, positions=positions, required=False)
+        tokenizer = load_tokenizer(folder / TOKENIZER, positions=positions)
     return model, tokenizer
 
 
@@ -140,8 +144,9 @@ def _load_taa_run(folder: Path, task: Optional[str]) -> tuple[nn.Module, Any, cf
         raise CheckpointError(f"{folder}: a {recipe.task!r} run, not a {task!r} one")
     model = load_weights(folder, build_model(recipe.model, registry.task(recipe.task).architecture))
     max_length = getattr(recipe.data, "max_length", None)  # classification truncates to it
+    # A run saved with a tokenizer folder needs it whole: without it, text would be read as token ids.
     tokenizer = load_tokenizer(folder / TOKENIZER, max_length, positions=_positions(recipe.model),
-                               required=task is not None)
+                               required=task is not None or (folder / TOKENIZER).is_dir())
     return model, tokenizer, recipe
 
 
@@ -152,7 +157,8 @@ def _load_taa_model(folder: Path) -> tuple[nn.Module, Any]:
     except ConversionError as error:  # a class or option that model.yaml should not name
         raise CheckpointError(f"{folder / MODEL_FILE}: {error}") from None
     model = load_weights(folder, model)
-    return model, load_tokenizer(folder / TOKENIZER, positions=_positions(config), required=False)
+    return model, load_tokenizer(folder / TOKENIZER, positions=_positions(config),
+                                 required=(folder / TOKENIZER).is_dir())
 
 
 def from_pretrained(folder: str | Path, dtype: Optional[torch.dtype | str] = None, *,
@@ -198,14 +204,17 @@ def load_run(folder: str | Path, task: str) -> tuple[nn.Module, Any, cfg.RecipeC
 def save_pretrained(model: nn.Module, folder: str | Path, tokenizer_from: Optional[str | Path] = None) -> Path:
     """Write ``model`` as a taa model folder: ``model.safetensors`` (tied tensors once),
     ``model.yaml`` (its class and config) and, from ``tokenizer_from`` (a Hugging Face
-    folder), the tokenizer files into ``tokenizer/``."""
+    folder), the tokenizer files into ``tokenizer/``; a tokenizer that does not load is one
+    error before anything is written."""
     from taa.convert.hf import copy_tokenizer_files
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     architecture = type(model).__name__
     if architecture not in architectures():
         raise ConversionError(f"{architecture} is not a taa model class ({', '.join(architectures())})")
+    if tokenizer_from is not None:
+        load_tokenizer(tokenizer_from, required=False)  # a damaged tokenizer.json: one line naming it
+    folder.mkdir(parents=True, exist_ok=True)
     description: dict[str, Any] = {"format": MODEL_FORMAT, "architecture": architecture}
     description.update(getattr(model, "build_options", {}))  # the class's options beside its config
     description["model"] = cfg.model_config_to_dict(model.config)

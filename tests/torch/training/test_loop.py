@@ -159,3 +159,41 @@ def test_an_older_state_file_with_a_stop_flag_still_resumes(tmp_path) -> None:
         resumed = Trainer(Transformer(config), train, seq2seq_loss(0.0, 0), batches, d_model=32, progress=False)
         resumed.load_state(tmp_path)
         assert resumed.state.stop_reason == reason and resumed.state.step == 2
+
+
+def test_a_non_finite_loss_is_never_applied_stop_or_skip() -> None:
+    """The loss of step 3 is nan: with nonfinite=stop the run raises, naming the step, and the
+    weights are those after step 2; with skip it goes on at half the rate, step 3 recorded."""
+    import math
+
+    from taa.training.divergence import DivergenceError
+
+    config = preset("copy-task", d_model=32, d_ff=64)
+    compute = seq2seq_loss(0.0, 0)
+
+    def run(steps: int, **train) -> tuple[Trainer, Transformer]:
+        seed_everything(0)
+        model, calls = Transformer(config), iter(range(1, 100))
+        batches = CopyBatches(CopyTaskConfig(length=6), 11, 8, 1, seed=0)
+
+        def loss(model, batch):
+            loss_sum, n_tokens = compute(model, batch)
+            return (loss_sum * math.nan if next(calls) == 3 else loss_sum), n_tokens
+
+        trainer = Trainer(model, TrainConfig(steps=steps, batch_size=8, warmup_steps=2, **train), loss, batches,
+                          d_model=32, progress=False)
+        return trainer, model
+
+    trainer, model = run(5)
+    with pytest.raises(DivergenceError, match=r"^training diverged at step 3: the loss is nan \(lr [0-9.e+-]+\); "
+                                              r"lower train.lr or set train.nonfinite: skip$"):
+        trainer.fit()
+    two_steps, _ = run(2)
+    two_steps.fit()
+    for (name, x), (_, y) in zip(model.state_dict().items(), two_steps.model.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+    skipping, _ = run(5, nonfinite="skip", max_skipped_steps=1)
+    result = skipping.fit()
+    assert result.skipped_steps == [3] and result.steps == 5 and skipping.weights_are_finite()
+    assert skipping.learning_rate() == pytest.approx(0.5 * TrainConfig().lr * skipping.schedule(5))

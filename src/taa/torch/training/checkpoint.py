@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import Tensor, nn
 
 from taa import config as cfg
+from taa.safetensors_file import check_floating, open_safetensors, read_tensors, tensor_dtypes
 from taa.folders import METRICS, OPTIMIZER_SETTINGS, OPTIMIZER_TENSORS, RECIPE, WEIGHTS, CheckpointError
 from taa.folders import weight_mismatches, weights_file
 from taa.folders import write_file_atomically
@@ -32,7 +32,8 @@ def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
-    return load_file(str(path))
+    """Every tensor of a safetensors file; a missing, damaged or foreign file is one CheckpointError."""
+    return read_tensors(path, "pt")
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -51,19 +52,21 @@ def _tied_names(model: nn.Module) -> list[set[str]]:
 
 
 def load_weights_file(model: nn.Module, path: Path) -> nn.Module:
-    """Load weights strictly: every key and shape must match; tied tensors may be stored once.
+    """Load weights strictly: every key, shape and kind of number must match; tied tensors
+    may be stored once.
 
-    What does not fit (missing, unexpected, mis-shaped keys) is one :class:`CheckpointError`.
+    A damaged or foreign file, and what does not fit (missing, unexpected, mis-shaped keys;
+    integers where the model holds floating-point weights) is one :class:`CheckpointError`.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such file (the model's weights)")
-    try:
-        with safe_open(str(path), framework="pt") as weights:
-            found = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
-    except Exception as error:  # a truncated or foreign file
-        raise CheckpointError(f"{path}: not a safetensors file ({' '.join(str(error).split())[:200]})") from None
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    with open_safetensors(path, "pt") as weights:
+        found = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    state = model.state_dict()
+    floating = {key: value.is_floating_point() for key, value in state.items()}
+    check_floating(tensor_dtypes(path), floating, f"{path}: weights of {type(model).__name__}")
+    expected = {key: tuple(value.shape) for key, value in state.items()}
     for names in _tied_names(model):  # a tied tensor needs to be stored under one of its names
         if names & set(found):
             for name in names - set(found):

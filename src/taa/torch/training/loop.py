@@ -10,10 +10,18 @@ their average (§6.1), resumable state, tracking, and the progress bar. A run en
 one of :data:`STOP_REASONS`: its steps are done, its time budget is spent, or the
 validation metric stopped improving.
 
+A step whose loss or gradient norm is not finite is never applied: ``train.nonfinite``
+stops the run with a :class:`~taa.training.divergence.DivergenceError` or skips the step
+(:mod:`taa.training.divergence`). The weights are checked again before each save, so no
+file the run writes ever holds an inf or a nan.
+
 Resuming is exact: the state folder holds the weights, the optimizer moments, the
 schedule position, every random generator and the batch stream's position, so a run
 killed at any moment and resumed from its last state ends with the same weights as
-a run never interrupted.
+a run never interrupted. The state is written before the best weights it no longer lists
+are deleted, so it never names a file that is gone; what a kill leaves behind (temporary
+files, staging folders, best weights no state lists) is removed when the run starts again
+(:func:`taa.folders.clean_run_folder`).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
 from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
+from taa.training.divergence import SKIP, diverged, last_state_note, skip_or_stop, what_is_not_finite
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
 from taa.training.schedules import schedule_from_config
@@ -68,6 +77,7 @@ class TrainResult:
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
     evaluations: list[dict[str, float]] = field(default_factory=list)  # each with "step"
     stop_reason: str = STEPS  # one of STOP_REASONS
+    skipped_steps: list[int] = field(default_factory=list)  # steps not applied (train.nonfinite: skip)
 
 
 @dataclass
@@ -82,6 +92,7 @@ class TrainerState:
     best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first; in best/ if out
     evaluations_without_improvement: int = 0
     stop_reason: str = ""  # "" while the run may go on, else one of STOP_REASONS
+    skipped_steps: list[int] = field(default_factory=list)  # non-finite steps not applied (train.nonfinite: skip)
 
 
 def seed_everything(seed: int) -> None:
@@ -218,22 +229,31 @@ class Trainer:
         self.optimizer = make_optimizer(model, train)
         self.schedule = schedule_from_config(train, d_model)  # multiplier of train.lr at a step
         self.state = TrainerState()
+        self.resumed_from: Optional[Path] = None  # the run folder whose state load_state read
+        self.last_state: Optional[tuple[Path, int]] = None  # the newest state on disk: (folder, step)
+        self.dropped_best: list[int] = []  # steps whose best weights go once a saved state no longer lists them
+        self.lr: Optional[float] = None  # the rate of the last step taken
 
     def learning_rate(self) -> float:
         """The rate for the next step. With a time budget (``max_minutes``) the schedule
         runs on whichever is further along, steps or time, so it always completes its
         decay by the deadline (such runs depend on the clock, so they do not resume
-        bit for bit)."""
+        bit for bit). Each skipped step (``train.nonfinite: skip``) multiplies the rate by
+        ``train.skip_lr_factor`` for the rest of the run."""
         train, state = self.train, self.state
         position = state.step
         if train.max_minutes > 0:
             position = max(position, int(train.steps * state.seconds / (60 * train.max_minutes)))
-        return train.lr * self.schedule(min(position, train.steps))
+        lowered = train.skip_lr_factor ** len(state.skipped_steps)
+        return train.lr * self.schedule(min(position, train.steps)) * lowered
 
     # ---------------------------------------------------------------- one step
 
-    def _step(self) -> tuple[float, int, float]:
-        """One optimizer step over ``grad_accumulation`` batches: (loss sum, tokens, lr)."""
+    def _step(self) -> tuple[float, int, float, str]:
+        """One optimizer step over ``grad_accumulation`` batches: (loss sum, tokens, lr,
+        what was not finite). The update is applied only when the loss and the gradient norm
+        are finite; otherwise the step is skipped (what was not finite is returned, the
+        weights and the optimizer untouched) or the run stops (:meth:`_skip_or_stop`)."""
         self.model.train()
         loss_total, token_total = 0.0, 0
         for _ in range(self.train.grad_accumulation):
@@ -246,14 +266,50 @@ class Trainer:
         for parameter in self.model.parameters():  # gradient of the mean loss per target token
             if parameter.grad is not None:
                 parameter.grad.div_(max(1, token_total))
-        if self.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
-        lr = self.learning_rate()
+        # The norm before clipping; without clipping (grad_clip 0) the bound is infinite and
+        # the gradients are multiplied by exactly 1.
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip or math.inf))
+        lr = self.lr = self.learning_rate()
+        problem = what_is_not_finite(loss_total, grad_norm)
+        if problem:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skip_or_stop(problem, lr)
+            return loss_total, token_total, lr, problem
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_total, token_total, lr
+        return loss_total, token_total, lr, ""
+
+    # ---------------------------------------------------------------- non-finite numbers
+
+    def _skip_or_stop(self, problem: str, lr: float) -> None:
+        """A step whose loss or gradient is not finite: record it as skipped, or raise a
+        DivergenceError (``train.nonfinite``). Weights that are no longer finite (an update
+        that overflowed) stop the run whatever the policy: skipping cannot mend them."""
+        step = self.state.step + 1
+        if self.train.nonfinite == SKIP and not self.weights_are_finite():
+            raise diverged(step, "the weights are no longer finite", lr, self._last_state_note())
+        skip_or_stop(self.train, step, problem, lr, self.state.skipped_steps, self._last_state_note())
+        self.state.skipped_steps.append(step)
+
+    @torch.no_grad()
+    def weights_are_finite(self) -> bool:
+        """No parameter holds an inf or a nan."""
+        finite = [torch.isfinite(p).all() for p in self.model.parameters()]
+        return bool(torch.stack(finite).all()) if finite else True
+
+    def _check_weights(self) -> None:
+        """The last guard before weights are written or handed back: finite, or a DivergenceError."""
+        if not self.weights_are_finite():
+            lr = self.lr if self.lr is not None else self.learning_rate()
+            raise diverged(self.state.step, "the weights are no longer finite", lr, self._last_state_note())
+
+    def _last_state_note(self) -> str:
+        """Where the run can resume from, for a DivergenceError; "" without a run folder."""
+        if self.last_state is not None:
+            return last_state_note(str(self.last_state[0]), self.last_state[1])
+        return last_state_note(str(self.out / folders.STATE), None) if self.out is not None else ""
 
     # ---------------------------------------------------------------- the run
 
@@ -266,14 +322,22 @@ class Trainer:
         bar = self.progress
         if not isinstance(bar, TrainingProgress):
             bar = TrainingProgress(train.steps, enabled=bar, unit=self.rate_unit)
+        if self.out is not None:  # what a killed run left behind; a resumed run's state says which best weights stay
+            resumed_here = self.resumed_from is not None and self.resumed_from.resolve() == self.out.resolve()
+            folders.clean_run_folder(self.out, [step for _, step in state.best] if resumed_here else None)
+            if resumed_here:
+                self.last_state = (self.out / folders.STATE, state.step)  # where clean_run_folder settled it
         with bar:
             bar.update(state.step)
             while state.step < train.steps and not state.stop_reason:
-                loss_sum, tokens, lr = self._step()
+                loss_sum, tokens, lr, skipped = self._step()
                 state.step += 1
                 state.tokens += tokens
-                window_loss += loss_sum
-                window_tokens += tokens
+                if skipped:
+                    self._report_skip(skipped, bar)
+                else:
+                    window_loss += loss_sum
+                    window_tokens += tokens
                 state.seconds = time.perf_counter() - started
                 last = state.step == train.steps
                 out_of_time = train.max_minutes > 0 and state.seconds >= 60 * train.max_minutes
@@ -286,7 +350,7 @@ class Trainer:
                 if out_of_time and not last and not state.stop_reason:
                     state.stop_reason = TIME_BUDGET
                 if state.step % train.log_every == 0 or last or state.stop_reason:  # the last interval too
-                    mean_loss = window_loss / max(1, window_tokens)
+                    mean_loss = window_loss / window_tokens if window_tokens else math.nan  # nan: all skipped
                     state.history.append((state.step, mean_loss, lr))
                     bar.update(state.step, loss=mean_loss, lr=lr, tokens_per_s=state.tokens / state.seconds)
                     self.tracker.log_metrics({"train_loss": mean_loss, "lr": lr}, state.step)
@@ -295,10 +359,31 @@ class Trainer:
                 if self.out is not None and ((every and state.step % every == 0) or evaluated or last
                                              or state.stop_reason):
                     self.save_state(self.out / folders.STATE)
+                    self._remove_dropped_best()
         return self.finish()
 
+    def _report_skip(self, problem: str, bar: TrainingProgress) -> None:
+        """A skipped step goes to the tracker (the number skipped so far) and, as a line, to the bar."""
+        state = self.state
+        self.tracker.log_metrics({"skipped_steps": float(len(state.skipped_steps))}, state.step)
+        if bar.enabled:
+            bar.console.print(f"step {state.step}: {problem}; update skipped, lr now {self.learning_rate():.3g} "
+                              f"({len(state.skipped_steps)} of {self.train.max_skipped_steps} skips)", highlight=False)
+
+    def _remove_dropped_best(self) -> None:
+        """Delete the best weights that fell out of the ranking, now that the saved state no
+        longer lists them. In this order a kill leaves at worst a file no state lists (removed
+        at the next start), never a state that lists a file that is gone."""
+        for step in self.dropped_best:
+            folders.best_weights(self.out, step).unlink(missing_ok=True)
+        self.dropped_best = []
+
     def _validate(self) -> None:
-        """Evaluate, track, keep the best k weights, count evaluations without improvement."""
+        """Evaluate, track, keep the best k weights, count evaluations without improvement.
+
+        A metric that is not finite never ranks among the best. The weights that fall out of
+        the ranking are deleted only after the next saved state (:meth:`_remove_dropped_best`).
+        """
         state, train = self.state, self.train
         metrics = self.evaluate(self.model)
         self.model.train()
@@ -308,19 +393,20 @@ class Trainer:
             raise KeyError(f"select_metric={train.select_metric!r} is not among the metrics {sorted(metrics)}")
         value = metrics[train.select_metric]
         sign = 1.0 if train.select_mode == "min" else -1.0
-        improved = not state.best or sign * value < sign * state.best[0][0]
+        ranks = math.isfinite(value)
+        improved = ranks and (not state.best or sign * value < sign * state.best[0][0])
         state.evaluations_without_improvement = 0 if improved else state.evaluations_without_improvement + 1
         if train.early_stopping and state.evaluations_without_improvement >= train.early_stopping:
             state.stop_reason = EARLY_STOPPING
-        candidates = sorted([*state.best, (value, state.step)], key=lambda item: sign * item[0])
+        candidates = sorted([*state.best, *([(value, state.step)] if ranks else [])], key=lambda item: sign * item[0])
         kept, dropped = candidates[: train.keep_best], candidates[train.keep_best :]
         state.best = kept  # ranked with or without a run folder: early stopping compares with the best
         if self.out is None:
             return
         if (value, state.step) in kept:
+            self._check_weights()
             ckpt.save_weights(self.model, folders.best_weights(self.out, state.step))
-        for _, step in dropped:
-            folders.best_weights(self.out, step).unlink(missing_ok=True)
+        self.dropped_best += [step for _, step in dropped]
 
     def finish(self) -> TrainResult:
         """Load the best (or the average of the best k) weights, if any were kept."""
@@ -331,6 +417,7 @@ class Trainer:
                 ckpt.load_average(self.model, paths)
             else:
                 ckpt.load_weights_file(self.model, paths[0])
+        self._check_weights()
         self.model.eval()
         return TrainResult(
             steps=state.step,
@@ -340,12 +427,15 @@ class Trainer:
             history=list(state.history),
             evaluations=list(state.evaluations),
             stop_reason=state.stop_reason or STEPS,
+            skipped_steps=list(state.skipped_steps),
         )
 
     # ---------------------------------------------------------------- resumable state
 
     def save_state(self, directory: Path) -> None:
-        """Write everything a resumed run needs, atomically (a kill keeps the previous state)."""
+        """Write everything a resumed run needs, atomically (a kill keeps the previous state).
+        Weights that are not finite are never written: a DivergenceError instead."""
+        self._check_weights()
 
         def write(staging: Path) -> None:
             ckpt.save_weights(self.model, staging / folders.WEIGHTS)
@@ -361,9 +451,14 @@ class Trainer:
                 self.write_extra(staging)
 
         folders.write_folder_atomically(directory, write)
+        self.last_state = (Path(directory), self.state.step)
 
     def load_state(self, directory: Path) -> None:
-        """Continue from a state folder written by :meth:`save_state`."""
+        """Continue from a state folder written by :meth:`save_state`.
+
+        Every best weights file the state lists must be in the run folder's ``best/``: the
+        run ends with them (one-line CheckpointError, before any training, when one is gone).
+        """
         directory = folders.find_state_folder(directory)
         ckpt.load_weights_file(self.model, directory / folders.WEIGHTS)
         ckpt.load_optimizer(self.optimizer, directory)
@@ -377,6 +472,13 @@ class Trainer:
             **{**trainer, "history": [tuple(h) for h in trainer["history"]],
                "best": [tuple(b) for b in trainer["best"]]}
         )
+        for _, step in self.state.best:
+            path = folders.best_weights(directory.parent, step)
+            if not path.is_file():
+                raise folders.CheckpointError(
+                    f"{path}: no such file, though the state in {directory} (step {self.state.step}) lists it "
+                    "among the best weights the run ends with")
+        self.resumed_from, self.last_state = directory.parent, (directory, self.state.step)
         random.setstate(_python_random_state(saved["python"]))
         np.random.set_state(_numpy_random_state(saved["numpy"]))
         if saved["batches"] is not None:

@@ -1,0 +1,160 @@
+"""A run whose loss, gradient or weights stop being finite: it stops with one line naming the
+step (``train.nonfinite: stop``) or skips the step at a lower rate (``skip``); no file it
+writes ever holds an inf or a nan, a non-finite checkpoint never becomes a best, and the last
+good state resumes."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from taa.config import RecipeConfig
+from taa.tasks.copy import CopyTask
+from taa.tasks.language_model import LanguageModelTask
+from taa.torch.training import loop
+from taa.training.schedules import schedule_from_config
+from tests.faults.conftest import COPY, TINY, assert_one_line_error, cli
+from tests.faults.language_model import language_model_recipe
+from tests.helpers import assert_same_weights
+
+QUIET = ("--tracking", "none", "--no-progress")
+
+
+def assert_finite(path) -> None:
+    for name, tensor in load_file(str(path)).items():
+        assert torch.isfinite(tensor).all(), (path, name)
+
+
+def trainer_state(run) -> dict:
+    return json.loads((run / "state" / "trainer.json").read_text())["trainer"]
+
+
+def nan_loss_at(monkeypatch, task_class, *steps: int) -> None:
+    """The task's loss is nan at these steps (one batch a step), and so is its gradient."""
+    make_loss = task_class.loss
+
+    def loss(self):
+        compute, calls = make_loss(self), itertools.count(1)
+
+        def poisoned(model, batch):
+            loss_sum, n_tokens = compute(model, batch)
+            return (loss_sum * math.nan if next(calls) in steps else loss_sum), n_tokens
+
+        return poisoned
+
+    monkeypatch.setattr(task_class, "loss", loss)
+
+
+def test_a_rate_of_1e6_stops_at_the_step_it_diverges_and_writes_no_nan(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", COPY, *TINY, "--set", "train.lr=1e6", "--set", "train.checkpoint_every=1", "--out", out,
+                 *QUIET)
+    output = assert_one_line_error(result, "training diverged at step ", "(lr ", "lower train.lr",
+                                   "train.nonfinite: skip", max_lines=1)
+    step = int(output.split("training diverged at step ")[1].split(":")[0])
+    assert 1 < step <= 12 and f"the last good state is in {out / 'state'} (step {step - 1})" in output, output
+    assert not (out / "model.safetensors").exists()  # no final model
+    assert trainer_state(out)["step"] == step - 1
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert_finite(out / "state" / name)
+
+
+@pytest.mark.parametrize("setting", ["train.lr=inf", "train.lr=nan", "train.grad_clip=inf", "train.adam_eps=nan",
+                                     "train.max_minutes=inf"])
+def test_a_rate_or_bound_that_is_not_a_finite_number_is_refused_when_the_recipe_is_read(tmp_path, setting):
+    name, value = setting.split("=")
+    result = cli("train", COPY, "--set", setting, "--out", tmp_path / "run", *QUIET)
+    assert_one_line_error(result, f"train: {name.split('.')[1]}={value} must be a finite number", max_lines=1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_nan_loss_stops_the_run_and_the_last_good_state_resumes_as_if_nothing_happened(tmp_path, monkeypatch,
+                                                                                        tiny_run):
+    out = tmp_path / "diverged"
+    with monkeypatch.context() as patch:
+        nan_loss_at(patch, CopyTask, 7)
+        result = cli("train", COPY, *TINY, "--out", out, *QUIET)
+    assert_one_line_error(result, "training diverged at step 7: the loss is nan (lr ",
+                          f"the last good state is in {out / 'state'} (step 4); lower train.lr", max_lines=1)
+    assert not (out / "model.safetensors").exists() and trainer_state(out)["step"] == 4
+    resumed = cli("train", COPY, *TINY, "--resume", out, *QUIET)
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_weights(tiny_run / "model.safetensors", out / "model.safetensors")  # the nan step left no trace
+
+
+def test_skip_drops_each_non_finite_step_lowers_the_rate_and_records_the_steps(tmp_path, monkeypatch):
+    out = tmp_path / "skipped"
+    nan_loss_at(monkeypatch, CopyTask, 3, 6)
+    settings = ("--set", "train.nonfinite=skip", "--set", "train.max_skipped_steps=2", "--set", "train.log_every=1")
+    result = cli("train", COPY, *TINY, *settings, "--out", out, *QUIET)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["skipped_steps"] == [3, 6] and metrics["steps"] == 12 and math.isfinite(metrics["final_train_loss"])
+    assert_finite(out / "model.safetensors")
+    assert trainer_state(out)["skipped_steps"] == [3, 6]  # a resumed run keeps the lowered rate
+    recipe = RecipeConfig.load(COPY, [s for s in (*TINY, *settings) if s != "--set"])
+    scheduled = schedule_from_config(recipe.train, recipe.model.d_model)
+    history = trainer_state(out)["history"]  # step s runs at the rate the schedule gives after s - 1 steps
+    rates = {step: lr / (recipe.train.lr * scheduled(step - 1)) for step, _, lr in history if step < 12}
+    # a skipped step is logged at the rate it would have used; the steps after it at a lower one
+    assert [rates[s] for s in (2, 3, 4, 6, 7, 11)] == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_skip_stops_the_run_once_it_skipped_max_skipped_steps(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    nan_loss_at(monkeypatch, CopyTask, 3, 5, 6)
+    result = cli("train", COPY, *TINY, "--set", "train.nonfinite=skip", "--set", "train.max_skipped_steps=2",
+                 "--out", out, *QUIET)
+    assert_one_line_error(result, "training diverged at step 6: the loss is nan",
+                          "2 steps skipped already (train.max_skipped_steps=2); lower train.lr", max_lines=1)
+    assert trainer_state(out)["step"] == 4 and trainer_state(out)["skipped_steps"] == [3]
+    assert not (out / "model.safetensors").exists()
+
+
+def test_a_non_finite_checkpoint_never_becomes_a_best(tmp_path, monkeypatch):
+    """Weights that overflow in an update (the loss and gradient of that step were finite)
+    are caught before they are written: the validation at that step ranks nothing, the state
+    is not saved, the run stops; the best weights and the state kept are finite."""
+    recipe = language_model_recipe(tmp_path)
+    out = tmp_path / "run"
+    make_optimizer = loop.make_optimizer
+
+    def overflowing(model, train):  # the 4th update sends one weight to inf
+        optimizer, updates = make_optimizer(model, train), itertools.count(1)
+
+        def overflow(optimizer, args, kwargs):
+            if next(updates) == 4:
+                with torch.no_grad():
+                    next(model.parameters()).view(-1)[0] = math.inf
+
+        optimizer.register_step_post_hook(overflow)
+        return optimizer
+
+    monkeypatch.setattr(loop, "make_optimizer", overflowing)
+    result = cli("train", recipe, "--out", out, *QUIET)
+    assert_one_line_error(result, "training diverged at step 4: the weights are no longer finite",
+                          f"the last good state is in {out / 'state'} (step 2)", max_lines=1)
+    state = trainer_state(out)
+    assert state["step"] == 2 and [step for _, step in state["best"]] == [2]
+    assert sorted(p.name for p in (out / "best").iterdir()) == ["step-2.safetensors"]
+    assert_finite(out / "best" / "step-2.safetensors")
+    assert_finite(out / "state" / "model.safetensors")
+
+
+def test_a_validation_metric_that_is_not_finite_never_ranks(tmp_path, monkeypatch):
+    recipe = language_model_recipe(tmp_path, steps=6, keep_best=3)
+    evaluate, calls = LanguageModelTask.evaluate, itertools.count(1)
+
+    def nan_at_the_second(self, model):
+        metrics = evaluate(self, model)
+        return {**metrics, "val_loss": math.nan} if next(calls) == 2 else metrics
+
+    monkeypatch.setattr(LanguageModelTask, "evaluate", nan_at_the_second)
+    result = cli("train", recipe, "--out", tmp_path / "run", *QUIET)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert sorted(metrics["best_steps"]) == [2, 6]  # step 4 evaluated to nan
+    assert sorted(p.name for p in (tmp_path / "run" / "best").iterdir()) == ["step-2.safetensors", "step-6.safetensors"]

@@ -1,0 +1,36 @@
+"""Every file and folder a run writes has the mode the user's umask gives a new one:
+``0666 & ~umask`` for files (the weights, the optimizer state, best/, the JSON and YAML),
+``0777 & ~umask`` for folders; not 0600 for the weights, as mkstemp and safetensors make
+their files."""
+
+import os
+import stat
+
+import pytest
+
+from tests.faults.conftest import cli
+from tests.faults.language_model import language_model_recipe
+
+
+@pytest.fixture
+def umask(request):
+    """The process's umask set to the parameter for the test, then put back."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], indirect=True, ids=["022", "077"])
+def test_a_run_folder_follows_the_umask(tmp_path, umask):
+    recipe = language_model_recipe(tmp_path, steps=4)
+    out = tmp_path / "run"
+    result = cli("train", recipe, "--out", out, "--tracking", "none", "--no-progress")
+    assert result.exit_code == 0, result.output
+    written = [out, *out.rglob("*")]
+    kinds = {path.relative_to(out).parts[0] if path != out else "." for path in written}
+    assert {"model.safetensors", "state", "best", "tokenizer", "metrics.json", "recipe.yaml"} <= kinds, kinds
+    assert {p.name for p in (out / "state").iterdir()} >= {"model.safetensors", "optimizer.safetensors",
+                                                           "rng.safetensors", "trainer.json", "optimizer.json"}
+    modes = {str(path.relative_to(out)): oct(stat.S_IMODE(path.stat().st_mode)) for path in written}
+    expected = {name: oct((0o777 if (out / name).is_dir() else 0o666) & ~umask) for name in modes}
+    assert modes == expected
