@@ -69,3 +69,11 @@ def test_an_out_in_a_read_only_folder(command, tmp_path):
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
+
+
+def test_viz_never_writes_over_a_file_that_is_not_a_picture(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    result = viz_attention(weights)
+    assert_one_line_error(result, "give a name ending in .png", max_lines=1)
+    assert weights.read_bytes() == b"weights"

@@ -34,3 +34,14 @@ def test_a_run_folder_follows_the_umask(tmp_path, umask):
     modes = {str(path.relative_to(out)): oct(stat.S_IMODE(path.stat().st_mode)) for path in written}
     expected = {name: oct((0o777 if (out / name).is_dir() else 0o666) & ~umask) for name in modes}
     assert modes == expected
+
+
+@pytest.mark.parametrize("umask", [0o002], indirect=True, ids=["002"])
+def test_converted_weights_follow_the_umask(tmp_path, umask):
+    recipe = language_model_recipe(tmp_path, steps=2)
+    run = tmp_path / "run"
+    assert cli("train", recipe, "--out", run, "--tracking", "none", "--no-progress").exit_code == 0
+    out = tmp_path / "hf"
+    result = cli("convert", "--to-hf", run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert oct(stat.S_IMODE((out / "model.safetensors").stat().st_mode)) == oct(0o666 & ~umask)

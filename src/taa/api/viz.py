@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from taa import config as cfg
@@ -27,6 +28,8 @@ def plot_attention(checkpoint: PathLike, *, sentence: str, out: PathLike) -> dic
     """Encoder self-, decoder self- and cross-attention for ``sentence``, per layer and head,
     as a PNG at ``out``: ``{"translation", "out"}``."""
     check_writable_file(out, "--out")  # before loading anything
+    if Path(out).suffix.lower() != ".png":  # never over a checkpoint's weights or any other file
+        raise cfg.ConfigError(f"--out {out}: the picture is a PNG file; give a name ending in .png")
     try:
         from taa.plots import plot_attention as plot
     except ImportError:

@@ -25,6 +25,7 @@ from torch import nn
 
 from taa.convert import hf
 from taa.convert.hf_folder import WEIGHTS_FILE, write_config
+from taa.folders import write_file_atomically
 from taa.torch.convert.state_dict import load_checked
 from taa.torch.hub import build_model
 
@@ -50,5 +51,6 @@ def save_hf_folder(model: nn.Module, folder: str | Path) -> Path:
     hf_config, weights = hf.to_hf(type(model).__name__, getattr(model, "config", None), model.state_dict())
     folder = write_config(folder, hf_config)
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in weights.items()}  # unshared copies
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    # Atomically, with the umask's mode (safetensors alone writes 0600).
+    write_file_atomically(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     return folder
