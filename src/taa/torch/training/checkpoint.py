@@ -18,7 +18,7 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import Tensor, nn
 
 from taa import config as cfg
-from taa.safetensors_file import check_floating, open_safetensors, read_tensors, tensor_dtypes
+from taa.safetensors_file import FLOATING_DTYPES, check_floating, open_safetensors, read_tensors
 from taa.folders import METRICS, OPTIMIZER_SETTINGS, OPTIMIZER_TENSORS, RECIPE, WEIGHTS, CheckpointError
 from taa.folders import weight_mismatches, weights_file
 from taa.folders import write_file_atomically
@@ -61,11 +61,13 @@ def load_weights_file(model: nn.Module, path: Path) -> nn.Module:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file (the model's weights)")
-    with open_safetensors(path, "pt") as weights:
-        found = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    with open_safetensors(path, "pt") as weights:  # the header once: shapes and kinds of number
+        slices = {key: weights.get_slice(key) for key in weights.keys()}
+        found = {key: tensor.get_shape() for key, tensor in slices.items()}
+        kinds = {key: (tensor.get_dtype(), tensor.get_dtype() in FLOATING_DTYPES) for key, tensor in slices.items()}
     state = model.state_dict()
     floating = {key: value.is_floating_point() for key, value in state.items()}
-    check_floating(tensor_dtypes(path), floating, f"{path}: weights of {type(model).__name__}")
+    check_floating(kinds, floating, f"{path}: weights of {type(model).__name__}")
     expected = {key: tuple(value.shape) for key, value in state.items()}
     for names in _tied_names(model):  # a tied tensor needs to be stored under one of its names
         if names & set(found):
