@@ -1,6 +1,6 @@
 """The ``taa`` command line: a thin layer over :mod:`taa.api`.
 
-    taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]]
+    taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]] [--overwrite]
               [--tracking mlflow|none] [--tracking-optional] [--json]
     taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [SENTENCE ...]
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--json]
@@ -9,7 +9,7 @@
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
     taa model-info PRESET [--set key=value ...] [--json]
     taa models [--json]
-    taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--json]
+    taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--overwrite] [--json]
     taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--sample|--no-sample]
                  [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-penalty A] [--seed S]
                  [--dtype float32|bfloat16] [--json]
@@ -19,11 +19,16 @@ Each command parses its options, calls the :mod:`taa.api` function of the same n
 them, and prints what it returns (``--json``: as one JSON value). Frameworks are imported
 inside the api functions, so ``taa --help`` stays fast. Bad input (a missing file, an
 unknown field, a bad value, a folder of the wrong kind) ends with one line naming it.
+Standard output that takes no more ends the command with exit status 1: a full disk with
+one line, a pipe whose reader left (``| head``) quietly.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -33,6 +38,7 @@ import click
 
 from taa import __version__, api
 from taa.config import ConfigError
+from taa.decoding import MAX_BEAM, MAX_LENGTH_PENALTY, SEED_LIMIT
 from taa.training.dtypes import DTYPES
 
 
@@ -47,7 +53,11 @@ def _call(function: Callable[..., Any], *args: Any, **options: Any) -> Any:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value))
+    """``value`` as one line of strict JSON: a figure that is not a number (a diverged loss,
+    an infinite perplexity) is null, never ``NaN``, which JSON readers refuse."""
+    from taa.training.divergence import finite_json
+
+    click.echo(json.dumps(finite_json(value), allow_nan=False))
 
 
 def _lines(sentences: tuple[str, ...]) -> list[str]:
@@ -66,16 +76,104 @@ def _notify(command: str) -> Callable[[str], None]:
     return lambda line: click.echo(f"taa {command}: {line}", err=True)
 
 
+class FiniteFloat(click.FloatRange):
+    """A number within bounds that is a number. Click's ``FloatRange`` lets ``nan`` through
+    (it compares false with every bound) and ``inf`` past an open end; a decoder given
+    either fails deep inside, or quietly answers nonsense."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
 DTYPE_CHOICE = click.Choice(list(DTYPES))
+BEAM_SIZE = click.IntRange(1, MAX_BEAM)
 LENGTH_PENALTY = click.option(
-    "--length-penalty", type=click.FloatRange(min=0), default=None,
+    "--length-penalty", type=FiniteFloat(0, MAX_LENGTH_PENALTY), default=None,
     help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT; a Hugging Face folder: "
          "|Y| ** alpha, as transformers); default: the checkpoint's.")
 
 
-@click.group()
+# --------------------------------------------------------------------------------------
+# Standard output that takes no more
+# --------------------------------------------------------------------------------------
+
+
+class StandardOutputError(Exception):
+    """Standard output took no more (a full disk, a pipe whose reader left): the command
+    cannot give its answer. Not an OSError, so that nothing on the way mistakes it for the
+    failure of a file the command writes itself (a run folder on a full disk)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+class _StandardOutput:
+    """``sys.stdout`` while a command runs: an OSError of writing or flushing it (whoever
+    writes: click, rich's tables, click's --help) is a :class:`StandardOutputError`.
+    Everything else is the stream's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as error:
+            raise StandardOutputError(error) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as error:
+            raise StandardOutputError(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _stop_writing(stream: Any, failure: StandardOutputError) -> None:
+    """End the command whose standard output failed, with exit status 1: a pipe whose reader
+    left (``taa ... | head -1``) quietly, as Unix commands end; anything else (a full disk)
+    in one line on standard error. What is still buffered goes to /dev/null (Python's
+    advice for a closed pipe), so the interpreter's last flush fails with no message."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError):  # a stream without a file (a test's): nothing waits to be flushed
+        pass
+    if failure.error.errno != errno.EPIPE:
+        try:
+            click.echo(f"taa: cannot write to standard output: {failure}", err=True)
+        except OSError:  # standard error took no more either: the exit status says it
+            pass
+    sys.exit(1)
+
+
+class _Main(click.Group):
+    """The ``taa`` group, whose commands' standard output is watched (:class:`_StandardOutput`)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        stdout = sys.stdout
+        sys.stdout = watched = _StandardOutput(stdout)
+        try:
+            try:
+                return super().main(*args, **kwargs)
+            finally:
+                watched.flush()  # what is still buffered, while a failure can still be told
+        except StandardOutputError as failure:
+            _stop_writing(stdout, failure)
+        finally:
+            if sys.stdout is watched:
+                sys.stdout = stdout
+
+
+@click.group(cls=_Main)
 @click.version_option(__version__, prog_name="taa")
 @click.pass_context
 def main(context: click.Context) -> None:
@@ -95,31 +193,37 @@ def main(context: click.Context) -> None:
 @main.command()
 @click.argument("recipe", required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.steps=100.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default: runs/<name>).")
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the run saved in this folder.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Run folder (default: runs/<name>; with --resume, the resumed run's).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run saved in this folder (into --out when given).")
 @click.option("--resume-changed", "resume_changed", is_flag=True,
               help="With --resume: accept a recipe that differs from the saved run's (the changes are recorded).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier run in the run folder: its files are deleted before training starts.")
 @click.option("--tracking", type=click.Choice(["mlflow", "none"]), default="mlflow", show_default=True,
               help="Experiment tracking backend.")
 @click.option("--tracking-optional", "tracking_optional", is_flag=True,
               help="Train without tracking (one warning) when the tracking store cannot be reached.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
 @JSON
-def train(recipe: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, resume_changed: bool,
-          tracking: str, tracking_optional: bool, progress: bool, as_json: bool) -> None:
+def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resume: Path | None, resume_changed: bool,
+          overwrite: bool, tracking: str, tracking_optional: bool, progress: bool, as_json: bool) -> None:
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
     RECIPE is a YAML file or the name of a built-in recipe (copy, translate-multi30k, ...).
     Without one: translate-multi30k-small when Multi30k is found ($TAA_DATA), else copy;
     with --resume DIR, the recipe DIR's run was trained with.
 
-    A run holds its folder (run.lock) until it ends: a second run into it is refused.
+    A run holds its folder (run.lock) until it ends: a second run into it is refused. A
+    folder that holds an earlier run is refused too: continue it with --resume, or replace
+    it with --overwrite; a folder holding a converted or Hugging Face model, never.
     --resume refuses a recipe that trains differently from the saved run's (one line listing
     the differences) unless --resume-changed is given. A step whose loss or gradient is not
     finite stops the run with one line (train.nonfinite: skip skips it instead).
     """
     result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
-                   tracking=tracking, tracking_optional=tracking_optional, progress=progress)
+                   overwrite=overwrite, tracking=tracking, tracking_optional=tracking_optional, progress=progress)
     if as_json:
         _echo_json(result)
     else:
@@ -136,6 +240,8 @@ def _print_summary(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     def figure(value) -> str:
+        if value is None:  # a figure that could not be computed (every step of its interval skipped)
+            return "-"
         if isinstance(value, bool):
             return "yes" if value else "no"
         if isinstance(value, int):
@@ -211,15 +317,18 @@ def model_info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
               help="A Hugging Face model folder (config.json + model.safetensors) to convert to a taa folder.")
 @click.option("--to-hf", "to_hf", type=click.Path(path_type=Path), default=None,
               help="A taa checkpoint folder (a training run or a converted model) to write for transformers.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder to write.")
+@click.option("--out", type=click.Path(), required=True, help="The folder to write (new or empty).")
+@click.option("--overwrite", is_flag=True, help="Replace the model --out holds: once the new one is written, every entry of --out "
+              "but hidden ones (.git) goes.")
 @JSON
-def convert(from_hf: Path | None, to_hf: Path | None, out: Path, as_json: bool) -> None:
+def convert(from_hf: Path | None, to_hf: Path | None, out: str, overwrite: bool, as_json: bool) -> None:
     """Convert weights between Hugging Face folders and taa checkpoint folders (safetensors only).
 
     GPT-2 (GPT2LMHeadModel), BERT (BertModel, BertForMaskedLM, BertForSequenceClassification)
-    and T5 (T5ForConditionalGeneration). The tokenizer files travel along.
+    and T5 (T5ForConditionalGeneration). The tokenizer files travel along. --out must be new
+    or empty, or hold a model that --overwrite replaces.
     """
-    result = _call(api.convert, from_hf=from_hf, to_hf=to_hf, out=out)
+    result = _call(api.convert, from_hf=from_hf, to_hf=to_hf, out=out, overwrite=overwrite)
     if as_json:
         _echo_json(result)
         return
@@ -236,7 +345,7 @@ def convert(from_hf: Path | None, to_hf: Path | None, out: Path, as_json: bool) 
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A translation run folder.")
-@click.option("--beam", type=click.IntRange(min=1), default=None,
+@click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @click.option("--max-len", type=click.IntRange(min=2), default=None,
               help="Longest output, in tokens (default: source length + the recipe's data.max_extra).")
@@ -267,7 +376,7 @@ def translate(checkpoint: Path, beam: int | None, max_len: int | None, length_pe
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="A classifier: 'sentence<TAB>label' (SST-2's TSV) or 'label sentence' lines; "
                    "a language model: a text file.")
-@click.option("--beam", type=click.IntRange(min=1), default=None,
+@click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -337,15 +446,15 @@ def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
 @click.option("--sample/--no-sample", "sample", default=None,
               help="Sample, or take the most likely token (default: the checkpoint's; a language model run "
                    "samples as its recipe's text sample did).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Sample with this temperature.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k most likely tokens.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=None,
               help="Sample from the smallest set of tokens whose probability reaches p (nucleus).")
-@click.option("--beam", type=click.IntRange(min=1), default=None,
+@click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1: no beam search); default: the checkpoint's (a translation run's data.beam).")
 @LENGTH_PENALTY
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=None,
               help="Seed of the sampler (default: a language model run's train.seed).")
 @click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")

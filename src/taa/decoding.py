@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -37,6 +38,17 @@ LENGTH_PENALTY_RULES = ("gnmt", "power")
 STOPPING_RULES = ("exact", "current_length", "k_finished")
 # Hugging Face's ``early_stopping`` -> the same rule here.
 HF_EARLY_STOPPING = {"never": "exact", False: "current_length", True: "k_finished"}
+# What a person may ask of the decoder (taa translate, evaluate, generate):
+# - at most MAX_BEAM beams: each keeps its own copy of the source's encoding and of the KV
+#   cache, so a beam of millions asks for more memory than a machine has, and published
+#   systems use 4 to 10;
+# - a length penalty alpha of at most MAX_LENGTH_PENALTY: the paper's is 0.6, Hugging Face
+#   models' 0.6 to 2; far larger ranks by length alone, and past about 50 lp(Y) of a long
+#   output is more than a float holds;
+# - a seed below SEED_LIMIT: a torch.Generator takes 0 to 2 ** 64 - 1.
+MAX_BEAM = 64
+MAX_LENGTH_PENALTY = 10.0
+SEED_LIMIT = 2**64
 
 
 def length_penalty(length, alpha: float, rule: str = "gnmt"):
@@ -76,6 +88,8 @@ class DecodingConfig:
     def __post_init__(self) -> None:
         if self.beam < 1:
             raise ValueError(f"beam={self.beam} must be >= 1")
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty={self.length_penalty} must be a finite number")
         if self.length_penalty_rule not in LENGTH_PENALTY_RULES:
             raise ValueError(
                 f"length_penalty_rule={self.length_penalty_rule!r} is not one of {', '.join(LENGTH_PENALTY_RULES)}"
@@ -86,12 +100,15 @@ class DecodingConfig:
             raise ValueError(f"max_extra={self.max_extra} must be >= 0")
         if self.sample and self.beam > 1:
             raise ValueError("beam search with sampling is not supported: use beam 1 to sample")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be positive (leave it out for greedy decoding)")
+        if not 0 < self.temperature < math.inf:  # (nan too)
+            raise ValueError(f"temperature={self.temperature} must be a positive finite number "
+                             "(leave it out for greedy decoding)")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k={self.top_k} must be >= 1")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed={self.seed} must be 0 to 2 ** 64 - 1")
 
     def replace(self, **changes: Any) -> DecodingConfig:
         """A copy with ``changes``; a change of None keeps the value (an option not given)."""

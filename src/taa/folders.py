@@ -25,8 +25,10 @@ Weights are safetensors only: a folder with only pickled weights (``pytorch_mode
 Files are written atomically: a file goes to a temporary name and is renamed into place;
 a folder is filled under a staging name and swapped in with renames, so a kill at any
 moment leaves the previous version whole (and :func:`clean_run_folder` removes what it left
-behind). Every file and folder gets the mode the user's umask gives a new one. Nothing here
-imports a framework.
+behind). Every file and folder gets the mode the user's umask gives a new one. Before a
+command writes, its output is checked (:func:`check_writable_folder`, :func:`check_run_folder`,
+:func:`check_run_entries`): a run never trains into a folder it could not finish, nor over
+another run or model without being asked. Nothing here imports a framework.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ SENTENCE_TRANSFORMERS_CONFIG = "sentence_bert_config.json"  # its max_seq_length
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "*.pt", "*.pth", "*.ckpt", "*.bin")
 
 TAA_RUN, TAA_MODEL, HUGGING_FACE = "taa_run", "taa_model", "hugging_face"  # what folder_kind returns
+
+# What a training run writes in its folder besides its task's own files (Task.files) and
+# run.lock: files, and folders. check_run_entries checks them before a run starts;
+# remove_run_files removes them for ``taa train --overwrite``.
+RUN_FILES = (RECIPE, METRICS, WEIGHTS, CURVES, RESUME_CHANGES)
+RUN_FOLDERS = (STATE, f"{STATE}.new", f"{STATE}.old", BEST, TOKENIZER)
 
 
 class CheckpointError(ConfigError):
@@ -341,7 +349,195 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def remove_run_files(folder: str | Path, task_files: Sequence[str] = ()) -> None:
+    """Remove an earlier training run from ``folder`` (``taa train --overwrite``): its
+    :data:`RUN_FILES`, :data:`RUN_FOLDERS`, its task's files and what a killed write left
+    (:data:`TEMPORARY`), so that no best weights, state or figures of the earlier run stay
+    beside the new run's. Other files are left alone. A file that cannot be removed is one
+    line naming it."""
+    folder = Path(folder)
+    names = [*RUN_FILES, *RUN_FOLDERS, *task_files]
+    leftovers = [path for path in folder.glob(".*") if TEMPORARY.fullmatch(path.name)] if folder.is_dir() else []
+    for path in [folder / name for name in names] + leftovers:
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot remove the earlier run's files ({error.strerror or error})") from None
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``: a hard link where the file system allows
+    (a run's files are written by renames, never changed in place, so two folders can share
+    one), else a copy written atomically. A copy that fails is one line naming both."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        _link_or_copy(source, target)
+    except OSError as error:
+        raise ConfigError(f"{target}: cannot copy {source} there ({error.strerror or error})") from None
+
+
+def copy_folder(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of the folder ``source`` (its files linked or copied as by
+    :func:`copy_file`), swapped in whole (:func:`write_folder_atomically`)."""
+    try:
+        write_folder_atomically(target, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True,
+                                                                        copy_function=_link_or_copy))
+    except OSError as error:  # shutil.Error too
+        raise ConfigError(f"{target}: cannot copy {source} there ({error.strerror or error})") from None
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        write_file_atomically(Path(target), lambda tmp: shutil.copyfile(source, tmp))
+
+
+def replace_folder(directory: str | Path, fill: Callable[[Path], None]) -> Path:
+    """``fill(staging)``, then what ``fill`` wrote takes the place of what ``directory``
+    held: until ``fill`` has finished, ``directory`` stays as it was, so a failure leaves
+    no half-written model and loses nothing.
+
+    The staging folder is a hidden one inside ``directory`` (``.replacing.tmp-...``), so
+    nothing is written beside it (its neighbours may be anything) and the folder itself
+    stays (it may be the working folder or a link, and keeps its mode). Once ``fill`` is
+    done, the earlier entries move into another hidden folder and are deleted, and the new
+    ones move up: renames, so a kill in that moment leaves the earlier entries whole in
+    ``.replaced.tmp-...``. Hidden entries (``.git``) are not the model's: they stay.
+    """
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".replacing.tmp-", dir=directory))
+    try:
+        fill(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:  # a folder made only for this leaves no trace
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    earlier = Path(tempfile.mkdtemp(prefix=".replaced.tmp-", dir=directory))
+    for path in directory.iterdir():
+        if not path.name.startswith("."):
+            path.rename(earlier / path.name)
+    for path in staging.iterdir():
+        path.rename(directory / path.name)
+    staging.rmdir()
+    shutil.rmtree(earlier, ignore_errors=True)
+    return directory
+
+
 # ------------------------------------------------------------------ before a command writes
+
+
+def check_folder_name(name: str, field: str = "name") -> str:
+    """Refuse, in one line naming ``field``, a name that is not one plain folder name: a
+    recipe's ``name`` becomes its run folder, ``runs/<name>``, and a separator, ``..`` or
+    an absolute path would put the run anywhere. Returns ``name``."""
+    if not name.strip():
+        problem = "it is blank"
+    elif name in (".", ".."):
+        problem = "it names runs/ or the folder above it"
+    elif "\0" in name:
+        problem = "it holds a NUL character"
+    elif any(separator in name for separator in "/\\"):  # the separators of every system
+        problem = "it holds a path separator"
+    else:
+        return name
+    raise ConfigError(f"{field}={name!r} is not one plain folder name ({problem}): the run's folder is runs/<{field}>")
+
+
+def held_model(folder: str | Path) -> Optional[str]:
+    """What ``folder`` already holds, in words (``a training run``, ``a converted taa
+    model``, ``a Hugging Face model``, ``model weights``), or None: a command that writes a
+    model refuses to mix its files with another model's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / RECIPE).is_file() or any((folder / name).is_dir() for name in (STATE, f"{STATE}.new",
+                                                                                f"{STATE}.old", BEST)):
+        return "a training run"
+    if (folder / MODEL_FILE).is_file():
+        return "a converted taa model"
+    if (folder / HF_CONFIG).is_file() or (folder / SENTENCE_TRANSFORMERS_MODULES).is_file():
+        return "a Hugging Face model"
+    if (folder / WEIGHTS).is_file() or any(next(folder.glob(pattern), None) for pattern in PICKLED_WEIGHTS):
+        return "model weights"
+    return None
+
+
+def check_run_folder(folder: str | Path, what: str, resume: Optional[str | Path] = None,
+                     overwrite: bool = False) -> None:
+    """Refuse, in one line, to train into a folder that holds another run or model: the new
+    run's files would mix with the earlier run's (its best weights and state beside the new
+    ones) or overwrite a model without a word.
+
+    A training run there is continued with ``--resume`` (``resume`` is ``folder``) or
+    replaced with ``--overwrite``; a converted or Hugging Face model is never trained over.
+    ``--overwrite`` with ``--resume`` of the same folder is refused: it would delete the
+    run being continued. ``what`` names the folder's option (``--out``)."""
+    folder = Path(folder)
+    label = _label(folder, what)
+    continuing = resume is not None and folder.resolve() == Path(resume).resolve()
+    if continuing:
+        if overwrite:
+            raise ConfigError(f"{label}: --overwrite would delete the run --resume continues "
+                              "(give another --out to continue it elsewhere)")
+        return
+    held = held_model(folder)
+    if held is None:
+        return
+    if held == "a training run":
+        if not overwrite:
+            raise ConfigError(f"{label} holds {held} already: continue it with --resume {folder}, train into "
+                              "another --out, or give --overwrite to replace it")
+        return
+    raise ConfigError(f"{label} holds {held}: train into another --out (--overwrite replaces only a training run)")
+
+
+def check_run_entries(folder: str | Path, task_files: Sequence[str] = ()) -> None:
+    """Refuse, in one line naming it, an entry of ``folder`` that the run could not write:
+    a folder where it writes a file (``metrics.json``, ``model.safetensors``, the task's
+    files), a file where it writes a folder (``state``, ``best``, ``tokenizer``), or such a
+    folder that takes no new file. Checked before training, so that it does not fail at a
+    checkpoint or at its end, after the work."""
+    folder = Path(folder)
+    for name in (*RUN_FILES, *task_files):
+        path = folder / name
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise ConfigError(f"{path}: {_kind(path)} where the run writes a file (move it away or train into "
+                              "another folder)")
+    for name in RUN_FOLDERS:
+        path = folder / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        if not path.is_dir():
+            raise ConfigError(f"{path}: {_kind(path)} where the run writes a folder (move it away or train into "
+                              "another folder)")
+        problem = _unwritable(path)  # (names the folder)
+        if problem is not None:
+            raise ConfigError(problem)
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "a folder"
+    if path.is_file():
+        return "a file"
+    return "a broken link" if path.is_symlink() else "not a file or folder"
+
+
+def check_empty_path(path: str | Path, what: str = "") -> None:
+    """Refuse an empty path (``--out ''``): it would mean the working folder, which nobody
+    means by it."""
+    if os.fspath(path) == "":
+        raise ConfigError(f"{what or 'the path'} is empty: name the folder or file to write (. for the working folder)")
 
 
 def check_writable_folder(path: str | Path, what: str = "") -> Path:
@@ -350,6 +546,7 @@ def check_writable_folder(path: str | Path, what: str = "") -> Path:
     read-only disk; tried, not guessed from the mode bits, which root ignores). Commands
     call it before any work, so a bad ``--out`` fails at once and not after training.
     ``what`` names the option in the message (``--out``). Returns ``path``."""
+    check_empty_path(path, what)
     path = Path(path)
     problem = _unwritable(path)
     if problem is not None:
@@ -360,6 +557,7 @@ def check_writable_folder(path: str | Path, what: str = "") -> Path:
 def check_writable_file(path: str | Path, what: str = "") -> Path:
     """:func:`check_writable_folder` for a file a command writes (a plot): it must not be a
     folder, and its folder (made if missing) must take it. Returns ``path``."""
+    check_empty_path(path, what)
     path = Path(path)
     problem = f"{path} is a folder, not a file" if path.is_dir() else _unwritable(path.parent)
     if problem is not None:
@@ -399,7 +597,8 @@ def run_folder_lock(folder: str | Path) -> Iterator[Path]:
     names another process (a reused pid). A lock written on another host cannot be checked
     from here: it is refused, naming the file to delete once that run is gone. The lock
     goes when the block ends, on an exception or Ctrl-C too; a killed run leaves a stale
-    one. A folder the lock made and nothing else filled is removed with it.
+    one. A folder the lock made and nothing else filled is removed with it. A ``run.lock``
+    that is not a file (a folder) is no lock to take over: refused in one line, left as it is.
     """
     folder = Path(folder)
     made = not folder.exists()
@@ -407,6 +606,8 @@ def run_folder_lock(folder: str | Path) -> Iterator[Path]:
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": datetime.now().astimezone().isoformat(timespec="seconds"),
               "process": _process_identity(os.getpid())}
+    if (lock.exists() or lock.is_symlink()) and not lock.is_file():  # never a lock: taking it over cannot end
+        raise ConfigError(f"{lock}: {_kind(lock)}, not a run's lock file (move it away or train into another folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _acquire(lock, record)

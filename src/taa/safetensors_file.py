@@ -5,8 +5,9 @@ metadata, file not fully covered"), which name neither the file nor what happene
 it. Every reader of weights in taa opens them here, so each way a file goes wrong reads
 the same, naming the file: an empty file, a pickle (``torch.save``) under a safetensors
 name, a file cut short, bytes of something else, a header that is not safetensors' JSON,
-tensors of the wrong kind (integers where the model has floating-point weights).
-Nothing is ever unpickled: a pickle is recognised by its first bytes.
+tensors of the wrong kind (integers where the model has floating-point weights), values
+that are not finite (nan or inf: :func:`check_finite`). Nothing is ever unpickled: a
+pickle is recognised by its first bytes.
 
 The format (safetensors' specification): 8 bytes, the little-endian length N of a JSON
 header; N bytes of JSON mapping each tensor's name to its ``dtype``, ``shape`` and
@@ -100,9 +101,48 @@ def tensor_dtypes(path: str | Path) -> dict[str, tuple[str, bool]]:
 
 
 def read_tensors(path: str | Path, framework: str = "np") -> dict[str, Any]:
-    """Every tensor of a safetensors file, as ``framework``'s arrays (``"pt"``: torch tensors)."""
+    """Every tensor of a safetensors file, as ``framework``'s arrays (``"pt"``: torch tensors);
+    a floating-point tensor holding nan or inf is one error naming it (:func:`check_finite`)."""
     with open_safetensors(path, framework) as weights:
-        return {key: weights.get_tensor(key) for key in weights.keys()}
+        tensors = {key: weights.get_tensor(key) for key in weights.keys()}
+    check_finite(tensors, path)
+    return tensors
+
+
+def nonfinite_values(array: Any) -> int:
+    """How many values of an array are nan or inf (0 for integers): a torch tensor, or an
+    array numpy reads (numpy's, JAX's). Counted only when ``isfinite`` finds one: a sound
+    array costs one pass."""
+    if hasattr(array, "is_floating_point"):  # a torch tensor (torch is not imported here)
+        if not array.is_floating_point():
+            return 0
+        if array.element_size() == 1:  # float8: torch's isfinite does not take every kind of it
+            array = array.float()
+        finite = array.isfinite()
+    else:
+        import numpy as np
+
+        finite = np.isfinite(np.asarray(array))  # True throughout for integers
+    return 0 if bool(finite.all()) else int((~finite).sum())
+
+
+def check_finite(arrays: Mapping[str, Any], path: str | Path,
+                 error: type[CheckpointError] = CheckpointError) -> None:
+    """Raise one ``error`` (a :class:`~taa.folders.CheckpointError`) naming the file ``path``
+    and the first of its ``arrays`` that holds nan or inf.
+
+    No weights or optimizer moments of a sound model are infinite, and a run that diverges
+    writes none (:class:`~taa.torch.training.Trainer` checks before it saves): such a file
+    was damaged after it was written, or by a tool that does not check. Loaded, it would
+    turn every output into nan (or crash deep inside decoding), and a resumed run would
+    blame itself for diverging; so it is refused where it is read, naming the tensor.
+    """
+    damaged = [(key, count) for key, array in arrays.items() if (count := nonfinite_values(array))]
+    if damaged:
+        (key, count), more = damaged[0], len(damaged) - 1
+        others = f" (and {more} more tensor{'s' if more > 1 else ''})" if more else ""
+        raise error(f"{path}: tensor {key!r} holds {count:,} non-finite value{'s' if count > 1 else ''} "
+                    f"(nan or inf){others}; the file is damaged")
 
 
 def check_floating(found: Mapping[str, tuple[str, bool]], floating: Mapping[str, bool], what: str,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import queue
 import re
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 TRACKERS = ("mlflow", "none")  # the names make_tracker knows
+# The loggers of MLflow and of the database migrations it runs on a new sqlite store.
+MLFLOW_LOGGERS = ("mlflow", "alembic")
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # how a run can end
 LOCAL_SCHEMES = ("", "file", "sqlite")  # stores on this machine's disk: no network to wait on
 PROBE_SECONDS = 5.0  # how long an http(s) tracking server has to answer before the run starts
@@ -140,12 +143,19 @@ def _one_line(error: BaseException, limit: int = 200) -> str:
 
 
 def _import_mlflow():
+    """mlflow, its log quieted to warnings: its INFO lines (a new sqlite store's "Creating
+    initial MLflow database tables...") would print among taa's own output. A level the
+    user set in ``MLFLOW_LOGGING_LEVEL`` is kept; warnings and errors are always shown."""
     try:
         import mlflow
     except ModuleNotFoundError as error:
         if error.name and error.name.split(".")[0] == "mlflow":
             raise ImportError("MLflow tracking needs mlflow: pip install 'taa[tracking]'") from None
         raise
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        for name in MLFLOW_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     return mlflow
 
 

@@ -4,7 +4,7 @@ that loads weights, for taa runs, converted taa models (model.yaml) and Hugging 
 The folders are built once for the module, from random weights (no training but the small
 copy run that ``train --resume`` continues); each test damages a copy: weights cut short, a
 pickle under the safetensors name, an empty file, random bytes, a damaged header, integers
-where the model has floating-point weights; descriptions (recipe.yaml, model.yaml,
+where the model has floating-point weights, nan and inf among the weights; descriptions (recipe.yaml, model.yaml,
 config.json) and tokenizer files that are empty, not UTF-8, not a mapping or not parseable.
 """
 
@@ -136,7 +136,17 @@ def integers(path: Path) -> str:
     return "tensors of the wrong kind"
 
 
-WEIGHT_DAMAGE = [truncated, cut_in_header, pickled, empty, random_bytes, damaged_header, integers]
+def not_finite(path: Path) -> str:
+    """nan in the first floating-point tensor, inf in the last: sound in every other way."""
+    tensors = load_file(str(path))
+    names = sorted(key for key, value in tensors.items() if value.is_floating_point())
+    tensors[names[0]].view(-1)[:3] = float("nan")
+    tensors[names[-1]].view(-1)[-1] = float("inf")
+    save_file(tensors, str(path))
+    return f"tensor {names[0]!r} holds 3 non-finite values (nan or inf) (and 1 more tensor); the file is damaged"
+
+
+WEIGHT_DAMAGE = [truncated, cut_in_header, pickled, empty, random_bytes, damaged_header, integers, not_finite]
 
 # (command, folder): each command that loads weights, each kind of folder it loads
 LOADS = [
@@ -251,8 +261,8 @@ def test_resume_from_damaged_state_is_one_line_naming_the_file(built, folder, fi
 @pytest.mark.parametrize("damage", [not_utf8, syntax_error, no_text], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("folder", ["copy"], indirect=True)
 def test_resume_from_a_damaged_trainer_json_is_one_line(built, folder, damage):
-    damage(folder / "state" / "trainer.json")
-    assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state"))
+    what = damage(folder / "state" / "trainer.json")
+    assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state" / "trainer.json"), what)
 
 
 def _integers_instead(path):
@@ -267,14 +277,25 @@ def test_resume_from_state_tensors_of_the_wrong_kind_is_one_line(built, folder, 
     assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state"))
 
 
+@pytest.mark.parametrize("folder", ["copy"], indirect=True)
+def test_resume_from_optimizer_moments_stored_as_integers_is_one_line(built, folder):
+    """torch would cast them back to floating point without a word."""
+    path = folder / "state" / "optimizer.safetensors"
+    _integers_instead(path)
+    assert_one_line_error(cli(*command("resume", folder, built)), str(path), "tensors of the wrong kind",
+                          "(expected floating point)")
+
+
 @pytest.mark.parametrize("file, text", [("trainer.json", "[1, 2]"), ("optimizer.json", "[]")])
 @pytest.mark.parametrize("folder", ["copy"], indirect=True)
 def test_resume_from_state_json_of_the_wrong_shape_is_one_line(built, folder, file, text):
     (folder / "state" / file).write_text(text)
-    assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state"))
+    assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state" / file),
+                          "expected a JSON object")
 
 
 @pytest.mark.parametrize("folder", ["copy"], indirect=True)
 def test_resume_from_a_state_without_its_optimizer_settings_is_one_line(built, folder):
     (folder / "state" / "optimizer.json").unlink()
-    assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state"))
+    assert_one_line_error(cli(*command("resume", folder, built)), str(folder / "state" / "optimizer.json"),
+                          "no such file")

@@ -1,7 +1,8 @@
 """A run whose loss, gradient or weights stop being finite: it stops with one line naming the
 step (``train.nonfinite: stop``) or skips the step at a lower rate (``skip``); no file it
-writes ever holds an inf or a nan, a non-finite checkpoint never becomes a best, and the last
-good state resumes."""
+writes ever holds an inf or a nan (JSON: null, never NaN), a non-finite checkpoint never
+becomes a best, the last good state resumes, and a state saved just before the step is not
+called good (resuming it meets the same step again, whatever the rate)."""
 
 import itertools
 import json
@@ -48,18 +49,36 @@ def nan_loss_at(monkeypatch, task_class, *steps: int) -> None:
     monkeypatch.setattr(task_class, "loss", loss)
 
 
+def strict_json(text: str):
+    """JSON as every reader takes it: ``NaN`` and ``Infinity`` are not JSON."""
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_a_rate_of_1e6_stops_at_the_step_it_diverges_and_writes_no_nan(tmp_path):
+    """The state saved just before the step holds the weights the step started from: the
+    message does not call it good, and rightly: resuming it with a far lower rate meets the
+    same non-finite step at once."""
     out = tmp_path / "run"
     result = cli("train", COPY, *TINY, "--set", "train.lr=1e6", "--set", "train.checkpoint_every=1", "--out", out,
                  *QUIET)
     output = assert_one_line_error(result, "training diverged at step ", "(lr ", "lower train.lr",
                                    "train.nonfinite: skip", max_lines=1)
     step = int(output.split("training diverged at step ")[1].split(":")[0])
-    assert 1 < step <= 12 and f"the last good state is in {out / 'state'} (step {step - 1})" in output, output
+    assert 1 < step <= 12 and "last good state" not in output, output
+    assert (f"the last state, in {out / 'state'} (step {step - 1}), holds the weights this step started from: "
+            "resuming it meets the same batch again whatever train.lr; start again with a lower train.lr, or resume "
+            "it with train.nonfinite: skip (--resume-changed) to skip that batch") in output, output
     assert not (out / "model.safetensors").exists()  # no final model
     assert trainer_state(out)["step"] == step - 1
     for name in ("model.safetensors", "optimizer.safetensors"):
         assert_finite(out / "state" / name)
+    lower = cli("train", COPY, *TINY, "--set", "train.lr=1e-3", "--set", "train.checkpoint_every=1", "--resume", out,
+                "--resume-changed", *QUIET)
+    assert_one_line_error(lower, f"training diverged at step {step}: ", max_lines=2)  # and the changes warning
 
 
 @pytest.mark.parametrize("setting", ["train.lr=inf", "train.lr=nan", "train.grad_clip=inf", "train.adam_eps=nan",
@@ -78,7 +97,8 @@ def test_a_nan_loss_stops_the_run_and_the_last_good_state_resumes_as_if_nothing_
         nan_loss_at(patch, CopyTask, 7)
         result = cli("train", COPY, *TINY, "--out", out, *QUIET)
     assert_one_line_error(result, "training diverged at step 7: the loss is nan (lr ",
-                          f"the last good state is in {out / 'state'} (step 4); lower train.lr", max_lines=1)
+                          f"the last good state is in {out / 'state'} (step 4); lower train.lr or set "
+                          "train.nonfinite: skip, and resume it with --resume-changed", max_lines=1)
     assert not (out / "model.safetensors").exists() and trainer_state(out)["step"] == 4
     resumed = cli("train", COPY, *TINY, "--resume", out, *QUIET)
     assert resumed.exit_code == 0, resumed.output
@@ -103,15 +123,52 @@ def test_skip_drops_each_non_finite_step_lowers_the_rate_and_records_the_steps(t
     assert [rates[s] for s in (2, 3, 4, 6, 7, 11)] == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
 
 
-def test_skip_stops_the_run_once_it_skipped_max_skipped_steps(tmp_path, monkeypatch):
+@pytest.mark.parametrize("most, poisoned", [(2, (3, 6, 8)), (1, (3, 6))])  # step 5 applied after the state of 4
+def test_skip_stops_the_run_once_it_skipped_max_skipped_steps(tmp_path, monkeypatch, most, poisoned):
     out = tmp_path / "run"
-    nan_loss_at(monkeypatch, CopyTask, 3, 5, 6)
-    result = cli("train", COPY, *TINY, "--set", "train.nonfinite=skip", "--set", "train.max_skipped_steps=2",
+    nan_loss_at(monkeypatch, CopyTask, *poisoned)
+    result = cli("train", COPY, *TINY, "--set", "train.nonfinite=skip", "--set", f"train.max_skipped_steps={most}",
                  "--out", out, *QUIET)
-    assert_one_line_error(result, "training diverged at step 6: the loss is nan",
-                          "2 steps skipped already (train.max_skipped_steps=2); lower train.lr", max_lines=1)
+    skipped = "1 step" if most == 1 else f"{most} steps"
+    assert_one_line_error(result, f"training diverged at step {poisoned[-1]}: the loss is nan",
+                          f"the last good state is in {out / 'state'} (step 4); {skipped} skipped already "
+                          f"(train.max_skipped_steps={most}); lower train.lr", max_lines=1)
     assert trainer_state(out)["step"] == 4 and trainer_state(out)["skipped_steps"] == [3]
     assert not (out / "model.safetensors").exists()
+
+
+def test_a_state_followed_only_by_skipped_steps_is_not_called_good(tmp_path, monkeypatch):
+    """Step 5 is skipped and step 6 stops the run: no update was applied after the state of
+    step 4, so step 6 started from its weights, and resuming it meets the same steps again."""
+    out = tmp_path / "run"
+    nan_loss_at(monkeypatch, CopyTask, 5, 6)
+    result = cli("train", COPY, *TINY, "--set", "train.nonfinite=skip", "--set", "train.max_skipped_steps=1",
+                 "--out", out, *QUIET)
+    assert_one_line_error(result, f"training diverged at step 6: the loss is nan (lr ", f"; the last state, in "
+                          f"{out / 'state'} (step 4), holds the weights this step started from: resuming it meets "
+                          "the same batch again whatever train.lr; 1 step skipped already (train.max_skipped_steps=1); "
+                          "start again with a lower train.lr, or resume it with a larger train.max_skipped_steps "
+                          "(--resume-changed) to skip that batch", max_lines=1)
+
+
+def test_a_last_interval_of_skipped_steps_has_no_training_loss_and_every_json_stays_json(tmp_path, monkeypatch):
+    """Steps 9 to 12, the last logging interval, are all skipped: its training loss is null in
+    ``taa train --json``, metrics.json and the state (never NaN), and that state resumes."""
+    out = tmp_path / "run"
+    settings = ("--set", "train.nonfinite=skip", "--set", "train.log_every=4")
+    with monkeypatch.context() as patch:
+        nan_loss_at(patch, CopyTask, 9, 10, 11, 12)
+        result = cli("train", COPY, *TINY, *settings, "--out", out, "--json", *QUIET)
+    assert result.exit_code == 0, result.output
+    printed = strict_json(result.stdout)
+    assert printed["metrics"]["final_train_loss"] is None and printed["metrics"]["skipped_steps"] == [9, 10, 11, 12]
+    assert strict_json((out / "metrics.json").read_text())["final_train_loss"] is None
+    history = strict_json((out / "state" / "trainer.json").read_text())["trainer"]["history"]
+    assert [loss is None for _, loss, _ in history] == [False, False, True]
+    longer = cli("train", COPY, *TINY, *settings, "--set", "train.steps=16", "--resume", out, "--resume-changed",
+                 "--json", *QUIET)
+    assert longer.exit_code == 0, longer.output
+    assert math.isfinite(strict_json(longer.stdout)["metrics"]["final_train_loss"])
 
 
 def test_a_non_finite_checkpoint_never_becomes_a_best(tmp_path, monkeypatch):
@@ -155,6 +212,8 @@ def test_a_validation_metric_that_is_not_finite_never_ranks(tmp_path, monkeypatc
     monkeypatch.setattr(LanguageModelTask, "evaluate", nan_at_the_second)
     result = cli("train", recipe, "--out", tmp_path / "run", *QUIET)
     assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = strict_json((tmp_path / "run" / "metrics.json").read_text())
     assert sorted(metrics["best_steps"]) == [2, 6]  # step 4 evaluated to nan
+    evaluations = strict_json((tmp_path / "run" / "state" / "trainer.json").read_text())["trainer"]["evaluations"]
+    assert [e["val_loss"] is None for e in evaluations] == [False, True, False]  # null in JSON
     assert sorted(p.name for p in (tmp_path / "run" / "best").iterdir()) == ["step-2.safetensors", "step-6.safetensors"]

@@ -1,7 +1,9 @@
 """Any input a person can type is answered: text longer than the model reads, bytes that are
-not text, empty and mismatched files, absurd token counts, recipes and ``--set`` overrides
-that say nothing or the wrong thing. Each ends in one line (an error with a non-zero exit,
-or a warning on standard error beside the answer), never a traceback or a nonsense run."""
+not text, empty and mismatched files, absurd token counts, numbers a decoder cannot use (nan,
+inf, a beam of millions, a seed past 64 bits), recipes and ``--set`` overrides that say
+nothing or the wrong thing (a bad ``--set`` value is blamed on the ``--set``, not the file).
+Each ends in one line (an error with a non-zero exit, or a warning on standard error beside
+the answer), never a traceback or a nonsense run."""
 
 import json
 import subprocess
@@ -217,3 +219,81 @@ def test_a_later_section_mapping_keeps_the_fields_set_before(tmp_path):
     assert_one_line_error(result, "steps=-1 must be positive")
     result = train(COPY, "--set", "train.steps=-1", "--set", "train={batch_size: 4}", "--out", tmp_path / "run")
     assert_one_line_error(result, "steps=-1 must be positive")
+
+
+def test_a_recipe_path_that_is_a_folder_says_so(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    assert_one_line_error(train(tmp_path / "recipes", "--out", tmp_path / "run"),
+                          f"{tmp_path / 'recipes'}: a folder, not a recipe file")
+
+
+@pytest.mark.parametrize("overrides, blamed, fragment", [
+    (["train.steps=abc"], "--set train.steps=abc:", "train.steps='abc' should be an integer"),
+    (["train.steps=5", "train.lr=nan"], "--set train.lr=nan:", "lr=nan must be a finite number"),
+    (["train.stepz=5"], "--set train.stepz=5:", "unknown field train.stepz"),
+    (["train.seed=100000000000000000000000"], "--set train.seed=1", "must be in [0, 2**32)"),
+    (["train.seed=-1"], "--set train.seed=-1:", "must be in [0, 2**32)"),
+], ids=["type", "second-set", "unknown-field", "huge-seed", "negative-seed"])
+def test_a_bad_set_value_is_blamed_on_the_set_not_the_recipe(tmp_path, overrides, blamed, fragment):
+    args = [arg for override in overrides for arg in ("--set", override)]
+    output = assert_one_line_error(train(COPY, *args, "--out", tmp_path / "run"), blamed, fragment)
+    assert COPY not in output
+
+
+def test_a_bad_set_on_a_resume_without_recipe_is_blamed_on_the_set(tiny_run):
+    output = assert_one_line_error(train("--resume", tiny_run, "--set", "train.steps=abc"),
+                                   "--set train.steps=abc:", "should be an integer")
+    assert "given_recipe.yaml" not in output
+
+
+def test_a_recipe_error_stays_the_recipe_s_beside_a_good_set(tmp_path):
+    recipe = written(tmp_path, "recipe.yaml", "task: copy\ntrain:\n  steps: abc\n")
+    output = assert_one_line_error(train(recipe, "--set", "train.lr=0.1", "--out", tmp_path / "run"),
+                                   f"{recipe}: train.steps='abc' should be an integer")
+    assert "--set" not in output
+
+
+# ------------------------------------------------------------------ numbers: nan, inf, out of range
+
+
+NUMBERS = [
+    (["generate", "lm", "--temperature", "nan"], "'--temperature': nan is not a finite number"),
+    (["generate", "lm", "--temperature", "inf"], "'--temperature': inf is not a finite number"),
+    (["generate", "lm", "--temperature", "-1"], "'--temperature': -1.0 is not in the range"),
+    (["generate", "lm", "--top-p", "nan"], "'--top-p': nan is not a finite number"),
+    (["generate", "tr", "--length-penalty", "nan"], "'--length-penalty': nan is not a finite number"),
+    (["generate", "tr", "--length-penalty", "1e300"], "'--length-penalty': 1e+300 is not in the range 0<=x<=10"),
+    (["translate", "tr", "--length-penalty", "nan"], "'--length-penalty': nan is not a finite number"),
+    (["translate", "tr", "--length-penalty", "inf"], "'--length-penalty': inf is not in the range"),
+    (["evaluate", "tr", "--length-penalty", "nan"], "'--length-penalty': nan is not a finite number"),
+    (["translate", "tr", "--beam", "100000000"], "'--beam': 100000000 is not in the range 1<=x<=64"),
+    (["evaluate", "tr", "--beam", "100000000"], "'--beam': 100000000 is not in the range 1<=x<=64"),
+    (["generate", "tr", "--beam", "100000000"], "'--beam': 100000000 is not in the range 1<=x<=64"),
+    (["generate", "lm", "--seed", "1e23"], "'--seed': '1e23' is not a valid integer"),
+    (["generate", "lm", "--seed", str(10**30)], f"'--seed': {10**30} is not in the range 0<=x<={2**64 - 1}"),
+    (["generate", "lm", "--seed", "-1"], "'--seed': -1 is not in the range"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", NUMBERS, ids=[f"{args[0]}{args[2]}={args[3]}" for args, _ in NUMBERS])
+def test_a_number_a_decoder_cannot_use_is_one_line_naming_the_option(runs, tmp_path, args, fragment):
+    command, run, *options = args
+    inputs = {"generate": ["--prompt", "ein hund ." if run == "tr" else "to be"], "translate": ["ein hund ."],
+              "evaluate": ["--source", written(tmp_path, "source.txt", "ein hund .\n"),
+                           "--reference", written(tmp_path, "reference.txt", "a dog .\n")]}[command]
+    assert_one_line_error(cli(command, "--checkpoint", runs[run], *options, *inputs), fragment)
+
+
+def test_the_edges_of_the_decoder_s_numbers_decode(runs):
+    """A temperature so small that every logit but the largest divides to -inf samples the
+    most likely token, as the limit does; the largest seed and length penalty are taken."""
+    def tokens(*options):
+        result = cli("generate", "--checkpoint", runs["lm"], "--prompt", "to be", "--max-new-tokens", "5", "--json",
+                     *options)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["tokens"]
+
+    assert tokens("--temperature", "1e-300", "--seed", "1") == tokens("--no-sample")
+    assert len(tokens("--seed", str(2**64 - 1), "--sample")) == 5
+    result = cli("translate", "--checkpoint", runs["tr"], "--length-penalty", "10", "--beam", "2", "ein hund .")
+    assert result.exit_code == 0, result.output

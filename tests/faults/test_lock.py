@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import COPY, ROOT, TINY, assert_one_line_error, cli
+from tests.faults.conftest import COPY, ROOT, TINY, assert_one_line_error, cli, cli_process
 
 QUIET = ("--tracking", "none", "--no-progress")
 CHAR = ROOT / "recipes" / "gpt-shakespeare-char.yaml"
@@ -116,3 +116,14 @@ def test_the_lock_goes_when_a_run_ends_or_fails(tmp_path):
     result = cli("train", CHAR, "--set", f"data.file={missing}", "--out", tmp_path / "new", *QUIET)
     assert_one_line_error(result, str(missing))
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("age", [0, 3600])  # a lock being written; one whose owner died long ago
+def test_a_lock_that_is_a_folder_is_one_line_and_stays(tmp_path, age):
+    out = tmp_path / "run"
+    lock = out / "run.lock"
+    lock.mkdir(parents=True)
+    os.utime(lock, (time.time() - age, time.time() - age))
+    result = cli_process("train", COPY, *TINY, "--out", out, *QUIET, timeout=60)
+    assert_one_line_error(result, f"{lock}: a folder, not a run's lock file", max_lines=1)
+    assert [path.name for path in out.iterdir()] == ["run.lock"] and lock.is_dir()  # not moved aside

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.faults.conftest import COPY, ROOT, TINY, assert_one_line_error, cli
+from tests.faults.language_model import language_model_recipe
 
 QUIET = ("--tracking", "none", "--no-progress")
 CHAR = ROOT / "recipes" / "gpt-shakespeare-char.yaml"
@@ -144,3 +145,20 @@ def test_the_model_section_a_tokenizer_completed_compares_like_with_like(tmp_pat
     assert result.exit_code == 0, result.output
     result = cli("train", CHAR, *settings, "--set", "model.d_ff=64", "--resume", out, *QUIET)
     assert_one_line_error(result, "model.d_ff 32 -> 64")
+
+
+def test_a_run_resumed_into_another_folder_brings_its_best_weights_and_state_along(tmp_path):
+    """``--resume A --out B``: the run ends with the best weights A's state lists, so B gets
+    them (and the state) before training; A is only read, and B resumes as a run of its own."""
+    recipe = language_model_recipe(tmp_path)  # 8 steps, the best 2 kept
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli("train", recipe, "--out", first, *QUIET).exit_code == 0
+    before = files(first)
+    result = cli("train", recipe, "--resume", first, "--out", second, *QUIET, "--json")
+    assert result.exit_code == 0, result.output
+    kept = json.loads(result.stdout.strip().splitlines()[-1])["metrics"]["best_steps"]
+    assert len(kept) == 2
+    assert sorted(path.name for path in (second / "best").iterdir()) == sorted(f"step-{s}.safetensors" for s in kept)
+    assert files(first) == before
+    result = cli("train", recipe, "--resume", second, *QUIET)
+    assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ def test_every_task_has_a_runner_with_the_common_signature():
     assert set(TASK_MODULES) == set(TASKS)
     for task in TASKS:
         parameters = list(inspect.signature(task_runner(task)).parameters)
-        assert parameters == ["recipe", "out", "progress", "resume", "tracker"], task
+        assert parameters == ["recipe", "out", "progress", "resume", "tracker", "overwrite"], task
 
 
 def test_unknown_task_names_the_known_ones():

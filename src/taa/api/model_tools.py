@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from taa import config as cfg
 from taa import registry
-from taa.folders import check_writable_folder
+from taa.folders import check_writable_folder, held_model, replace_folder
 from taa.api._common import PathLike, load
 
 
@@ -41,33 +41,57 @@ def model_info(preset: str, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def convert(*, from_hf: Optional[PathLike] = None, to_hf: Optional[PathLike] = None,
-            out: PathLike) -> dict[str, Any]:
+            out: PathLike, overwrite: bool = False) -> dict[str, Any]:
     """A Hugging Face folder to a taa model folder (``from_hf``), or a taa folder (a run or a
     converted model) to a Hugging Face folder (``to_hf``), written to ``out``; the tokenizer
     files travel along.
+
+    ``out`` must be new or empty: a folder that holds anything is refused in one line (the
+    new model's files would mix with what is there, and a taa run's ``recipe.yaml`` would
+    still decide what the folder loads as), unless it holds a model and ``overwrite`` asks
+    to replace it. The model is written into a staging folder first and takes the place of
+    what ``out`` held once complete (:func:`taa.folders.replace_folder`): a failed
+    conversion loses nothing and leaves no half-written model.
 
     Returns ``{"architecture", "parameters", "tokenizer", "source", "out"}`` (``tokenizer``:
     the tokenizer files copied).
     """
     if (from_hf is None) == (to_hf is None):
         raise cfg.ConfigError("give exactly one of --from-hf DIR and --to-hf DIR")
+    check_writable_folder(out, "--out")  # before importing torch and reading any weights (an empty --out too)
     source, out = Path(from_hf if from_hf is not None else to_hf), Path(out)
     if out.resolve() == source.resolve():
         raise cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else")
-    check_writable_folder(out, "--out")  # before importing torch and reading any weights
+    _check_replaceable(out, overwrite)
 
-    from taa.convert.hf import tokenizer_files
     from taa.torch.convert.hf import load_hf_folder, save_hf_folder
-    from taa.torch.hub import copy_tokenizer, save_pretrained
+    from taa.torch.hub import copy_tokenizer, hf_tokenizer, save_pretrained
 
     if from_hf is not None:
         model = load_hf_folder(source)
-        save_pretrained(model, out, tokenizer_from=source)
-        copied = [path.name for path in tokenizer_files(source)]
+        replace_folder(out, lambda staging: save_pretrained(model, staging, tokenizer_from=source))
+        copied = hf_tokenizer(source)  # its files, or the taa tokenizer --to-hf kept
     else:
         pretrained = load(source)
         model = pretrained.model
-        save_hf_folder(model, out)
-        copied = copy_tokenizer(pretrained, out)
+        copied = []
+
+        def fill(staging: Path) -> None:
+            save_hf_folder(model, staging)
+            copied.extend(copy_tokenizer(pretrained, staging))
+
+        replace_folder(out, fill)
     return {"architecture": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
             "tokenizer": copied, "source": str(source), "out": str(out)}
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """``taa convert``'s ``--out`` must be new or empty; with ``overwrite``, it may hold a model."""
+    if not out.is_dir() or next(out.iterdir(), None) is None:
+        return
+    held = held_model(out)
+    if held is None:
+        raise cfg.ConfigError(f"--out {out} is not empty and holds no model: give a new or empty folder")
+    if not overwrite:
+        raise cfg.ConfigError(f"--out {out} holds {held} already: give a new or empty folder, "
+                              "or --overwrite to replace it")

@@ -17,10 +17,12 @@ from taa.api._common import PathLike
 
 def builtin_recipe(name: str) -> Path:
     """A recipe shipped with taa (the top-level ``recipes/`` folder), by file stem."""
-    path = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
+    folder = Path(__file__).resolve().parent.parent / "recipes"
+    path = folder / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise cfg.ConfigError(f"{name}: no such recipe file or built-in recipe (built-in: {', '.join(known)})")
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        what = "a folder, not a recipe file" if Path(name).is_dir() else "no such recipe file"
+        raise cfg.ConfigError(f"{name}: {what} or built-in recipe (built-in: {known})")
     return path
 
 
@@ -42,13 +44,17 @@ def resolve_recipe(recipe: Optional[PathLike]) -> Path:
 
 
 def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
-          resume: Optional[PathLike] = None, resume_changed: bool = False, tracking: str = "mlflow",
-          tracking_optional: bool = False, progress: bool = True) -> dict[str, Any]:
+          resume: Optional[PathLike] = None, resume_changed: bool = False, overwrite: bool = False,
+          tracking: str = "mlflow", tracking_optional: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train the model a recipe describes, evaluate it and save the run folder ``out``
-    (default: ``runs/<recipe name>``; ``resume``: continue the run saved there).
+    (default: ``runs/<recipe name>``, the name one plain folder name; ``resume``: continue
+    the run saved there, into ``out`` when given).
 
-    Before any work: the run folder must be writable (one line naming it otherwise), and no
-    live run may hold it (:func:`taa.folders.run_folder_lock`, released when training ends).
+    Before any work: the run folder must be writable (one line naming it otherwise), no
+    live run may hold it (:func:`taa.folders.run_folder_lock`, released when training
+    ends), and it may not hold another run or model (:func:`taa.folders.check_run_folder`):
+    an earlier run there is continued with ``resume`` or replaced with ``overwrite``, whose
+    files go once the new run's data and model are ready, before it trains.
 
     Resuming continues the saved run, not another one. Without a recipe it continues with
     the saved run's (``overrides`` apply to it). A recipe that trains differently from the
@@ -76,31 +82,36 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
                               "give the recipe, taa train RECIPE --resume DIR")
     if source is not None:  # resuming without a recipe: the saved run's
         path = source
-        try:
-            config = cfg.RecipeConfig.from_dict(cfg.merge(saved, cfg.parse_overrides(list(overrides))))
-        except cfg.ConfigError as error:
-            raise cfg.ConfigError(f"{source}: {error}") from None
+        config = cfg.RecipeConfig.from_mapping(saved, overrides, source=source)
     else:
         path = resolve_recipe(recipe)
         config = cfg.RecipeConfig.load(path, list(overrides))
+    if config.name:  # (else the recipe file's name)
+        folders.check_folder_name(config.name)
     resume = Path(resume) if resume is not None else None
+    what = "--out" if out is not None else "--resume" if resume else "run folder"
+    if out is not None:
+        folders.check_empty_path(out, what)  # Path("") would be the working folder
     folder = Path(out) if out is not None else (resume or Path("runs") / (config.name or path.stem))
-    folders.check_writable_folder(folder, "--out" if out is not None else "--resume" if resume else "run folder")
+    folders.check_writable_folder(folder, what)
     with folders.run_folder_lock(folder):  # one run per folder, from here to the end
+        folders.check_run_folder(folder, what, resume=resume, overwrite=overwrite)
         if state is not None:
             check_resume(config, state, accept_changes=resume_changed)
         tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional)  # the MLflow run: the folder's name
         run = task_runner(config.task)  # the task's module, imported on demand
         with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
-            outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker)
+            outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker, overwrite=overwrite)
     return _train_result(config, outcome["metrics"], folder)
 
 
 def _train_result(config: cfg.RecipeConfig, metrics: dict[str, Any], folder: Path) -> dict[str, Any]:
     """What :func:`train` returns, with the stop reason in words."""
+    from taa.training.progress import counted  # (rich, which it imports, only when a run ends)
+
     train = config.train
     stopped = {
-        "steps": f"all {train.steps:,} steps done",
+        "steps": f"all {counted(train.steps, 'step')} done",
         "time_budget": f"stopped by the time budget ({train.max_minutes:g} min)",
         "early_stopping": f"early stopping ({train.early_stopping} validations without improvement)",
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from taa import registry
 from taa.config.coerce import ConfigError, _coerce, _qualify, from_dict, merge, parse_overrides, read_mapping, to_dict
@@ -83,8 +83,21 @@ class RecipeConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: typing.Iterable[str] = ()) -> RecipeConfig:
-        """Read a recipe file and apply ``--set key=value`` overrides; errors name the file."""
-        data, changes = read_mapping(path), parse_overrides(overrides)  # (their errors name the file, the --set)
+        """Read a recipe file and apply ``--set key=value`` overrides; an error names the file,
+        or the ``--set`` that brought the bad value (see :meth:`from_mapping`)."""
+        return cls.from_mapping(read_mapping(path), overrides, source=path)  # (its errors name the file)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], overrides: typing.Iterable[str] = (),
+                     source: str | Path = "the recipe") -> RecipeConfig:
+        """The recipe ``data`` read from ``source`` (a file) with ``--set key=value`` overrides.
+
+        An error names ``source``, or the ``--set`` that brought the bad value
+        (``--set train.steps=abc: train.steps='abc' should be an integer``): a person who
+        typed a bad value on the command line looks for it there, not in the file.
+        """
+        overrides = tuple(overrides)
+        changes = parse_overrides(overrides)  # (its errors name the --set)
         for section in ("model", "train", "data"):
             if section in changes and not isinstance(changes[section], dict):
                 raise ConfigError(f"--set {section}={changes[section]!r}: a section takes a mapping of fields "
@@ -92,7 +105,29 @@ class RecipeConfig:
         try:
             return cls.from_dict(merge(data, changes))
         except ConfigError as error:
-            raise ConfigError(f"{path}: {error}") from None
+            raise ConfigError(f"{cls._blame(source, data, overrides, str(error))}: {error}") from None
+
+    @classmethod
+    def _blame(cls, source: str | Path, data: dict[str, Any], overrides: tuple[str, ...], message: str) -> str:
+        """Where the error ``message`` of recipe ``data`` with ``overrides`` comes from:
+        ``source`` when it has that error without them; else the first ``--set`` after which
+        it appears; else ``source`` with its overrides together. (Traced only for an error,
+        by building the recipe again with fewer overrides.)
+        """
+
+        def error_with(pairs: tuple[str, ...]) -> Optional[str]:
+            try:
+                cls.from_dict(merge(data, parse_overrides(pairs)))
+            except ConfigError as error:
+                return str(error)
+            return None
+
+        if error_with(()) == message:
+            return str(source)
+        for count in range(1, len(overrides) + 1):
+            if error_with(overrides[:count]) == message:
+                return f"--set {overrides[count - 1]}"
+        return f"{source} with its --set overrides"
 
     def to_mapping(self) -> dict[str, Any]:
         """What :func:`~taa.config.dumps` writes: every field, the model section with its ``type``."""

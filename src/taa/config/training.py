@@ -76,6 +76,7 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         _require(self.max_minutes >= 0, f"max_minutes={self.max_minutes} must be >= 0")
         _require(self.lr > 0, f"lr={self.lr} must be positive")
+        _require(0 <= self.seed < 2**32, f"seed={self.seed} must be in [0, 2**32)")  # what every generator seeded takes
         _require(self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0")
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         _require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")

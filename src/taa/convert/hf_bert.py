@@ -319,7 +319,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
         config = config_from_hf(hf_config)
     except (ConfigError, ConversionError) as error:
         raise config_error(folder, error) from None
-    weights = read_weights(folder, framework)
+    weights = read_weights(folder, framework, unused=IGNORED.search)
     pooler = hf_class != "BertModel" or checkpoint_has_pooler(weights)
     try:
         ours = state_dict_from_hf(weights, config, hf_class, pooler)

@@ -15,12 +15,12 @@ itself for all-MiniLM-L6-v2, ``0_Transformer/`` in older ones), and its
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from taa.safetensors_file import open_safetensors
+from taa.safetensors_file import check_finite, open_safetensors
 from taa.convert.state_dict import ConversionError, check_state_dict
 from taa.folders import HF_CONFIG, WEIGHTS, CheckpointError, hugging_face_folders, read_json
 
@@ -83,10 +83,17 @@ def weight_files(folder: str | Path) -> list[Path]:
     raise ConversionError(f"{folder}: no {WEIGHTS_FILE}")
 
 
-def read_weights(folder: str | Path, framework: str = "np") -> dict[str, Any]:
+def read_weights(folder: str | Path, framework: str = "np",
+                 unused: Optional[Callable[[str], bool]] = None) -> dict[str, Any]:
     """Every array of the folder's weights, as ``framework``'s arrays (safetensors' names:
     ``"np"``, ``"pt"``, ``"flax"``, ``"tf"``). Nothing is converted: a bfloat16 tensor stays
-    bfloat16, so ``"np"`` refuses it."""
+    bfloat16, so ``"np"`` refuses it.
+
+    A weight holding nan or inf is one error naming its file and key
+    (:func:`taa.safetensors_file.check_finite`). ``unused`` picks the keys a converter
+    drops (old causal-mask buffers, a legacy tensor): no weights of the model, they are
+    not checked, as a mask may hold -inf by design.
+    """
     arrays: dict[str, Any] = {}
     for path in weight_files(folder):
         if not path.exists():
@@ -98,6 +105,8 @@ def read_weights(folder: str | Path, framework: str = "np") -> dict[str, Any]:
                         f"{path}: {key} is bfloat16, which numpy lacks; read it as a framework's arrays "
                         "(framework='pt' or 'flax')")
                 arrays[key] = weights.get_tensor(key)
+            used = {key: arrays[key] for key in weights.keys() if unused is None or not unused(key)}
+        check_finite(used, path, ConversionError)
     return arrays
 
 

@@ -266,7 +266,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
         config = config_from_hf(hf_config)
     except (ConfigError, ConversionError) as error:
         raise config_error(folder, error) from None
-    weights = read_weights(folder, framework)
+    weights = read_weights(folder, framework, unused=IGNORED.search)
     try:
         ours = state_dict_from_hf(weights, config)
     except ConversionError as error:

@@ -289,7 +289,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
         config_from_hf(hf_config)  # a bad config is named before the weights are read
     except ConversionError as error:
         raise config_error(folder, error) from None
-    weights = read_weights(folder, framework)
+    weights = read_weights(folder, framework, unused=_IGNORED_ON_LOAD.__contains__)
     shared = weights.get("shared.weight")
     own_head = "lm_head.weight" in weights and (shared is None or not same_values(weights["lm_head.weight"], shared))
     # Before transformers 5, tie_word_embeddings also meant "scale the decoder output".

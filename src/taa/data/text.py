@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from taa.training.progress import counted
+
 
 class DataError(ValueError):
     """Data that cannot be used as it is; the message names the file (and line)."""
@@ -87,7 +89,7 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tupl
             raise DataError(f"{path}: an empty file (no sentences)")
     if len(sources) != len(targets):
         raise DataError(
-            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+            f"{source_path} has {counted(len(sources), 'line')} but {target_path} has {len(targets):,}: "
             "a parallel corpus needs one target line per source line"
         )
     return list(zip(sources, targets))

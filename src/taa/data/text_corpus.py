@@ -21,10 +21,12 @@ the number ``k`` alone. Imports no framework (NumPy only).
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from taa.data.multi30k import find_data_dir
 from taa.data.text import DataError
+from taa.training.progress import counted
 
 TINY_SHAKESPEARE = Path("tinyshakespeare") / "input.txt"
 
@@ -66,10 +68,28 @@ def split_text(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def check_parts_hold_a_window(
+    path: str | Path, train_tokens: int, val_tokens: int, train_fraction: float, window: int, why: str, setting: str
+) -> None:
+    """Training draws windows of ``window`` tokens from the first part of a text and
+    validation from the rest (:func:`split_text`): a part shorter than one window is one
+    :class:`DataError` naming the file, the part, its size and the window (``why`` says
+    what makes the window, ``setting`` what shrinks it), before any training."""
+    parts = (("training", train_tokens, f"the first {train_fraction:.0%}"),
+             ("validation", val_tokens, f"the last {1 - train_fraction:.0%}"))
+    for part, count, share in parts:
+        if count < window:
+            raise DataError(
+                f"{path}: its {part} part ({share} of the characters, data.train_fraction={train_fraction:g}) is "
+                f"{counted(count, 'token')}, fewer than one window of {window} ({why}): use a longer text "
+                f"or a smaller {setting}"
+            )
+
+
 def random_windows(tokens: np.ndarray, length: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """(count, length) contiguous slices of ``tokens`` at uniformly random offsets."""
     if len(tokens) < length:
-        raise DataError(f"the text has {len(tokens)} tokens, fewer than one window of {length}")
+        raise DataError(f"the text has {counted(len(tokens), 'token')}, fewer than one window of {length}")
     starts = rng.integers(0, len(tokens) - length + 1, size=count)  # (count,)
     return tokens[starts[:, None] + np.arange(length)]  # (count, length)
 

@@ -1,7 +1,7 @@
 """Tasks: data, training and evaluation wired together, one module per task.
 
-Every task module offers ``run(recipe, out=None, progress=True, resume=None, tracker=None)``
-which trains with the one :class:`taa.torch.training.Trainer`, evaluates, writes the
+Every task module offers ``run(recipe, out=None, progress=True, resume=None, tracker=None,
+overwrite=False)``, which trains with the one :class:`taa.torch.training.Trainer`, evaluates, writes the
 checkpoint folder ``out`` and returns ``{"metrics": ..., ...}``. ``taa train`` finds the
 module of a recipe's ``task`` in :mod:`taa.registry`; a new task is one
 :func:`taa.registry.register_task` entry (its data config, its module, its model).

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from taa import config as cfg
 from taa.config import CopyTaskConfig
 from taa.tasks.runner import Task, run_function
 from taa.torch.generate import greedy_decode
@@ -65,6 +66,14 @@ class CopyTask(Task):
 
     example_preset = "copy-task"
     final_phase = "held-out decoding"
+
+    def check(self) -> None:
+        """A sequence must fit the model's positions: the encoder reads all ``data.length``
+        tokens and greedy decoding writes as many."""
+        length, positions = self.recipe.data.length, self.recipe.model.max_source_length
+        if positions is not None and length > positions:
+            raise cfg.ConfigError(f"data.length={length} exceeds model.max_length={positions} (the model's positions): "
+                                  "lower data.length or raise model.max_length")
 
     def encode(self) -> None:
         task, model, seed = self.recipe.data, self.recipe.model, self.recipe.train.seed

@@ -39,7 +39,9 @@ from torch import Tensor, nn
 
 from taa import config as cfg
 from taa.data.text import DataError
-from taa.data.text_corpus import WindowSampler, every_window, find_text_file, fixed_windows, read_text, split_text
+from taa.data.text_corpus import (
+    WindowSampler, check_parts_hold_a_window, every_window, find_text_file, fixed_windows, read_text, split_text,
+)
 from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, train_bpe
 from taa.tasks.runner import Task, run_function
 from taa.folders import CheckpointError
@@ -50,6 +52,7 @@ from taa.torch.models.gpt import GPT
 from taa.torch.training import TrainResult
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
+from taa.training.progress import counted
 
 SAMPLE = "sample.txt"
 EVAL_BATCH_SIZE = 64  # windows per batch when validating on the whole text
@@ -149,7 +152,7 @@ def score_text(model: nn.Module, tokens: np.ndarray, context: int, dtype: str = 
     shorter), every token after the first predicted once, a tail shorter than a window left out."""
     length = min(context + 1, len(tokens))
     if length < 2:
-        raise DataError(f"the text has {len(tokens)} token(s): at least 2 are needed to predict one")
+        raise DataError(f"the text has {counted(len(tokens), 'token')}: at least 2 are needed to predict one")
     windows = every_window(tokens, length, EVAL_BATCH_SIZE)  # batches of (b, length)
     loss = validation_loss(model, windows, dtype)
     predicted = sum(batch.shape[0] * (length - 1) for batch in windows)
@@ -208,9 +211,13 @@ class LanguageModelTask(Task):
 
     def encode(self) -> None:
         task, train, tokenizer = self.recipe.data, self.recipe.train, self.tokenizer
-        tokenizer.encode(task.sample_prompt)  # a prompt the vocabulary cannot spell fails now, not after training
+        if task.sample_tokens:  # a prompt the vocabulary cannot spell fails now, not after training
+            tokenizer.encode(task.sample_prompt)
         self.train_tokens = np.asarray(tokenizer.encode(self.train_text), dtype=np.int64)
         self.val_tokens = np.asarray(tokenizer.encode(self.val_text), dtype=np.int64)
+        check_parts_hold_a_window(find_text_file(task.file, task.dir), len(self.train_tokens), len(self.val_tokens),
+                                  task.train_fraction, self.context + 1,
+                                  f"a context of {self.context} tokens and the one after it", "data.block_size")
         if task.eval_batches == 0:  # the whole validation text
             self.val_windows = every_window(self.val_tokens, self.context + 1, EVAL_BATCH_SIZE)
         else:

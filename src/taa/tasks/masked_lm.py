@@ -37,7 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from taa import config as cfg
-from taa.data.text_corpus import WindowSampler, find_text_file, fixed_windows, read_text, split_text
+from taa.data.text_corpus import (
+    WindowSampler, check_parts_hold_a_window, find_text_file, fixed_windows, read_text, split_text,
+)
 from taa.data.tokenizer import SubwordTokenizer, train_bpe
 from taa.tasks.runner import Task, run_function
 from taa.torch.hub import load_run
@@ -212,6 +214,9 @@ class MaskedLMTask(Task):
         self.masker = Masker(task, self.tokenizer)
         self.train_tokens = np.asarray(self.tokenizer.encode(self.train_text), dtype=np.int64)
         self.val_tokens = np.asarray(self.tokenizer.encode(self.val_text), dtype=np.int64)
+        check_parts_hold_a_window(find_text_file(task.file, task.dir), len(self.train_tokens), len(self.val_tokens),
+                                  task.train_fraction, task.max_length - 2,
+                                  f"data.max_length={task.max_length} less <s> and </s>", "data.max_length")
         self.val_batches = fixed_batches(self.val_tokens, self.masker, task.eval_batches, train.batch_size, train.seed)
 
     def batches(self) -> MaskedLMBatches:

@@ -159,8 +159,16 @@ def run_task(
     progress: bool = True,
     resume: Optional[str | Path] = None,
     tracker: Optional[Tracker] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``task``, evaluate it, write the run folder ``out``; see the module docstring.
+
+    Before the data is read, every entry of ``out`` the run writes must be of the kind it
+    writes and writable (:func:`taa.folders.check_run_entries`), so that nothing fails at
+    the end, after the work. ``overwrite``: an earlier run's files in ``out`` are removed
+    once the data, the tokenizer and the model are ready, just before training
+    (:func:`taa.folders.remove_run_files`). A run resumed from another folder than ``out``
+    brings along what its state needs there (:func:`carry_over`).
 
     Returns ``{"model", "metrics", "result", ...}`` plus the task's :meth:`Task.outcome`.
     """
@@ -171,6 +179,8 @@ def run_task(
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
     check_model_config(recipe, task.example_preset)
     task.check()
+    if out is not None:
+        folders.check_run_entries(out, task.files)
     backend.seed_everything(train.seed)
     state = folders.find_state_folder(resume) if resume is not None else None
 
@@ -206,8 +216,11 @@ def run_task(
     )
     if state is not None:
         load_state(trainer, state)
-        if out is not None:
-            record_resume_changes(Path(out), state, given)
+    if out is not None and overwrite:
+        folders.remove_run_files(out, task.files)
+    if state is not None and out is not None:
+        carry_over(state, Path(out), [step for _, step in trainer.state.best])
+        record_resume_changes(Path(out), state, given)
     result = trainer.fit()
 
     with bar.phase(task.final_phase) if task.final_phase else nullcontext():
@@ -221,8 +234,8 @@ def run_task(
 
 
 def run_function(task_class: type[Task]) -> Callable[..., dict[str, Any]]:
-    """A task module's ``run(recipe, out=None, progress=True, resume=None, tracker=None)``:
-    :func:`run_task` on a ``task_class`` made from the recipe."""
+    """A task module's ``run(recipe, out=None, progress=True, resume=None, tracker=None,
+    overwrite=False)``: :func:`run_task` on a ``task_class`` made from the recipe."""
 
     def run(
         recipe: cfg.RecipeConfig,
@@ -230,8 +243,10 @@ def run_function(task_class: type[Task]) -> Callable[..., dict[str, Any]]:
         progress: bool = True,
         resume: Optional[str | Path] = None,
         tracker: Optional[Tracker] = None,
+        overwrite: bool = False,
     ) -> dict[str, Any]:
-        return run_task(task_class(recipe), out=out, progress=progress, resume=resume, tracker=tracker)
+        return run_task(task_class(recipe), out=out, progress=progress, resume=resume, tracker=tracker,
+                        overwrite=overwrite)
 
     run.__doc__ = f"Train, evaluate and save a run of {task_class.__name__}: {inspect.getdoc(task_class)}"
     run.__module__ = task_class.__module__
@@ -425,6 +440,24 @@ def check_resume(recipe: cfg.RecipeConfig, state: Path, accept_changes: bool = F
     if optimizer:
         raise cfg.ConfigError(f"{state}: {describe_differences(optimizer)}: the saved optimizer state cannot carry "
                               "over to changed optimizer settings (train a new run into another folder)")
+
+
+def carry_over(state: Path, out: Path, best_steps: list[int]) -> None:
+    """Resuming the run whose state is ``state`` into another folder ``out`` (``taa train
+    --resume A --out B``): ``out`` gets what the run's bookkeeping expects in its own folder,
+    linked or copied, before training: the best weights the state lists (the run ends with
+    them), then the state itself (``out`` can be resumed at once, even when no step is left
+    to train), then the record of earlier changed resumes (``resume_changes.json``). In this
+    order a kill leaves no state that lists a missing file. ``state``'s run folder is only
+    read. Nothing to do when ``out`` is the run resumed."""
+    source = state.parent
+    if source.resolve() == out.resolve():
+        return
+    for step in best_steps:
+        folders.copy_file(folders.best_weights(source, step), folders.best_weights(out, step))
+    folders.copy_folder(state, out / folders.STATE)
+    if (source / folders.RESUME_CHANGES).is_file():
+        folders.copy_file(source / folders.RESUME_CHANGES, out / folders.RESUME_CHANGES)
 
 
 def record_resume_changes(out: Path, state: Path, recipe: cfg.RecipeConfig) -> None:

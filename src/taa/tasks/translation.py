@@ -4,7 +4,8 @@ The pipeline of "Attention Is All You Need" §5-6 at Multi30k scale:
 
 1. read line-aligned parallel text (Multi30k from a folder, ``$TAA_DATA`` or a download);
 2. learn a BPE vocabulary on the training split, joint or per language;
-3. batch sentence pairs of similar length under a token budget (§5.1);
+3. batch sentence pairs of similar length under a token budget (§5.1), leaving out, with
+   one warning, those longer than the model's positions;
 4. train with Adam, a warm-up schedule, label smoothing and dropout (§5.3-5.4),
    validating every N steps (loss, perplexity, greedy BLEU on a sample);
 5. keep the best checkpoints and average them (§6.1);
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +25,10 @@ import torch
 from torch import nn
 
 from taa import config as cfg
-from taa.data import SubwordTokenizer, TokenBatcher, load_multi30k, pad, read_parallel
+from taa.data import (
+    DataError, SubwordTokenizer, TokenBatcher, default_cache_dir, find_data_dir, load_multi30k, multi30k_paths, pad,
+    read_parallel,
+)
 from taa.tasks.runner import Task, run_function
 from taa.decoding import DEFAULTS
 from taa.torch.generate import decode
@@ -31,6 +36,7 @@ from taa.torch.hub import load_run
 from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
 from taa.torch.training.loop import autocast
+from taa.training.progress import counted
 
 HYPOTHESES = "test_hypotheses.txt"  # the test set's translations, one a line, in the run folder
 
@@ -50,6 +56,34 @@ def load_pairs(task: cfg.TranslationTaskConfig, split: str) -> list[tuple[str, s
             source_lang=task.source_lang, target_lang=task.target_lang,
         )
     return pairs[:limit] if limit else pairs
+
+
+def split_files(task: cfg.TranslationTaskConfig, split: str) -> tuple[Path, Path]:
+    """The (source, target) files the pairs of ``split`` were read from (:func:`load_pairs`),
+    for a message that names a line: pair i is line i + 1 of both."""
+    files = {"train": task.train_files, "valid": task.valid_files, "test": task.test_files}[split]
+    if files:
+        return Path(files[0]), Path(files[1])
+    name = {"train": task.train_split, "valid": task.valid_split, "test": task.test_split}[split]
+    folder = find_data_dir(task.dir or None) or (Path(task.cache_dir) if task.cache_dir else default_cache_dir())
+    return multi30k_paths(folder, name, task.source_lang, task.target_lang)
+
+
+def positions_taken(encoded: Sequence[tuple[list[int], list[int]]]) -> list[tuple[int, int]]:
+    """The positions each encoded pair takes on each side: the encoder reads the whole
+    source (its ``</s>`` included), the decoder the target but its last token (``<s>``
+    included)."""
+    return [(len(source), len(target) - 1) for source, target in encoded]
+
+
+def too_long(taken: Sequence[Sequence[int]], positions: int) -> Iterator[tuple[int, int, int]]:
+    """The examples a model of ``positions`` positions cannot read, from the positions each
+    takes on each side (:func:`positions_taken`), as (index, side, tokens); side 0 is the
+    source, 1 the target."""
+    for index, sides in enumerate(taken):
+        side = next((side for side, tokens in enumerate(sides) if tokens > positions), None)
+        if side is not None:
+            yield index, side, sides[side]
 
 
 def to_batch(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> Seq2SeqBatch:
@@ -199,9 +233,52 @@ class TranslationTask(Task):
         )
 
     def encode(self) -> None:
+        """Encode the training and validation pairs, and check every pair against the
+        model's positions (:meth:`positions`) before any training: a training pair too long
+        is left out, with one warning that counts them (an error when none is left); a
+        validation pair or a test sentence too long is an error naming its file and line, as
+        the figures would leave it out silently or decoding fail after the training."""
         self.train_encoded = self.tokenizer.encode_pairs(self.pairs["train"])
         self.valid_encoded = self.tokenizer.encode_pairs(self.pairs["valid"])
         self.bleu_sample = self.pairs["valid"][: self.recipe.data.bleu_sentences]
+        positions = self.positions()
+        if positions is None:
+            return
+        self.train_encoded = self.drop_too_long(self.train_encoded, positions)
+        # the test decoding reads each source whole; its references are only compared with
+        test_sources = [(len(source),) for source, _ in self.tokenizer.encode_pairs(self.pairs["test"])]
+        for split, taken in (("valid", positions_taken(self.valid_encoded)), ("test", test_sources)):
+            for index, side, tokens in too_long(taken, positions):
+                raise DataError(f"{self.line(split, index, side)}: {counted(tokens, 'token')}, more than the "
+                                f"model reads ({positions} positions, model.max_length): shorten it or raise "
+                                "model.max_length")
+
+    def positions(self) -> Optional[int]:
+        """The most tokens the model reads on either side (its position table), None when
+        its positions are relative or absent."""
+        return getattr(self.recipe.model, "max_source_length", None)
+
+    def drop_too_long(self, encoded: list[tuple[list[int], list[int]]], positions: int
+                      ) -> list[tuple[list[int], list[int]]]:
+        """The training pairs the model reads whole; the others are left out with one warning
+        that counts them and names the first (as fairseq and OpenNMT filter by length). None
+        left is an error: there would be nothing to train on."""
+        dropped = list(too_long(positions_taken(encoded), positions))
+        if not dropped:
+            return encoded
+        index, side, tokens = dropped[0]
+        first = f"{self.line('train', index, side)} ({counted(tokens, 'token')})"
+        if len(dropped) == len(encoded):
+            raise DataError(f"no training pair fits the model's {positions} positions (model.max_length), the first is "
+                            f"{first}: shorten the sentences or raise model.max_length")
+        warnings.warn(f"{len(dropped):,} of {counted(len(encoded), 'training pair')} left out: longer than the "
+                      f"model's {positions} positions (model.max_length); the first is {first}", stacklevel=2)
+        skip = {index for index, _, _ in dropped}
+        return [pair for index, pair in enumerate(encoded) if index not in skip]
+
+    def line(self, split: str, index: int, side: int) -> str:
+        """``FILE, line N``: where pair ``index`` of ``split`` is, on ``side`` (0 source, 1 target)."""
+        return f"{split_files(self.recipe.data, split)[side]}, line {index + 1}"
 
     def batches(self) -> TranslationBatches:
         task, train = self.recipe.data, self.recipe.train

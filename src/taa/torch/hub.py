@@ -138,6 +138,37 @@ def _load_hugging_face(folder: Path) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
+def _kept_tokenizer(folder: Path) -> Optional[Path]:
+    """The taa tokenizer (characters, taa's BPE) that ``taa convert --to-hf`` kept in a
+    Hugging Face folder's ``tokenizer/``: transformers has no such tokenizer, so it travels
+    beside the weights, and each conversion of the folder carries it on. None when the
+    folder has Hugging Face tokenizer files, or no ``tokenizer/``."""
+    from taa.convert.hf import tokenizer_files
+
+    return folder / TOKENIZER if not tokenizer_files(folder) and (folder / TOKENIZER).is_dir() else None
+
+
+def hf_tokenizer(folder: str | Path) -> list[str]:
+    """What a Hugging Face folder's tokenizer is, as a conversion copies it: the names of its
+    tokenizer files, or ``tokenizer/`` for a kept taa tokenizer; empty when it has none."""
+    from taa.convert.hf import tokenizer_files
+
+    folder = Path(folder)
+    return [path.name for path in tokenizer_files(folder)] or ([f"{TOKENIZER}/"] if _kept_tokenizer(folder) else [])
+
+
+def _copy_hf_tokenizer(source: Path, files_to: Path, kept_to: Path) -> list[str]:
+    """Copy a Hugging Face folder's tokenizer: its tokenizer files into ``files_to``, or its
+    kept taa tokenizer (:func:`_kept_tokenizer`) into ``kept_to``; returns what was copied."""
+    from taa.convert.hf import copy_tokenizer_files
+
+    kept = _kept_tokenizer(source)
+    if kept is None:
+        return copy_tokenizer_files(source, files_to)
+    shutil.copytree(kept, kept_to, dirs_exist_ok=True)
+    return [f"{TOKENIZER}/"]
+
+
 def _load_taa_run(folder: Path, task: Optional[str]) -> tuple[nn.Module, Any, cfg.RecipeConfig]:
     recipe = folders.load_recipe(folder)
     if task is not None and recipe.task != task:
@@ -204,16 +235,17 @@ def load_run(folder: str | Path, task: str) -> tuple[nn.Module, Any, cfg.RecipeC
 def save_pretrained(model: nn.Module, folder: str | Path, tokenizer_from: Optional[str | Path] = None) -> Path:
     """Write ``model`` as a taa model folder: ``model.safetensors`` (tied tensors once),
     ``model.yaml`` (its class and config) and, from ``tokenizer_from`` (a Hugging Face
-    folder), the tokenizer files into ``tokenizer/``; a tokenizer that does not load is one
-    error before anything is written."""
-    from taa.convert.hf import copy_tokenizer_files
-
+    folder), the tokenizer files into ``tokenizer/`` (or the taa tokenizer ``taa convert
+    --to-hf`` kept in its ``tokenizer/``, so that a round trip keeps it); a tokenizer that
+    does not load is one error before anything is written."""
     folder = Path(folder)
     architecture = type(model).__name__
     if architecture not in architectures():
         raise ConversionError(f"{architecture} is not a taa model class ({', '.join(architectures())})")
     if tokenizer_from is not None:
-        load_tokenizer(tokenizer_from, required=False)  # a damaged tokenizer.json: one line naming it
+        tokenizer_from = Path(tokenizer_from)
+        kept = _kept_tokenizer(tokenizer_from)  # a damaged tokenizer file: one line naming it
+        load_tokenizer(tokenizer_from, required=False) if kept is None else load_tokenizer(kept)
     folder.mkdir(parents=True, exist_ok=True)
     description: dict[str, Any] = {"format": MODEL_FORMAT, "architecture": architecture}
     description.update(getattr(model, "build_options", {}))  # the class's options beside its config
@@ -222,7 +254,7 @@ def save_pretrained(model: nn.Module, folder: str | Path, tokenizer_from: Option
     write_file_atomically(folder / MODEL_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     save_weights(model, folder / WEIGHTS)  # tied tensors once
     if tokenizer_from is not None:
-        copy_tokenizer_files(tokenizer_from, folder / TOKENIZER)
+        _copy_hf_tokenizer(tokenizer_from, folder / TOKENIZER, folder / TOKENIZER)
     return folder
 
 
@@ -235,11 +267,7 @@ def copy_tokenizer(pretrained: Pretrained, destination: str | Path) -> list[str]
     destination = Path(destination)
     source = pretrained.folder
     if pretrained.source == folders.HUGGING_FACE:
-        copied = copy_tokenizer_files(source, destination)
-        if not copied and (source / TOKENIZER).is_dir():
-            shutil.copytree(source / TOKENIZER, destination / TOKENIZER, dirs_exist_ok=True)
-            copied = [f"{TOKENIZER}/"]
-        return copied
+        return _copy_hf_tokenizer(source, destination, destination / TOKENIZER)
     tokenizer_dir = source / TOKENIZER
     if not tokenizer_dir.is_dir():
         return []

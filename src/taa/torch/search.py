@@ -93,7 +93,11 @@ def sampling_choice(
     def choose(logits: Tensor) -> Tensor:  # (r, v) -> (r,)
         scores = logits.float()
         if temperature != 1.0:
-            scores = scores / temperature
+            # Measured from each row's largest logit, which stays 0: a temperature so small
+            # that the others divide to -inf (or that is 0 in float32) leaves the most likely
+            # token, as the limit does, never inf - inf = nan.
+            scores = scores - scores.amax(dim=-1, keepdim=True)
+            scores = torch.where(scores == 0, scores, scores / temperature)
         if top_k is not None:
             scores = top_k_filter(scores, top_k)
         if top_p is not None:

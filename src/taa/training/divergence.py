@@ -9,10 +9,15 @@ applies the update, and the weights before any of them is written; what follows 
 non-finite step is this module's to decide:
 
 - ``stop`` (the default): the run ends with a :class:`DivergenceError` naming the step,
-  what was not finite and where the last good state is; nothing of the step is written;
+  what was not finite and where to resume from; nothing of the step is written. A state
+  saved after the last update the run applied is not called good: resuming it meets the
+  same weights and the same batch, whatever the rate (:meth:`LastState.repeats`);
 - ``skip``: the step's update is dropped and the rate multiplied by
   ``train.skip_lr_factor`` for the rest of the run; after ``train.max_skipped_steps``
   skipped steps the next non-finite one stops the run as ``stop`` would.
+
+A figure that is not finite (a validation loss, the training loss of an interval whose
+steps were all skipped) is written to JSON as null, never as ``NaN`` (:func:`finite_json`).
 
 Imports no framework: the checks themselves are the Trainer's (they need the tensors).
 """
@@ -21,9 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from taa.config import ConfigError, TrainConfig
+from taa.training.progress import counted
 
 STOP, SKIP = "stop", "skip"  # the values of train.nonfinite
 
@@ -46,30 +53,80 @@ def what_is_not_finite(loss: float, grad_norm: float) -> str:
     return ""
 
 
+# What a step found when its update overflowed: unlike a non-finite loss or gradient, the
+# rate made it, so a lower rate from the state before can avoid it.
+WEIGHTS_NOT_FINITE = "the weights are no longer finite"
+
+
+@dataclass(frozen=True)
+class LastState:
+    """The newest resumable state of a run: its folder, the step it holds (None: no state
+    was saved yet), and whether no update was applied since it was saved (the steps after
+    it, if any, were all skipped)."""
+
+    folder: str
+    step: Optional[int] = None
+    unchanged_since: bool = False
+
+    def repeats(self, problem: str) -> bool:
+        """Whether resuming this state meets ``problem`` again whatever the rate: the state
+        holds the weights the failing step started from, and the loss and gradient of a step
+        depend on its weights and its batch, not on its rate (a resumed run reads the same
+        batches). An update that overflowed (:data:`WEIGHTS_NOT_FINITE`) is the rate's
+        doing: a lower one from the same state may not overflow."""
+        return self.step is not None and self.unchanged_since and problem != WEIGHTS_NOT_FINITE
+
+
 def skip_or_stop(
-    train: TrainConfig, step: int, problem: str, lr: float, skipped: Sequence[int], last_state: str
+    train: TrainConfig, step: int, problem: str, lr: float, skipped: Sequence[int], last_state: Optional[LastState]
 ) -> None:
     """Decide on step ``step``, whose ``problem`` (:func:`what_is_not_finite`) was found
     before its update: return to skip it (the caller records it in ``skipped``, the steps
     skipped so far), or raise the :class:`DivergenceError` of :func:`diverged`."""
     if train.nonfinite != SKIP:
-        raise diverged(step, problem, lr, last_state, "lower train.lr or set train.nonfinite: skip")
+        raise diverged(step, problem, lr, last_state)
     if len(skipped) >= train.max_skipped_steps:
-        raise diverged(step, problem, lr, last_state, f"{len(skipped)} steps skipped already "
-                       f"(train.max_skipped_steps={train.max_skipped_steps}); lower train.lr")
+        raise diverged(step, problem, lr, last_state, spent=(len(skipped), train.max_skipped_steps))
 
 
-def diverged(step: int, problem: str, lr: float, last_state: str, advice: str = "lower train.lr") -> DivergenceError:
+def diverged(step: int, problem: str, lr: float, last_state: Optional[LastState] = None,
+             spent: Optional[tuple[int, int]] = None) -> DivergenceError:
     """The one-line error of a run that stops at ``step``: what was not finite, the rate,
-    where to resume from (:func:`last_state_note`) and what to change."""
-    return DivergenceError(f"training diverged at step {step}: {problem} (lr {lr:.3g}); {last_state}{advice}")
+    where to resume from and what to change. ``last_state`` is None for a run without a
+    folder; ``spent`` is (steps skipped, ``train.max_skipped_steps``) when ``skip`` ran out
+    of skips.
+
+    A state the step started from (:meth:`LastState.repeats`) is not called good: resuming
+    it with a lower rate would meet the same non-finite step at once. Changing the rate or
+    the policy of a saved run takes ``--resume-changed``, so the advice says so."""
+    skipped = f"{counted(spent[0], 'step')} skipped already (train.max_skipped_steps={spent[1]})" if spent else ""
+    skipping_helps = not spent and problem != WEIGHTS_NOT_FINITE
+    remedy = "lower train.lr or set train.nonfinite: skip" if skipping_helps else "lower train.lr"
+    parts = [f"training diverged at step {step}: {problem} (lr {lr:.3g})"]
+    if last_state is None:
+        parts += [skipped, remedy]
+    elif last_state.step is None:
+        parts += [f"no state was saved in {last_state.folder} before it", skipped, remedy]
+    elif last_state.repeats(problem):
+        skip = "a larger train.max_skipped_steps" if spent else "train.nonfinite: skip"
+        parts += [f"the last state, in {last_state.folder} (step {last_state.step}), holds the weights this step "
+                  "started from: resuming it meets the same batch again whatever train.lr", skipped,
+                  f"start again with a lower train.lr, or resume it with {skip} (--resume-changed) to skip that batch"]
+    else:
+        parts += [f"the last good state is in {last_state.folder} (step {last_state.step})", skipped,
+                  f"{remedy}, and resume it with --resume-changed"]
+    return DivergenceError("; ".join(part for part in parts if part))
 
 
-def last_state_note(folder: Optional[str], step: Optional[int]) -> str:
-    """Where the run can resume from: ``folder`` holds the state of ``step`` (None: no state
-    was saved yet); "" for a run without a folder."""
-    if folder is None:
-        return ""
-    if step is None:
-        return f"no state was saved in {folder} before it; "
-    return f"the last good state is in {folder} (step {step}); "
+def finite_json(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None, through lists, tuples
+    (as lists) and dicts. JSON has no inf or nan: Python writes them as ``NaN`` and
+    ``Infinity``, which other readers (and ``jq``) refuse, so a figure that is not a number
+    is written as null; ``json.dumps(finite_json(value), allow_nan=False)`` cannot fail on one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value

@@ -10,6 +10,8 @@ The steps of a run that are not training steps (data preparation, tokenizer trai
 validation, the final test decoding) are phases: ``with bar.phase("validation"): ...``
 names the phase on the bar's label while training runs, shows a spinner before and after
 it, and prints one line with its duration when it ends.
+
+:func:`counted` words a count for what a run prints ("1 step", "2 steps").
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+
+def counted(count: int, noun: str) -> str:
+    """A count and its noun, singular for one: ``"1 step"``, ``"2 steps"``, ``"1,024 tokens"``
+    (for the nouns the messages count: steps, pairs, lines, characters, tokens)."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 class TrainingProgress:
@@ -94,8 +102,9 @@ class TrainingProgress:
             elapsed = now - self.started
             rate = fields.get("tokens_per_s", 0.0)
             eta = elapsed / max(step, 1) * (self.total_steps - step)
+            loss = f"{fields['loss']:.4f}" if "loss" in fields else "-"  # none: every step of the interval skipped
             self.console.print(
-                f"step {step}/{self.total_steps} loss {fields.get('loss', float('nan')):.4f} "
+                f"step {step}/{self.total_steps} loss {loss} "
                 f"lr {fields.get('lr', 0.0):.2e} {rate:,.0f} {self.unit}/s elapsed {elapsed:,.0f}s ETA {eta:,.0f}s",
                 highlight=False,
             )

@@ -13,7 +13,9 @@ validation metric stopped improving.
 A step whose loss or gradient norm is not finite is never applied: ``train.nonfinite``
 stops the run with a :class:`~taa.training.divergence.DivergenceError` or skips the step
 (:mod:`taa.training.divergence`). The weights are checked again before each save, so no
-file the run writes ever holds an inf or a nan.
+file the run writes ever holds an inf or a nan; nor does the state's JSON: an interval
+whose steps were all skipped has no training loss (None), and a validation figure that is
+not finite is kept as None.
 
 Resuming is exact: the state folder holds the weights, the optimizer moments, the
 schedule position, every random generator and the batch stream's position, so a run
@@ -46,7 +48,9 @@ from taa.torch.training import checkpoint as ckpt
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
 from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
-from taa.training.divergence import SKIP, diverged, last_state_note, skip_or_stop, what_is_not_finite
+from taa.training.divergence import (
+    SKIP, WEIGHTS_NOT_FINITE, LastState, diverged, finite_json, skip_or_stop, what_is_not_finite,
+)
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
 from taa.training.schedules import schedule_from_config
@@ -71,11 +75,11 @@ STOP_REASONS = (STEPS, TIME_BUDGET, EARLY_STOPPING)
 @dataclass
 class TrainResult:
     steps: int
-    final_loss: float
+    final_loss: Optional[float]  # None: every step of the last logging interval was skipped
     seconds: float
     tokens_per_second: float
-    history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
-    evaluations: list[dict[str, float]] = field(default_factory=list)  # each with "step"
+    history: list[tuple[int, Optional[float], float]] = field(default_factory=list)  # (step, loss or None, lr)
+    evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)  # each with "step"; None: not finite
     stop_reason: str = STEPS  # one of STOP_REASONS
     skipped_steps: list[int] = field(default_factory=list)  # steps not applied (train.nonfinite: skip)
 
@@ -87,8 +91,9 @@ class TrainerState:
     step: int = 0
     tokens: int = 0
     seconds: float = 0.0
-    history: list[tuple[int, float, float]] = field(default_factory=list)
-    evaluations: list[dict[str, float]] = field(default_factory=list)
+    # (step, mean training loss of the interval, lr); the loss is None when every step of it was skipped
+    history: list[tuple[int, Optional[float], float]] = field(default_factory=list)
+    evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)  # a figure that is not finite: None
     best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first; in best/ if out
     evaluations_without_improvement: int = 0
     stop_reason: str = ""  # "" while the run may go on, else one of STOP_REASONS
@@ -231,6 +236,7 @@ class Trainer:
         self.state = TrainerState()
         self.resumed_from: Optional[Path] = None  # the run folder whose state load_state read
         self.last_state: Optional[tuple[Path, int]] = None  # the newest state on disk: (folder, step)
+        self.updated_since_state = False  # an update was applied after the newest state was saved or loaded
         self.dropped_best: list[int] = []  # steps whose best weights go once a saved state no longer lists them
         self.lr: Optional[float] = None  # the rate of the last step taken
 
@@ -266,9 +272,13 @@ class Trainer:
         for parameter in self.model.parameters():  # gradient of the mean loss per target token
             if parameter.grad is not None:
                 parameter.grad.div_(max(1, token_total))
-        # The norm before clipping; without clipping (grad_clip 0) the bound is infinite and
-        # the gradients are multiplied by exactly 1.
-        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip or math.inf))
+        # The norm before clipping. Without clipping (grad_clip 0) only the norm: the same
+        # number, without multiplying every gradient by 1.
+        if self.train.grad_clip:
+            grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip))
+        else:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grad_norm = float(nn.utils.get_total_norm(grads))
         lr = self.lr = self.learning_rate()
         problem = what_is_not_finite(loss_total, grad_norm)
         if problem:
@@ -278,6 +288,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.step()
+        self.updated_since_state = True
         self.optimizer.zero_grad(set_to_none=True)
         return loss_total, token_total, lr, ""
 
@@ -289,8 +300,8 @@ class Trainer:
         that overflowed) stop the run whatever the policy: skipping cannot mend them."""
         step = self.state.step + 1
         if self.train.nonfinite == SKIP and not self.weights_are_finite():
-            raise diverged(step, "the weights are no longer finite", lr, self._last_state_note())
-        skip_or_stop(self.train, step, problem, lr, self.state.skipped_steps, self._last_state_note())
+            raise diverged(step, WEIGHTS_NOT_FINITE, lr, self._last_state())
+        skip_or_stop(self.train, step, problem, lr, self.state.skipped_steps, self._last_state())
         self.state.skipped_steps.append(step)
 
     @torch.no_grad()
@@ -303,13 +314,13 @@ class Trainer:
         """The last guard before weights are written or handed back: finite, or a DivergenceError."""
         if not self.weights_are_finite():
             lr = self.lr if self.lr is not None else self.learning_rate()
-            raise diverged(self.state.step, "the weights are no longer finite", lr, self._last_state_note())
+            raise diverged(self.state.step, WEIGHTS_NOT_FINITE, lr, self._last_state())
 
-    def _last_state_note(self) -> str:
-        """Where the run can resume from, for a DivergenceError; "" without a run folder."""
+    def _last_state(self) -> Optional[LastState]:
+        """Where the run can resume from, for a DivergenceError; None without a run folder."""
         if self.last_state is not None:
-            return last_state_note(str(self.last_state[0]), self.last_state[1])
-        return last_state_note(str(self.out / folders.STATE), None) if self.out is not None else ""
+            return LastState(str(self.last_state[0]), self.last_state[1], unchanged_since=not self.updated_since_state)
+        return LastState(str(self.out / folders.STATE)) if self.out is not None else None
 
     # ---------------------------------------------------------------- the run
 
@@ -350,10 +361,11 @@ class Trainer:
                 if out_of_time and not last and not state.stop_reason:
                     state.stop_reason = TIME_BUDGET
                 if state.step % train.log_every == 0 or last or state.stop_reason:  # the last interval too
-                    mean_loss = window_loss / window_tokens if window_tokens else math.nan  # nan: all skipped
+                    mean_loss = window_loss / window_tokens if window_tokens else None  # None: all skipped
                     state.history.append((state.step, mean_loss, lr))
-                    bar.update(state.step, loss=mean_loss, lr=lr, tokens_per_s=state.tokens / state.seconds)
-                    self.tracker.log_metrics({"train_loss": mean_loss, "lr": lr}, state.step)
+                    loss = {} if mean_loss is None else {"loss": mean_loss}
+                    bar.update(state.step, **loss, lr=lr, tokens_per_s=state.tokens / state.seconds)
+                    self.tracker.log_metrics({**{f"train_{k}": v for k, v in loss.items()}, "lr": lr}, state.step)
                     window_loss, window_tokens = 0.0, 0
                 every = train.checkpoint_every or train.eval_every
                 if self.out is not None and ((every and state.step % every == 0) or evaluated or last
@@ -387,7 +399,7 @@ class Trainer:
         state, train = self.state, self.train
         metrics = self.evaluate(self.model)
         self.model.train()
-        state.evaluations.append({"step": state.step, **metrics})
+        state.evaluations.append({"step": state.step, **finite_json(metrics)})  # JSON has no nan (the state)
         self.tracker.log_metrics(metrics, state.step)
         if train.select_metric not in metrics:
             raise KeyError(f"select_metric={train.select_metric!r} is not among the metrics {sorted(metrics)}")
@@ -421,7 +433,7 @@ class Trainer:
         self.model.eval()
         return TrainResult(
             steps=state.step,
-            final_loss=state.history[-1][1] if state.history else math.nan,
+            final_loss=state.history[-1][1] if state.history else None,
             seconds=state.seconds,
             tokens_per_second=state.tokens / state.seconds if state.seconds else 0.0,
             history=list(state.history),
@@ -445,24 +457,26 @@ class Trainer:
                 "numpy": _jsonable(np.random.get_state()),
                 "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
             }
-            (staging / folders.TRAINER_STATE).write_text(json.dumps({"trainer": asdict(self.state), **random_state}))
+            trainer = finite_json({"trainer": asdict(self.state), **random_state})
+            (staging / folders.TRAINER_STATE).write_text(json.dumps(trainer, allow_nan=False))
             ckpt.save_tensors({"torch_rng": torch.get_rng_state()}, staging / folders.RANDOM_STATE)
             if self.write_extra is not None:
                 self.write_extra(staging)
 
         folders.write_folder_atomically(directory, write)
-        self.last_state = (Path(directory), self.state.step)
+        self.last_state, self.updated_since_state = (Path(directory), self.state.step), False
 
     def load_state(self, directory: Path) -> None:
         """Continue from a state folder written by :meth:`save_state`.
 
-        Every best weights file the state lists must be in the run folder's ``best/``: the
-        run ends with them (one-line CheckpointError, before any training, when one is gone).
+        Every best weights file the state lists must be in the run folder's ``best/`` and
+        sound: the run ends with them (one-line CheckpointError, before any training, when one
+        is gone or damaged).
         """
         directory = folders.find_state_folder(directory)
         ckpt.load_weights_file(self.model, directory / folders.WEIGHTS)
         ckpt.load_optimizer(self.optimizer, directory)
-        saved = json.loads((directory / folders.TRAINER_STATE).read_text())
+        saved = ckpt.read_trainer_state(directory / folders.TRAINER_STATE, TrainerState)  # checked, naming the file
         trainer = saved["trainer"]
         if "stopped_early" in trainer:  # an older state file: a flag instead of the reason
             out_of_time = self.train.max_minutes > 0 and trainer["seconds"] >= 60 * self.train.max_minutes
@@ -478,7 +492,9 @@ class Trainer:
                 raise folders.CheckpointError(
                     f"{path}: no such file, though the state in {directory} (step {self.state.step}) lists it "
                     "among the best weights the run ends with")
+            ckpt.load_tensors(path)  # damaged (nan, truncated): found now, not after the training
         self.resumed_from, self.last_state = directory.parent, (directory, self.state.step)
+        self.updated_since_state = False
         random.setstate(_python_random_state(saved["python"]))
         np.random.set_state(_numpy_random_state(saved["numpy"]))
         if saved["batches"] is not None:

@@ -1,0 +1,202 @@
+"""Where a run goes and what is already there: a recipe's name is one plain folder name
+under ``runs/``; a folder that holds a run or a model is never trained or converted over
+without a word (``--resume`` continues a run, ``--overwrite`` replaces it); an entry of the
+run folder of the wrong kind, or one that takes no file, is one line before training, not
+a traceback after it."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints import language_model_run
+from tests.faults.conftest import COPY, TINY, assert_one_line_error, cli
+
+QUIET = ("--tracking", "none", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny copy run (12 steps), trained once for the module."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    result = cli("train", COPY, *TINY, "--out", out, *QUIET)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A copy of the trained run, for a test to train into."""
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def files(folder):
+    """Every file of a folder and its bytes."""
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+# ------------------------------------------------------------------ the recipe's name
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../../escaped", "it holds a path separator"),
+    ("{tmp}/absolute", "it holds a path separator"),
+    ("a/b", "it holds a path separator"),
+    ("a\\b", "it holds a path separator"),
+    ("..", "it names runs/ or the folder above it"),
+    (".", "it names runs/ or the folder above it"),
+    ("a\0b", "it holds a NUL character"),
+])
+def test_a_name_that_is_not_one_folder_name_is_refused(tmp_path, monkeypatch, name, problem):
+    work = tmp_path / "a" / "b" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    name = name.format(tmp=tmp_path)
+    result = cli("train", COPY, *TINY, "--set", f"name={name}", *QUIET)
+    assert_one_line_error(result, f"name={name!r} is not one plain folder name ({problem})", max_lines=1)
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == []  # nothing written anywhere
+
+
+# ------------------------------------------------------------------ a folder that holds a run or a model
+
+
+def test_training_into_a_finished_run_is_refused_and_it_is_kept(run):
+    before = files(run)
+    result = cli("train", COPY, *TINY, "--out", run, *QUIET)
+    assert_one_line_error(result, f"--out {run} holds a training run already: continue it with --resume {run}",
+                          "--overwrite", max_lines=1)
+    assert files(run) == before
+
+
+def test_the_default_folder_is_runs_name_and_not_trained_over_a_second_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    named = ("--set", "train.steps=1", "--set", "name=my run")
+    assert cli("train", COPY, *TINY, *named, *QUIET).exit_code == 0
+    assert (tmp_path / "runs" / "my run" / "model.safetensors").is_file()
+    before = files(tmp_path / "runs")
+    result = cli("train", COPY, *TINY, *named, *QUIET)
+    assert_one_line_error(result, "run folder runs/my run holds a training run already", max_lines=1)
+    assert files(tmp_path / "runs") == before
+
+
+def test_overwrite_replaces_the_earlier_run_and_leaves_none_of_its_files(run):
+    (run / "best").mkdir()
+    (run / "best" / "step-99.safetensors").write_bytes(b"an earlier run's best weights")
+    (run / "resume_changes.json").write_text("[]\n")
+    (run / "notes.txt").write_text("mine\n")
+    result = cli("train", COPY, *TINY, "--set", "train.steps=2", "--out", run, "--overwrite", *QUIET)
+    assert result.exit_code == 0, result.output
+    assert not (run / "best" / "step-99.safetensors").exists()
+    assert not (run / "resume_changes.json").exists()
+    assert (run / "notes.txt").read_text() == "mine\n"  # not a run's file: left alone
+    assert '"steps": 2' in (run / "metrics.json").read_text()
+
+
+def test_overwrite_is_refused_with_a_resume_of_the_same_folder(run):
+    before = files(run)
+    result = cli("train", COPY, *TINY, "--resume", run, "--overwrite", *QUIET)
+    assert_one_line_error(result, "--overwrite would delete the run --resume continues", max_lines=1)
+    assert files(run) == before
+
+
+@pytest.mark.parametrize("marker, held", [("config.json", "a Hugging Face model"),
+                                          ("model.yaml", "a converted taa model")])
+@pytest.mark.parametrize("overwrite", [(), ("--overwrite",)])
+def test_a_model_folder_is_never_trained_over(tmp_path, marker, held, overwrite):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / marker).write_text("{}\n")
+    (model / "model.safetensors").write_bytes(b"weights")
+    before = files(model)
+    result = cli("train", COPY, *TINY, "--out", model, *overwrite, *QUIET)
+    assert_one_line_error(result, f"--out {model} holds {held}: train into another --out", max_lines=1)
+    assert files(model) == before
+
+
+@pytest.fixture
+def gpt_run(tmp_path):
+    """A GPT run folder (written, not trained): one that converts to Hugging Face."""
+    return language_model_run(tmp_path / "gpt")
+
+
+def test_convert_into_a_run_folder_is_refused_and_it_is_kept(gpt_run, run):
+    before = files(run)
+    result = cli("convert", "--to-hf", gpt_run, "--out", run)
+    assert_one_line_error(result, f"--out {run} holds a training run already", "--overwrite", max_lines=1)
+    assert files(run) == before
+
+
+def test_convert_into_a_folder_of_other_files_is_refused_even_with_overwrite(gpt_run, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine\n")
+    for overwrite in ((), ("--overwrite",)):
+        result = cli("convert", "--to-hf", gpt_run, "--out", other, *overwrite)
+        assert_one_line_error(result, f"--out {other} is not empty and holds no model", max_lines=1)
+    assert files(other) == {Path("notes.txt"): b"mine\n"}
+
+
+def test_convert_overwrite_replaces_a_model_whole_and_a_failure_keeps_it(gpt_run, run, tmp_path):
+    hf = tmp_path / "hf"
+    assert cli("convert", "--to-hf", gpt_run, "--out", hf).exit_code == 0
+    result = cli("convert", "--to-hf", gpt_run, "--out", hf)
+    assert_one_line_error(result, f"--out {hf} holds a Hugging Face model already", "--overwrite", max_lines=1)
+    (hf / "README.md").write_text("an earlier model's card\n")
+    before = files(hf)
+    # a copy-task Transformer has no Hugging Face class: the conversion fails, the folder stays
+    result = cli("convert", "--to-hf", run, "--out", hf, "--overwrite")
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert files(hf) == before
+    assert not [path for path in hf.iterdir() if path.name.startswith(".")]  # no staging folder left
+    result = cli("convert", "--to-hf", gpt_run, "--out", hf, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (hf / "README.md").exists() and (hf / "config.json").is_file()
+
+
+# ------------------------------------------------------------------ entries of the wrong kind
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("best", "a file"), ("state", "a file"), ("tokenizer", "a file"),
+    ("metrics.json", "a folder"), ("model.safetensors", "a folder"), ("recipe.yaml", "a folder"),
+    ("training_curves.png", "a folder"),
+])
+def test_an_entry_of_the_wrong_kind_is_one_line_before_training(tmp_path, name, kind):
+    out = tmp_path / "run"
+    out.mkdir()
+    entry = out / name
+    entry.write_text("x") if kind == "a file" else entry.mkdir()
+    writes = "a folder" if kind == "a file" else "a file"
+    result = cli("train", COPY, *TINY, "--out", out, *QUIET)
+    assert_one_line_error(result, f"{entry}: {kind} where the run writes {writes}", max_lines=1)
+    assert [path.name for path in out.iterdir()] == [name]  # nothing trained, nothing written
+
+
+def test_an_entry_of_the_wrong_kind_is_found_on_resume_too(run):
+    (run / "metrics.json").unlink()
+    (run / "metrics.json").mkdir()
+    before = files(run)
+    result = cli("train", COPY, *TINY, "--resume", run, *QUIET)
+    assert_one_line_error(result, f"{run / 'metrics.json'}: a folder where the run writes a file", max_lines=1)
+    assert files(run) == before
+
+
+def test_a_state_folder_that_takes_no_file_is_one_line_before_resuming(run):
+    state = run / "state"
+    if os.geteuid() == 0:
+        made = subprocess.run(["chattr", "+i", str(state)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip("running as root, and the file system cannot make a folder immutable")
+        undo = ["chattr", "-i", str(state)]
+    else:
+        state.chmod(0o500)
+        undo = ["chmod", "700", str(state)]
+    try:
+        before = files(run)
+        result = cli("train", COPY, *TINY, "--set", "train.steps=16", "--resume", run, "--resume-changed", *QUIET)
+        assert_one_line_error(result, f"cannot write in {state} (", max_lines=1)
+        assert files(run) == before
+    finally:
+        subprocess.run(undo, check=True)
