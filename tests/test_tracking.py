@@ -6,8 +6,10 @@ in an empty working directory, so a misplaced default could never write into the
 """
 
 import os
+import re
 import shutil
 import socket
+import sqlite3
 import sys
 import threading
 import warnings
@@ -196,6 +198,42 @@ def test_a_server_that_does_not_answer_fails_at_once_naming_it(monkeypatch):
         make_tracker("mlflow", tracking_uri=uri)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # kept
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == HTTP_LIMITS["MLFLOW_HTTP_REQUEST_TIMEOUT"]  # bounded
+
+
+def test_a_database_another_process_holds_locked_fails_at_once_naming_it(store, tmp_path, monkeypatch):
+    uri = copy_of(store, tmp_path / "locked.db")
+    monkeypatch.setattr(taa.tracking, "PROBE_SECONDS", 0.1)  # how long a writer is waited for
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, and writing
+    try:
+        with pytest.raises(OSError, match=rf"^tracking store {re.escape(uri)}: cannot open the tracking database "
+                                          rf"\({re.escape(str(tmp_path))}/locked.db: database is locked\)$"):
+            make_tracker("mlflow", tracking_uri=uri)
+    finally:
+        holder.close()
+
+
+def test_an_older_mlruns_folder_picked_by_default_says_what_to_set(empty_working_directory, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    (empty_working_directory / "mlruns" / "1").mkdir(parents=True)
+    (empty_working_directory / "mlruns" / "1" / "meta.yaml").write_text("name: old\n")  # an MLflow 2 experiment
+    with pytest.raises(ValueError, match=rf"^MLflow's default store file://{re.escape(str(empty_working_directory))}"
+                                         r"/mlruns \(picked as ./mlruns holds an older MLflow's experiments\): "
+                                         r"MLflow \S+ keeps runs in a folder only with MLFLOW_ALLOW_FILE_STORE=true; "
+                                         r"or use a database, e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db$"):
+        MLflowTracker()
+
+
+def test_a_folder_store_mlflow_is_allowed_to_open_records_the_run(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    with make_tracker("mlflow", tracking_uri=uri) as tracker:
+        tracker.log_metrics({"train_loss": 1.0}, 1)
+    assert tracker.error is None
+    run = client(uri).get_run(tracker.inner.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"train_loss": 1.0}
 
 
 def test_a_store_on_another_machine_is_tracked_from_a_worker_thread(monkeypatch):

@@ -29,6 +29,7 @@ import errno
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -43,13 +44,59 @@ from taa.training.dtypes import DTYPES
 
 
 def _call(function: Callable[..., Any], *args: Any, **options: Any) -> Any:
-    """``function(*args, **options)``; bad input (what the api raises for it) is one line."""
+    """``function(*args, **options)``; bad input (what the api raises for it) is one line,
+    and so is memory that ran out (:func:`_out_of_memory`)."""
     from taa.data.text import DataError  # (the data package imports NumPy: not for `taa --help`)
 
     try:
         return function(*args, **options)
     except (ConfigError, DataError) as error:  # a CheckpointError is a ConfigError
         raise click.ClickException(str(error)) from None
+    except (MemoryError, RuntimeError) as error:
+        message = _out_of_memory(error)
+        if message is None:
+            raise
+        raise click.ClickException(message) from None
+
+
+# What to lower when a command runs out of memory, by command.
+OUT_OF_MEMORY_HINTS = {
+    "train": "lower train.batch_size (translation: data.max_tokens) or the model's size (a state the run saved "
+             "is whole: resume it)",
+    "translate": "lower --beam or --max-len",
+    "evaluate": "lower --beam",
+    "generate": "lower --beam or --max-new-tokens",
+    "classify": "lower --batch-size",
+    "embed": "lower --batch-size",
+}
+# How the frameworks say how much an allocation that failed asked for: torch on a CPU
+# ("you tried to allocate 256000000000 bytes"), on a GPU ("Tried to allocate 2.00 GiB").
+_ALLOCATION = re.compile(r"tried to allocate (\d+) bytes|tried to allocate ([\d.]+ ?[KMGTP]i?B)", re.IGNORECASE)
+_SIZES = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+
+
+def _out_of_memory(error: BaseException) -> str | None:
+    """One line for memory that ran out (Python's MemoryError, torch's OutOfMemoryError or
+    a CPU allocator's RuntimeError): how much was asked for, and what to lower; None for
+    any other error. A run's state is written atomically, so the last one saved is whole."""
+    text = str(error)
+    if not isinstance(error, MemoryError) and not any(
+            sign in text.lower() for sign in ("out of memory", "can't allocate memory", "cannot allocate memory")):
+        return None
+    found, asked = _ALLOCATION.search(text), ""
+    if found and found.group(1):  # a number of bytes
+        size = int(found.group(1))
+        unit, scale = next(((unit, scale) for unit, scale in _SIZES if size >= scale), ("bytes", 1))
+        asked = f" (tried to allocate {size / scale:.3g} {unit})"
+    elif found:  # already in words
+        asked = f" (tried to allocate {found.group(2)})"
+    names, context = [], click.get_current_context(silent=True)
+    while context is not None and context.parent is not None:  # "viz attention"; the group's own name is taa
+        names.insert(0, context.info_name or "")
+        context = context.parent
+    command = " ".join(["taa", *names])
+    hint = OUT_OF_MEMORY_HINTS.get(" ".join(names), "the model does not fit in this machine's memory")
+    return f"{command} ran out of memory{asked}: {hint}"
 
 
 def _echo_json(value: Any) -> None:
@@ -62,12 +109,13 @@ def _echo_json(value: Any) -> None:
 
 def _lines(sentences: tuple[str, ...]) -> list[str]:
     """The sentences given, else one a line from standard input: UTF-8 text, where a line
-    that is not (or holds a NUL byte: binary data) is one error naming the line."""
+    that is not (or holds a NUL byte: binary data), or is empty, is one error naming the line
+    (as ``taa evaluate`` refuses an empty line of its files)."""
     from taa.data.text import decode_lines
 
     if sentences:
         return list(sentences)
-    return decode_lines(sys.stdin.buffer, "standard input")
+    return decode_lines(sys.stdin.buffer, "standard input", allow_empty=False)
 
 
 def _notify(command: str) -> Callable[[str], None]:
@@ -360,8 +408,8 @@ def translate(checkpoint: Path, beam: int | None, max_len: int | None, length_pe
 
     A sentence longer than the model reads (its max_length tokens) is refused with one
     line naming it: split it. Outputs stop at the decoder's max_length positions.
-    Standard input is read as UTF-8: a line that is not, or that holds a NUL byte
-    (binary data), is refused with one line naming it.
+    Standard input is read as UTF-8: a line that is not, that holds a NUL byte (binary
+    data) or that is empty, is refused with one line naming it; so is an empty SENTENCE.
     """
     for line in _call(api.translate, checkpoint, sentences=_call(_lines, sentences), beam=beam, max_len=max_len,
                       length_penalty=length_penalty, notify=_notify("translate")):
@@ -505,8 +553,9 @@ def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentence
 
     A sentence longer than the model reads (its positions, or a sentence-transformers
     folder's max_seq_length) is cut to that length, with one line on standard error
-    saying how many were cut. Standard input is read as UTF-8: a line that is not, or
-    that holds a NUL byte (binary data), is refused with one line naming it.
+    saying how many were cut. Standard input is read as UTF-8: a line that is not, that
+    holds a NUL byte (binary data) or that is empty, is refused with one line naming it;
+    so is an empty SENTENCE.
     """
     rows = _call(api.embed, checkpoint, sentences=_call(_lines, sentences), dtype=dtype, batch_size=batch_size,
                  notify=_notify("embed"))
@@ -530,8 +579,9 @@ def classify(checkpoint: Path, batch_size: int, as_json: bool, sentences: tuple[
 
     A sentence longer than the classifier reads (a run's data.max_length, else its
     positions) is cut to that length, as in training, with one line on standard error
-    saying how many were cut. Standard input is read as UTF-8: a line that is not, or
-    that holds a NUL byte (binary data), is refused with one line naming it.
+    saying how many were cut. Standard input is read as UTF-8: a line that is not, that
+    holds a NUL byte (binary data) or that is empty, is refused with one line naming it;
+    so is an empty SENTENCE.
     """
     results = _call(api.classify, checkpoint, sentences=_call(_lines, sentences), batch_size=batch_size,
                     notify=_notify("classify"))

@@ -20,6 +20,7 @@ read (``"np"``, ``"pt"``, ``"flax"``).
 from __future__ import annotations
 
 import json
+import pickletools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,8 @@ from taa.folders import CheckpointError
 FLOATING_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 _HEADER_LENGTH = 8  # bytes: the little-endian length of the JSON header
 _ZIP = b"PK\x03\x04"  # torch.save writes a zip archive holding a pickle
-_PICKLE = 0x80  # the PROTO opcode that starts a pickle of protocol 2 and later (older torch.save)
+_PROTO = 0x80  # the opcode that starts a pickle of protocol 2 and later (older torch.save), then the protocol
+_PICKLE_PROTOCOLS = range(2, 6)
 _NOT_UNPICKLED = "taa reads safetensors only and never unpickles weights"
 
 
@@ -50,25 +52,43 @@ def problem(path: str | Path) -> str:
         return f"cannot be read ({error.strerror or error})"
     if size == 0:
         return "an empty file (0 bytes), not a safetensors file"
-    if head.startswith(_ZIP):
-        return f"a zip archive (what torch.save writes), not safetensors: {_NOT_UNPICKLED}"
-    if head[0] == _PICKLE:
-        return f"a pickle, not safetensors: {_NOT_UNPICKLED}"
+    ends = _tensor_ends(header) if fits else None
+    if ends is None:  # no safetensors header: a file of another kind, or one whose header is damaged
+        if head.startswith(_ZIP):
+            return f"a zip archive (what torch.save writes), not safetensors: {_NOT_UNPICKLED}"
+        if _is_pickle(head):
+            return f"a pickle, not safetensors: {_NOT_UNPICKLED}"
     if length is None:
         return f"{size} bytes, too short for a safetensors file"
     if not fits:  # a header that starts as safetensors' JSON but runs past the end: cut short
         if header == b"{":
             return f"truncated or damaged: its header claims {length:,} bytes, the file has {size:,} in all"
         return "not a safetensors file (its first bytes are no safetensors header)"
-    try:
-        entries = json.loads(header.decode("utf-8"))
-        ends = [entry["data_offsets"][1] for name, entry in entries.items() if name != "__metadata__"]
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError):
+    if ends is None:
         return "a damaged safetensors header (not the JSON of tensor names, dtypes, shapes and offsets)"
     needed = _HEADER_LENGTH + length + max((int(end) for end in ends if isinstance(end, int)), default=0)
     if needed > size:
         return f"truncated: its tensors need {needed:,} bytes, the file has {size:,}"
     return "a damaged safetensors file"
+
+
+def _tensor_ends(header: bytes) -> list[Any] | None:
+    """Where each tensor's bytes end, from a whole safetensors header; None when the header
+    is not the JSON of tensor names, dtypes, shapes and offsets."""
+    try:
+        entries = json.loads(header.decode("utf-8"))
+        return [entry["data_offsets"][1] for name, entry in entries.items() if name != "__metadata__"]
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _is_pickle(head: bytes) -> bool:
+    """The first bytes of a pickle of protocol 2 to 5 (what Python's pickle and an older
+    torch.save write): the PROTO opcode, the protocol, then an opcode (protocols 4 and 5
+    frame their data: 0x95). A safetensors file whose header length merely ends in 0x80 is
+    followed by other bytes, so it is not taken for one."""
+    return (len(head) >= 3 and head[0] == _PROTO and head[1] in _PICKLE_PROTOCOLS
+            and chr(head[2]) in pickletools.code2op)
 
 
 @contextmanager

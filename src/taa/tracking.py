@@ -15,26 +15,33 @@ interval and after each validation):
 another machine (``http://...``, a database server) gets the background worker, a
 local store (sqlite, a folder) is written in line, in order, before the call returns.
 
-A tracking server that is down costs seconds, not minutes: an ``http(s)`` store is
-probed first (:data:`PROBE_SECONDS`), and MLflow's HTTP retries, which back off for
-about four minutes by default, are bounded (:data:`HTTP_LIMITS`) unless the user set
-them.
+A store that is down costs seconds, not minutes: each is checked before MLflow opens it
+(:func:`_check_store`), since MLflow's own retries are made for a store that is busy, not
+one that is not there. An ``http(s)`` server is probed (:data:`PROBE_SECONDS`) and
+MLflow's HTTP retries, which back off for about four minutes by default, are bounded
+(:data:`HTTP_LIMITS`) unless the user set them; a database server's port is probed; an
+sqlite file is opened for writing. MLflow retries opening a database ten times over
+about 100 s, with no setting to change that, so a database it cannot open must not get
+that far.
 
 Where MLflow writes, unless told otherwise: ``MLFLOW_TRACKING_URI`` when set, else
 MLflow 3's default store ``sqlite:///mlflow.db`` in the working directory (or the
-older file store ``./mlruns`` when that folder already holds MLflow 2 experiments); a
-new experiment keeps its files under ``./mlruns/<experiment id>/`` of the working
-directory (pass ``artifact_location`` to put them elsewhere).
+older folder store ``./mlruns`` when that folder already holds MLflow 2 experiments,
+which MLflow 3 opens only with ``MLFLOW_ALLOW_FILE_STORE=true``); a new experiment keeps
+its files under ``./mlruns/<experiment id>/`` of the working directory (pass
+``artifact_location`` to put them elsewhere).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
 import warnings
@@ -43,11 +50,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 TRACKERS = ("mlflow", "none")  # the names make_tracker knows
-# The loggers of MLflow and of the database migrations it runs on a new sqlite store.
-MLFLOW_LOGGERS = ("mlflow", "alembic")
+# The loggers of MLflow, of the database migrations it runs on a new sqlite store, and of
+# SQLAlchemy, which it opens databases with.
+MLFLOW_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")  # how a run can end
 LOCAL_SCHEMES = ("", "file", "sqlite")  # stores on this machine's disk: no network to wait on
-PROBE_SECONDS = 5.0  # how long an http(s) tracking server has to answer before the run starts
+PROBE_SECONDS = 5.0  # how long a tracking server or database has to answer before the run starts
+# Database servers MLflow can keep runs in, and the port each listens on unless the URI names one.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 # MLflow's HTTP client settings (environment variables it reads at each request), bounded
 # so that a server that is gone fails a request in seconds: 2 retries, the second 2-3 s
 # after the first; 30 s for a connection or an answer (a large file's upload must fit).
@@ -152,11 +162,34 @@ def _import_mlflow():
         if error.name and error.name.split(".")[0] == "mlflow":
             raise ImportError("MLflow tracking needs mlflow: pip install 'taa[tracking]'") from None
         raise
-    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
-        for name in MLFLOW_LOGGERS:
-            logger = logging.getLogger(name)
-            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    _raise_log_levels(logging.WARNING)
     return mlflow
+
+
+def _raise_log_levels(level: int) -> list[tuple[logging.Logger, int]]:
+    """Raise the loggers of :data:`MLFLOW_LOGGERS` to ``level`` at least, unless the user set
+    ``MLFLOW_LOGGING_LEVEL``; the loggers and their levels before, to put back."""
+    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        return []
+    before = []
+    for name in MLFLOW_LOGGERS:
+        logger = logging.getLogger(name)
+        before.append((logger, logger.level))
+        logger.setLevel(max(logger.getEffectiveLevel(), level))
+    return before
+
+
+@contextlib.contextmanager
+def _errors_only():
+    """MLflow's loggers show errors only inside the block: while a run starts, whatever goes
+    wrong becomes one line of taa's, and MLflow's warnings about it (a retry, each with the
+    database error's text) would only bury that line."""
+    before = _raise_log_levels(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in before:
+            logger.setLevel(level)
 
 
 def _scheme(uri: str) -> str:
@@ -165,6 +198,127 @@ def _scheme(uri: str) -> str:
 
     scheme = urlparse(uri).scheme.lower().split("+", 1)[0]
     return "" if len(scheme) == 1 else scheme  # C:\runs: a Windows drive, not a scheme
+
+
+def _shown(uri: str) -> str:
+    """``uri`` as it may be printed: a password in it becomes ``***``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _store_name(uri: str, given: bool) -> str:
+    """How an error names the store: by the setting that chose it, so the user knows what to change."""
+    if given:
+        return f"tracking store {_shown(uri)}"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return f"MLFLOW_TRACKING_URI={_shown(uri)}"
+    if _scheme(uri) in ("", "file"):  # MLflow 3 picks ./mlruns only when it holds an older MLflow's experiments
+        return f"MLflow's default store {uri} (picked as ./mlruns holds an older MLflow's experiments)"
+    return f"MLflow's default store {uri}"
+
+
+def _check_store(uri: str, where: str) -> None:
+    """Whether the store ``uri`` (named ``where`` in messages) can be written, before MLflow opens it.
+
+    A store that is down or cannot be opened is an ``OSError`` (a ``ConnectionError``
+    for a server) within :data:`PROBE_SECONDS`; a store MLflow will refuse, whatever
+    the moment, is a ``ValueError``. A scheme MLflow does not know is left to MLflow.
+    """
+    scheme = _scheme(uri)
+    if scheme in ("http", "https"):
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
+        _check_answers(uri)
+    elif scheme in ("", "file"):
+        _check_folder_store(where)
+    elif scheme == "sqlite":
+        _check_sqlite(uri, where)
+    elif scheme in DATABASE_PORTS:
+        _check_database_server(uri, where)
+
+
+def _check_folder_store(where: str) -> None:
+    """A ``ValueError`` unless MLflow will keep runs in a folder: MLflow 3 refuses its folder
+    store (``file:``, ``./mlruns``) unless ``MLFLOW_ALLOW_FILE_STORE`` is true, and says so
+    in a paragraph about migrating; this says what to set, in one line. An MLflow without
+    that setting writes folder stores as it always did."""
+    import mlflow
+    from mlflow import environment_variables
+
+    allowed = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
+    if allowed is not None and not allowed.get():
+        raise ValueError(f"{where}: MLflow {mlflow.__version__} keeps runs in a folder only with "
+                         "MLFLOW_ALLOW_FILE_STORE=true; or use a database, e.g. "
+                         "MLFLOW_TRACKING_URI=sqlite:///mlflow.db")
+
+
+def _database_url(uri: str, where: str):
+    """``uri`` read as MLflow's database store reads it (SQLAlchemy's ``URL``); a ``ValueError``
+    naming ``where`` when it is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(uri)
+    except ArgumentError:
+        raise ValueError(f"{where}: not a database URI, e.g. sqlite:///mlflow.db or "
+                         "postgresql://user@host/database") from None
+
+
+def _check_sqlite(uri: str, where: str) -> None:
+    """An ``OSError`` naming ``where`` unless the sqlite file of ``uri`` can be written.
+
+    The file's folder is made when missing, as MLflow does; the file is opened and a
+    write is tried and undone, which finds a path that is a folder or cannot be made, a
+    file that is not a database or is read-only, and a database another process holds
+    locked for :data:`PROBE_SECONDS`. A new file is left empty, for MLflow to fill.
+    """
+    import sqlite3
+
+    database = _database_url(uri, where).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise IsADirectoryError(f"{where}: cannot open the tracking database ({path} is a folder)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=PROBE_SECONDS, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock: waits for another writer up to the timeout
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA user_version = {int(version)}")  # a write, the same value, undone next
+            db.execute("ROLLBACK")
+    except OSError as error:  # the folder cannot be made
+        blocked = Path(error.filename or path.parent)
+        problem = (f"{blocked} is not a folder" if blocked.exists() and not blocked.is_dir()
+                   else f"cannot make the folder {blocked}: {error.strerror or error}")
+    except sqlite3.Error as error:
+        problem = f"{path}: {error}"
+    else:
+        return
+    raise OSError(f"{where}: cannot open the tracking database ({problem})")
+
+
+def _check_database_server(uri: str, where: str) -> None:
+    """A ``ConnectionError`` naming ``where`` unless the database server of ``uri`` accepts a
+    connection within :data:`PROBE_SECONDS`. Only the port is tried (the login is MLflow's);
+    a server reached through a local socket (no host in the URI) is left to MLflow."""
+    url = _database_url(uri, where)
+    if not url.host:
+        return
+    port = url.port or DATABASE_PORTS[_scheme(uri)]
+    try:
+        socket.create_connection((url.host, port), timeout=PROBE_SECONDS).close()
+    except TimeoutError:
+        raise ConnectionError(f"{where}: database server {url.host}:{port} did not answer within "
+                              f"{PROBE_SECONDS:g} s") from None
+    except OSError as error:
+        raise ConnectionError(f"{where}: database server {url.host}:{port} cannot be reached: "
+                              f"{error.strerror or error}") from None
 
 
 def _check_answers(uri: str) -> None:
@@ -183,11 +337,11 @@ def _check_answers(uri: str) -> None:
     except requests.exceptions.SSLError:  # a server answered; MLflow has its own certificate settings
         return
     except requests.exceptions.Timeout:
-        raise ConnectionError(f"tracking server {uri} did not answer within {PROBE_SECONDS:g} s") from None
+        raise ConnectionError(f"tracking server {_shown(uri)} did not answer within {PROBE_SECONDS:g} s") from None
     except requests.exceptions.ConnectionError as error:
         cause = _SYSTEM_ERROR.search(str(error))
         reason = cause.group(1).strip() if cause else "no connection"  # e.g. Connection refused
-        raise ConnectionError(f"tracking server {uri} cannot be reached: {reason}") from None
+        raise ConnectionError(f"tracking server {_shown(uri)} cannot be reached: {reason}") from None
 
 
 class MLflowTracker(Tracker):
@@ -203,10 +357,12 @@ class MLflowTracker(Tracker):
             None: MLflow's default, ``./mlruns/<experiment id>`` of the working directory
             for a local store. An existing experiment keeps its own location.
 
-    The run starts here, so a wrong URI fails now, before any training; an ``http(s)``
-    server that does not answer within :data:`PROBE_SECONDS` is a ``ConnectionError``
-    naming the URI. For such a server the process's MLflow HTTP settings are bounded
-    (:data:`HTTP_LIMITS`; MLflow reads them per process, not per client). Talks to
+    The run starts here, so a wrong store fails now, before any training, naming the
+    setting that chose it: a store that is down or cannot be opened (a server that does
+    not answer within :data:`PROBE_SECONDS`, an sqlite file that cannot be written) is an
+    ``OSError``, a URI MLflow cannot use (a scheme it does not know, a folder store MLflow
+    refuses) a ``ValueError``. For an ``http(s)`` server the process's MLflow HTTP settings
+    are bounded (:data:`HTTP_LIMITS`; MLflow reads them per process, not per client). Talks to
     MLflow through an ``MlflowClient``, never the global active run, so trackers do not
     interfere with each other or with a user's own ``mlflow.start_run()``.
     """
@@ -219,21 +375,34 @@ class MLflowTracker(Tracker):
         artifact_location: Optional[str | Path] = None,
     ) -> None:
         mlflow = _import_mlflow()
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
+        uri = str(tracking_uri) if tracking_uri else mlflow.get_tracking_uri()  # as MlflowClient resolves it
+        where = _store_name(uri, given=bool(tracking_uri))
         try:
-            self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)  # no request yet
-            if _scheme(self.client.tracking_uri) in ("http", "https"):
-                for name, value in HTTP_LIMITS.items():
-                    os.environ.setdefault(name, value)
-                _check_answers(self.client.tracking_uri)
-            self.experiment_id = self._experiment_id(experiment, artifact_location)
-            run = self.client.create_run(self.experiment_id, tags=resolve_tags(), run_name=run_name or None)
-        except ModuleNotFoundError as error:  # mlflow-skinny lacks sqlalchemy/alembic
-            raise ImportError(
-                f"MLflow tracking needs {error.name}: pip install 'taa[tracking]' "
-                "(the full mlflow; mlflow-skinny has no sqlite store)"
-            ) from None
+            with _errors_only():
+                _check_store(uri, where)
+                try:
+                    self.client = mlflow.MlflowClient(tracking_uri=uri)  # opens a database store, checked above
+                except UnsupportedModelRegistryStoreURIException as error:
+                    known = ", ".join(scheme for scheme in error.supported_uri_schemes if scheme)
+                    raise ValueError(f"{where}: MLflow has no store for the scheme {_scheme(uri)!r} "
+                                     f"(it knows {known})") from None
+                except MlflowException as error:  # MLflow's word that the URI is wrong (a malformed database URI)
+                    if error.error_code != "INVALID_PARAMETER_VALUE":
+                        raise
+                    raise ValueError(f"{where}: {(error.message.strip().splitlines() or ['invalid'])[0]}") from None
+                self.experiment_id = self._experiment_id(experiment, artifact_location)
+                run = self.client.create_run(self.experiment_id, tags=resolve_tags(), run_name=run_name or None)
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] in ("sqlalchemy", "alembic"):  # mlflow-skinny lacks them
+                raise ImportError(
+                    f"MLflow tracking needs {error.name}: pip install 'taa[tracking]' "
+                    "(the full mlflow; mlflow-skinny has no sqlite store)"
+                ) from None
+            raise ImportError(f"{where} needs the database driver {error.name}, which is not installed") from None
         self.tracking_uri = self.client.tracking_uri
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
@@ -435,12 +604,19 @@ class BackgroundTracker(SafeTracker):
 
 
 def backend_errors() -> tuple[type[BaseException], ...]:
-    """The errors a tracking backend raises when it cannot start (MLflow's own, when installed)."""
+    """The errors a tracking backend raises when it cannot start: MLflow's own, and those of
+    SQLAlchemy, which MLflow lets through from a database store (each when installed)."""
+    errors: list[type[BaseException]] = []
     try:
         from mlflow.exceptions import MlflowException
+
+        errors.append(MlflowException)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors.append(SQLAlchemyError)
     except ImportError:
-        return ()
-    return (MlflowException,)
+        pass
+    return tuple(errors)
 
 
 def make_tracker(kind: str = "none", **kwargs: Any) -> Tracker:

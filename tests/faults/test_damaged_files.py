@@ -8,6 +8,7 @@ where the model has floating-point weights, nan and inf among the weights; descr
 config.json) and tokenizer files that are empty, not UTF-8, not a mapping or not parseable.
 """
 
+import pickle
 import random
 import shutil
 import struct
@@ -169,6 +170,34 @@ def test_damaged_weights_are_one_line_naming_the_file(built, name, folder, damag
     result = cli(*command(name, folder, built))
     assert_one_line_error(result, str(weights) if damage is not integers else str(folder), what)
     assert not (folder.parent / "converted").exists()  # a failed conversion writes nothing
+
+
+def header_length_like_a_pickle(path: Path) -> str:
+    """The header's length damaged into 640 (0x0280): the file starts 0x80 0x02, as a pickle
+    of protocol 2 does, but no pickle opcode follows; the header is safetensors' JSON cut short."""
+    data = bytearray(path.read_bytes())
+    assert int.from_bytes(data[:8], "little") > 640
+    data[:8] = (640).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    return "a damaged safetensors header"
+
+
+@pytest.mark.parametrize("name, folder", [("generate", "lm"), ("classify", "hf_cls"), ("to-hf", "m_gpt")],
+                         indirect=["folder"])
+def test_a_damaged_header_length_is_not_taken_for_a_pickle(built, name, folder):
+    weights = folder / "model.safetensors"
+    what = header_length_like_a_pickle(weights)
+    output = assert_one_line_error(cli(*command(name, folder, built)), str(weights), what)
+    assert "pickle" not in output
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("folder", ["lm"], indirect=True)
+def test_a_pickle_of_any_protocol_is_named_and_never_unpickled(built, folder, protocol):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(pickle.dumps({"weight": [0.0] * 3}, protocol=protocol))
+    assert_one_line_error(cli(*command("generate", folder, built)), str(weights), "a pickle, not safetensors",
+                          "never unpickles")
 
 
 # ------------------------------------------------------------------ damaged descriptions

@@ -13,6 +13,7 @@ import pytest
 
 from tests.checkpoints import language_model_run, translation_run
 from tests.faults.conftest import COPY, assert_one_line_error, cli
+from tests.faults.language_model import language_model_recipe
 from tests.faults.test_damaged_files import classifier_run
 
 LONG = " ".join(["ein hund rennt ."] * 40)  # 160 words: more than the 64 positions of every model here
@@ -127,7 +128,43 @@ def test_sentence_arguments_that_are_not_text_are_one_line(runs):
                           "sentence 2: invalid UTF-8")
 
 
+# ------------------------------------------------------------------ empty sentences
+
+
+@pytest.mark.parametrize("command, run", [("translate", "tr"), ("classify", "cls"), ("embed", "cls")])
+def test_an_empty_line_of_standard_input_is_refused_naming_it(runs, command, run):
+    """As evaluate refuses an empty line: a model given nothing answers something (a
+    translation, a label, a vector) that would pass for the answer to a sentence."""
+    result = cli(command, "--checkpoint", runs[run], input="a good film\n \nbad\n")
+    assert_one_line_error(result, "standard input, line 2: empty line")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command, run", [("translate", "tr"), ("classify", "cls"), ("embed", "cls")])
+def test_an_empty_sentence_argument_is_refused_naming_it(runs, command, run):
+    assert_one_line_error(cli(command, "--checkpoint", runs[run], "a good film", ""), "sentence 2: empty")
+
+
 # ------------------------------------------------------------------ evaluate's files
+
+
+@pytest.mark.parametrize("option, run", [("--source", "tr"), ("--reference", "tr"), ("--data", "lm"),
+                                         ("--data", "cls")], ids=["source", "reference", "lm-data", "cls-data"])
+def test_an_input_file_that_is_a_folder_says_so(runs, tmp_path, option, run):
+    files = {"--source": written(tmp_path, "source.txt", "ein hund .\n"),
+             "--reference": written(tmp_path, "reference.txt", "a dog .\n")} if run == "tr" else {}
+    files[option] = folder = tmp_path / "folder"
+    folder.mkdir()
+    result = cli("evaluate", "--checkpoint", runs[run], *[str(a) for item in files.items() for a in item])
+    assert_one_line_error(result, f"{folder}: a folder, not a file")
+
+
+def test_a_training_text_that_is_a_folder_says_so(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    result = cli("train", language_model_recipe(tmp_path), "--set", f"data.file={folder}", "--out", tmp_path / "run",
+                 "--tracking", "none", "--no-progress")
+    assert_one_line_error(result, f"{folder}: a folder, not a file")
 
 
 @pytest.mark.parametrize("source, reference, fragment", [

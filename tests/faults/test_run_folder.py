@@ -59,6 +59,17 @@ def test_a_name_that_is_not_one_folder_name_is_refused(tmp_path, monkeypatch, na
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []  # nothing written anywhere
 
 
+def test_a_recipe_without_a_name_whose_file_name_is_no_folder_name_is_refused(tmp_path, monkeypatch):
+    """Without a name the run folder is runs/<the recipe file's name>: ``..yaml`` would be runs/."""
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "..yaml"
+    recipe.write_text(Path(COPY).read_text() + "\nname: ''\n")
+    result = cli("train", recipe, *TINY, *QUIET)
+    assert_one_line_error(result, "a recipe without a name is run in runs/<its file's name>", "give it a name",
+                          max_lines=1)
+    assert not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------------ a folder that holds a run or a model
 
 
@@ -153,6 +164,39 @@ def test_convert_overwrite_replaces_a_model_whole_and_a_failure_keeps_it(gpt_run
     result = cli("convert", "--to-hf", gpt_run, "--out", hf, "--overwrite")
     assert result.exit_code == 0, result.output
     assert not (hf / "README.md").exists() and (hf / "config.json").is_file()
+
+
+@pytest.mark.parametrize("spelling", ["{run}/state", "{run}/", "{link}"])
+def test_the_same_run_spelt_another_way_is_still_the_run_resumed(run, tmp_path, spelling):
+    """``--resume RUN/state --out RUN`` (or a link to RUN) continues RUN: it is not another
+    run to refuse, and --overwrite would delete the best weights its state lists."""
+    (tmp_path / "link").symlink_to(run)
+    resume = spelling.format(run=run, link=tmp_path / "link")
+    result = cli("train", "--resume", resume, "--out", run, "--overwrite", *QUIET)
+    assert_one_line_error(result, "--overwrite would delete the run --resume continues", max_lines=1)
+    result = cli("train", "--resume", resume, "--out", run, "--resume-changed", "--set", "train.steps=16", *QUIET)
+    assert result.exit_code == 0, result.output
+    result = cli("train", "--resume", run, "--resume-changed", "--set", "train.steps=20", *QUIET)
+    assert result.exit_code == 0, result.output  # every best file its state lists is still there
+
+
+def test_a_state_folder_given_as_resume_keeps_its_run_folder(run):
+    """``--resume RUN/state`` without --out trains in RUN, not in RUN/state."""
+    result = cli("train", "--resume", run / "state", "--resume-changed", "--set", "train.steps=16", *QUIET)
+    assert result.exit_code == 0, result.output
+    assert '"steps": 16' in (run / "metrics.json").read_text()
+    assert not (run / "state" / "metrics.json").exists()
+
+
+def test_convert_never_writes_over_the_folder_it_converts(gpt_run, tmp_path):
+    """The source inside --out: replacing what --out holds would delete the source."""
+    outer = tmp_path / "outer"
+    assert cli("convert", "--to-hf", gpt_run, "--out", outer).exit_code == 0
+    inner = outer / "gpt"
+    shutil.copytree(gpt_run, inner)
+    result = cli("convert", "--to-hf", inner, "--out", outer, "--overwrite")
+    assert_one_line_error(result, f"--out {outer} holds the folder being converted", max_lines=1)
+    assert (inner / "model.safetensors").is_file()
 
 
 # ------------------------------------------------------------------ entries of the wrong kind

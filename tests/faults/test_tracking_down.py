@@ -1,4 +1,5 @@
-"""A tracking server that is down costs seconds, not minutes, and never the run.
+"""A tracking server that is down costs seconds, not minutes, and never the run; so does a
+database that cannot be opened; a tracking URI MLflow cannot use is one line.
 
 The server is a closed port on this machine, or a small stand-in for an MLflow server
 (:class:`FakeMLflowServer`) that answers the few REST calls a run makes and can go away
@@ -103,12 +104,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def closed_port_uri():
-    """An http URI on this machine where nothing listens."""
+def closed_port():
+    """A port on this machine where nothing listens."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return probe.getsockname()[1]
+
+
+def closed_port_uri():
+    """An http URI on this machine where nothing listens."""
+    return f"http://127.0.0.1:{closed_port()}"
 
 
 def train(out, *options):
@@ -134,7 +139,7 @@ def working_directory(tmp_path, monkeypatch):
     """An empty working directory; MLflow's HTTP settings as they were after the test
     (the tracker bounds them for the process)."""
     monkeypatch.chdir(tmp_path)  # nothing the run does lands in the repository
-    for name in HTTP_LIMITS:
+    for name in (*HTTP_LIMITS, "MLFLOW_ALLOW_FILE_STORE"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -188,3 +193,72 @@ def test_a_server_that_goes_away_mid_run_costs_one_warning(working_directory, mo
     assert warning.startswith("tracking turned off for the rest of the run: log_metrics failed with MlflowException")
     assert server.uri in warning and warning.endswith("Connection refused")
     assert (working_directory / "run" / WEIGHTS).is_file()
+
+
+def unopenable_databases(folder):
+    """Paths of sqlite stores that cannot be opened, and the reason each error gives."""
+    (folder / "tracking").mkdir()
+    (folder / "notes.db").write_text("not a database\n" * 100)
+    (folder / "notes.txt").write_text("a file, not a folder\n")
+    return [(folder / "tracking", f"{folder / 'tracking'} is a folder"),
+            (folder / "notes.db", f"{folder / 'notes.db'}: file is not a database"),
+            (folder / "notes.txt" / "mlflow.db", f"{folder / 'notes.txt'} is not a folder")]
+
+
+def test_an_sqlite_store_that_cannot_be_opened_is_one_line_naming_it(working_directory, monkeypatch):
+    # MLflow would retry opening each for about 100 s, printing every failure
+    for path, reason in unopenable_databases(working_directory):
+        uri = f"sqlite:///{path}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        result, tracking_warnings = train(working_directory / "run")
+        assert tracking_warnings == []
+        assert_one_line_error(result, f"--tracking mlflow: MLFLOW_TRACKING_URI={uri}: cannot open the tracking "
+                              f"database ({reason}) (use --tracking none", "--tracking-optional", max_lines=1)
+        assert not (working_directory / "run" / WEIGHTS).exists()
+
+
+def test_tracking_optional_trains_untracked_when_the_database_cannot_be_opened(working_directory, monkeypatch):
+    (working_directory / "tracking").mkdir()
+    uri = f"sqlite:///{working_directory / 'tracking'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result, [warning] = train(working_directory / "run", "--tracking-optional")
+    assert result.exit_code == 0, result.output
+    assert warning == (f"--tracking mlflow: MLFLOW_TRACKING_URI={uri}: cannot open the tracking database "
+                       f"({working_directory / 'tracking'} is a folder); training goes on untracked "
+                       "(--tracking-optional)")
+    assert (working_directory / "run" / WEIGHTS).is_file()
+
+
+def test_a_database_server_down_is_one_line_naming_it_without_the_password(working_directory, monkeypatch):
+    port = closed_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://taa:secret@127.0.0.1:{port}/runs")
+    result, tracking_warnings = train(working_directory / "run")
+    assert tracking_warnings == []
+    output = assert_one_line_error(
+        result, f"--tracking mlflow: MLFLOW_TRACKING_URI=postgresql://taa:***@127.0.0.1:{port}/runs: "
+        f"database server 127.0.0.1:{port} cannot be reached: Connection refused", "--tracking-optional")
+    assert "secret" not in output
+
+
+def test_a_folder_store_is_one_line_saying_what_to_set_even_with_tracking_optional(working_directory, monkeypatch):
+    uri = (working_directory / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result, tracking_warnings = train(working_directory / "run", "--tracking-optional")
+    assert tracking_warnings == []
+    output = assert_one_line_error(result, f"--tracking mlflow: MLFLOW_TRACKING_URI={uri}: MLflow ",
+                                   " keeps runs in a folder only with MLFLOW_ALLOW_FILE_STORE=true; or use a "
+                                   "database, e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db (use --tracking none",
+                                   max_lines=1)
+    assert "maintenance" not in output and "--tracking-optional" not in output  # it will not come up by itself
+    assert not (working_directory / "run" / WEIGHTS).exists()
+
+
+def test_a_tracking_uri_of_an_unknown_scheme_is_an_error_even_with_tracking_optional(working_directory, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://bar")
+    result, tracking_warnings = train(working_directory / "run", "--tracking-optional")
+    assert tracking_warnings == []
+    output = assert_one_line_error(result, "--tracking mlflow: MLFLOW_TRACKING_URI=foo://bar: MLflow has no store "
+                                   "for the scheme 'foo' (it knows ", "http, https", "sqlite",
+                                   "(use --tracking none to train without it)", max_lines=1)
+    assert "--tracking-optional" not in output
+    assert not (working_directory / "run" / WEIGHTS).exists()

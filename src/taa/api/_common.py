@@ -83,10 +83,16 @@ def _warn(line: str) -> None:
 
 def _check_sentences(sentences: Sequence[str]) -> list[str]:
     """The sentences, each checked to be text a tokenizer reads (no NUL, no bytes that were
-    not UTF-8): else one line naming the sentence."""
-    from taa.data.text import check_text
+    not UTF-8) and not empty: else one line naming the sentence. An empty sentence (or one
+    of spaces) is refused, as ``taa evaluate`` refuses an empty line: a model given nothing
+    still answers something (a translation, a label, a vector), which would pass for one."""
+    from taa.data.text import DataError, check_text
 
-    return [check_text(sentence, f"sentence {number}") for number, sentence in enumerate(sentences, start=1)]
+    for number, sentence in enumerate(sentences, start=1):
+        check_text(sentence, f"sentence {number}")
+        if not sentence.strip():
+            raise DataError(f"sentence {number}: empty (nothing to read): leave it out")
+    return list(sentences)
 
 
 def _source_too_long(config, lengths: Sequence[int], where: Callable[[int], str]) -> None:

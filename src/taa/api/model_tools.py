@@ -62,6 +62,8 @@ def convert(*, from_hf: Optional[PathLike] = None, to_hf: Optional[PathLike] = N
     source, out = Path(from_hf if from_hf is not None else to_hf), Path(out)
     if out.resolve() == source.resolve():
         raise cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else")
+    if out.resolve() in source.resolve().parents:  # replacing what --out holds would delete the source
+        raise cfg.ConfigError(f"--out {out} holds the folder being converted ({source}): write somewhere else")
     _check_replaceable(out, overwrite)
 
     from taa.torch.convert.hf import load_hf_folder, save_hf_folder

@@ -86,16 +86,22 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     else:
         path = resolve_recipe(recipe)
         config = cfg.RecipeConfig.load(path, list(overrides))
-    if config.name:  # (else the recipe file's name)
+    if config.name:
         folders.check_folder_name(config.name)
-    resume = Path(resume) if resume is not None else None
-    what = "--out" if out is not None else "--resume" if resume else "run folder"
+    elif out is None and state is None:  # the run folder is runs/<the recipe file's name>
+        try:
+            folders.check_folder_name(path.stem)
+        except cfg.ConfigError as error:
+            raise cfg.ConfigError(f"{path}: a recipe without a name is run in runs/<its file's name>: {error}; "
+                                  "give it a name or an --out") from None
+    resumed = state.parent if state is not None else None  # the run folder, however --resume spelt it
+    what = "--out" if out is not None else "--resume" if resumed else "run folder"
     if out is not None:
         folders.check_empty_path(out, what)  # Path("") would be the working folder
-    folder = Path(out) if out is not None else (resume or Path("runs") / (config.name or path.stem))
+    folder = Path(out) if out is not None else (resumed or Path("runs") / (config.name or path.stem))
     folders.check_writable_folder(folder, what)
     with folders.run_folder_lock(folder):  # one run per folder, from here to the end
-        folders.check_run_folder(folder, what, resume=resume, overwrite=overwrite)
+        folders.check_run_folder(folder, what, resume=resumed, overwrite=overwrite)
         if state is not None:
             check_resume(config, state, accept_changes=resume_changed)
         tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional)  # the MLflow run: the folder's name
@@ -124,9 +130,10 @@ def _make_tracker(kind: str, run_name: str, optional: bool = False):
     """The tracker ``tracking`` names; a missing package or a store that does not start is one line.
 
     ``optional`` (``--tracking-optional``): a store that does not start (a server that
-    does not answer, a database that cannot be opened) is one warning and the run goes
-    on untracked. A missing package or a bad setting is still an error: it will not go
-    away by itself.
+    does not answer, a database that cannot be opened: an ``OSError`` or MLflow's own
+    error) is one warning and the run goes on untracked. A missing package or a bad
+    setting (a URI of a scheme MLflow does not know, a folder store MLflow refuses: an
+    ``ImportError`` or a ``ValueError``) is still an error: it will not go away by itself.
     """
     import warnings
 

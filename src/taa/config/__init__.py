@@ -59,12 +59,12 @@ from taa.config.tasks import (
     TextToTextTaskConfig,
     TranslationTaskConfig,
 )
-from taa.config.training import TrainConfig
+from taa.config.training import DEFAULT_SELECT_METRIC, TrainConfig
 
 __all__ = [
     "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig",
-    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "GPTConfig", "LanguageModelTaskConfig",
-    "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig",
+    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "GPTConfig",
+    "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig",
     "TrainConfig", "TransformerConfig", "TranslationTaskConfig", "dumps", "from_dict", "merge",
     "model_config_from_dict", "model_config_to_dict", "model_type", "parse_overrides", "preset",
     "read_data", "read_mapping", "read_text", "save", "to_dict",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from taa.config.coerce import _check_types, _require
+from taa.config.training import _check_finite
 
 
 @dataclass
@@ -25,6 +26,7 @@ class CopyTaskConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_finite(self)
         _require(self.length >= 2, f"length={self.length} must be >= 2")
         _require(self.eval_sequences > 0, f"eval_sequences={self.eval_sequences} must be positive")
 
@@ -61,6 +63,7 @@ class TranslationTaskConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_finite(self)
         for name in ("train_files", "valid_files", "test_files"):
             files = getattr(self, name)
             _require(len(files) in (0, 2), f"{name} needs [source_file, target_file], got {files!r}")
@@ -69,7 +72,14 @@ class TranslationTaskConfig:
         for name in ("vocab_size", "max_tokens", "beam"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
         _require(self.vocab_size >= 16, f"vocab_size={self.vocab_size} is too small (>= 16)")
-        _require(self.length_penalty >= 0, f"length_penalty={self.length_penalty} must be >= 0")
+        _require(self.min_frequency > 0, f"min_frequency={self.min_frequency} must be positive")
+        _require(self.max_extra >= 0, f"max_extra={self.max_extra} must be >= 0")
+        # What taa translate takes too (taa.decoding): a run decodes with these by default.
+        from taa.decoding import MAX_BEAM, MAX_LENGTH_PENALTY  # (it imports taa.folders, which imports taa.config)
+
+        _require(self.beam <= MAX_BEAM, f"beam={self.beam} must be 1 to {MAX_BEAM}")
+        _require(0 <= self.length_penalty <= MAX_LENGTH_PENALTY,
+                 f"length_penalty={self.length_penalty} must be in [0, {MAX_LENGTH_PENALTY:g}]")
 
 
 
@@ -98,6 +108,7 @@ class LanguageModelTaskConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_finite(self)
         _require(0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction} must be in (0, 1)")
         _require(
             self.tokenizer != "bpe" or self.vocab_size > 260,
@@ -132,6 +143,7 @@ class MaskedLMTaskConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_finite(self)
         _require(0.0 < self.train_fraction < 1.0, f"train_fraction={self.train_fraction} must be in (0, 1)")
         _require(
             self.vocab_size > 261, f"vocab_size={self.vocab_size} must exceed 261 (256 bytes and 5 special tokens)"
@@ -175,6 +187,7 @@ class ClassificationTaskConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_finite(self)
         _require(bool(self.pretrained or self.tokenizer), "pretrained and tokenizer are both empty: set one")
         _require(all(name.strip() for name in self.label_names) and len(set(self.label_names)) == len(self.label_names),
                  f"label_names={self.label_names} must be distinct, non-empty names")

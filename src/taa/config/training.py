@@ -14,6 +14,18 @@ DtypeName = Literal["float32", "bfloat16"]
 # What a step whose loss or gradient is not finite does (taa.training.divergence says why).
 NonFinitePolicy = Literal["stop", "skip"]
 
+# The validation metric that ranks checkpoints unless a recipe says otherwise: every task
+# with a validation reports it. A task without validation takes no other.
+DEFAULT_SELECT_METRIC = "val_loss"
+
+
+def _check_finite(config: object) -> None:
+    """Every float field of a config dataclass is a finite number: inf would pass the range
+    checks (``lr > 0``), and nan fail them with a message that blames the range."""
+    for f in fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        _require(not isinstance(value, float) or math.isfinite(value), f"{f.name}={value} must be a finite number")
+
 
 @dataclass
 class TrainConfig:
@@ -29,7 +41,9 @@ class TrainConfig:
       on; once ``max_skipped_steps`` steps were skipped, the next non-finite step stops it
       as ``stop`` would. The skipped steps are the ``skipped_steps`` metric.
 
-    Every number here must be finite: ``lr: inf`` is refused when the recipe is read.
+    Every number here must be finite and in its range (``lr: inf``, ``adam_beta1: 1.5``,
+    ``weight_decay: -1`` are refused when the recipe is read); ``select_metric`` must be one
+    of the metrics the task's validation reports (checked when the run starts, by the task).
     """
 
     steps: int = 1000  # optimizer steps
@@ -54,7 +68,7 @@ class TrainConfig:
     log_every: int = 10  # steps between progress updates
     eval_every: int = 0  # steps between validations; 0 = only at the end
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = at each validation
-    select_metric: str = "val_loss"  # the validation metric that ranks checkpoints
+    select_metric: str = DEFAULT_SELECT_METRIC  # the validation metric that ranks checkpoints (the task's names)
     select_mode: Literal["min", "max"] = "min"  # whether lower or higher select_metric is better
     keep_best: int = 1  # best checkpoints kept (paper §6.1 averages the last 5 or 20)
     average_best: bool = False  # final weights = average of the kept best checkpoints
@@ -66,9 +80,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        for f in fields(self):  # inf would pass the range checks below, and nan fail them for the wrong reason
-            value = getattr(self, f.name)
-            _require(not isinstance(value, float) or math.isfinite(value), f"{f.name}={value} must be a finite number")
+        _check_finite(self)
         for name in ("steps", "batch_size", "log_every", "grad_accumulation", "keep_best"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
         _require(self.threads is None or self.threads > 0, f"threads={self.threads} must be positive")
@@ -81,7 +93,12 @@ class TrainConfig:
         _require(0.0 <= self.label_smoothing < 1.0, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         _require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
-        _require(0.0 <= self.muon_momentum < 1.0, f"muon_momentum={self.muon_momentum} must be in [0, 1)")
+        for name in ("adam_beta1", "adam_beta2", "muon_momentum"):  # a moment's decay: 1 would never forget
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"{name}={value} must be in [0, 1)")
+        _require(self.adam_eps > 0, f"adam_eps={self.adam_eps} must be positive")
+        _require(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0 (0 = Adam)")
+        _require(self.select_metric.strip() != "", "select_metric='' is empty: name a validation metric")
         _require(0.0 < self.layer_lr_decay <= 1.0, f"layer_lr_decay={self.layer_lr_decay} must be in (0, 1]")
         _require(0.0 < self.skip_lr_factor <= 1.0, f"skip_lr_factor={self.skip_lr_factor} must be in (0, 1]")
         if self.schedule == "noam":

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from taa.data.multi30k import find_data_dir
-from taa.data.text import DataError, decode_lines
+from taa.data.text import DataError, decode_lines, open_input
 
 SST2_FOLDER = "sst2"
 SST2_SPLITS = {"train": "train.tsv", "dev": "dev.tsv"}
@@ -89,9 +89,7 @@ def read_labelled_file(path: str | Path, num_labels: int = 2, label_names: Seque
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line without its end) of a UTF-8 file; a line that is not text (bytes
     that are not UTF-8, a NUL) names the file and the line."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    with open(path, "rb") as stream:
+    with open_input(path) as stream:  # missing, a folder, unreadable: one line naming it
         yield from enumerate(decode_lines(stream, str(path)), start=1)
 
 

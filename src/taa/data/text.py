@@ -22,13 +22,27 @@ class DataError(ValueError):
     """Data that cannot be used as it is; the message names the file (and line)."""
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    """Open ``path`` for reading bytes, decompressing when its name ends in ``.gz``."""
-    if not path.is_file():
+def open_input(path: str | Path) -> BinaryIO:
+    """Open an input file for reading bytes; one :class:`DataError` naming it when it is
+    missing, a folder, or cannot be read (no permission): every reader of text opens here."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a file")
+    if not path.exists():
         raise DataError(f"{path}: no such file")
-    if path.suffix == ".gz":
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """Open ``path`` for reading bytes (:func:`open_input`), decompressing when its name ends in ``.gz``."""
+    stream = open_input(path)
+    if path.suffix == ".gz":  # (a GzipFile would leave a stream it was given open: it opens its own)
+        stream.close()
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+    return stream
 
 
 def read_lines(path: str | Path, allow_empty: bool = False) -> list[str]:

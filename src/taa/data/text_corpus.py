@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from taa.data.multi30k import find_data_dir
-from taa.data.text import DataError
+from taa.data.text import DataError, open_input
 from taa.training.progress import counted
 
 TINY_SHAKESPEARE = Path("tinyshakespeare") / "input.txt"
@@ -44,9 +44,8 @@ def find_text_file(file: str | Path = "", data_dir: str | Path = "", default: Pa
 def read_text(path: str | Path) -> str:
     """A whole UTF-8 text file, exactly (line ends included); errors name the file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    data = path.read_bytes()
+    with open_input(path) as stream:  # missing, a folder, unreadable: one line naming it
+        data = stream.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -244,6 +244,9 @@ class ClassificationTask(Task):
     def loss(self):
         return classification_loss(self.recipe.train.label_smoothing)
 
+    def validation_metrics(self) -> dict[str, str]:
+        return {"val_loss": "min", "val_accuracy": "max"}
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_classifier(model, self.valid_encoded, self.valid_labels, self.recipe.data.eval_batch_size,
                                    self.recipe.model.pad_id, self.recipe.train.dtype)

@@ -231,6 +231,9 @@ class LanguageModelTask(Task):
     def loss(self):
         return language_model_loss(self.recipe.train.label_smoothing)
 
+    def validation_metrics(self) -> dict[str, str]:
+        return {"val_loss": "min", "val_perplexity": "min"}
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         loss = validation_loss(model, self.val_windows, self.recipe.train.dtype)
         return {"val_loss": loss, "val_perplexity": perplexity(loss)}

@@ -226,6 +226,9 @@ class MaskedLMTask(Task):
     def loss(self):
         return masked_lm_loss(self.recipe.train.label_smoothing)
 
+    def validation_metrics(self) -> dict[str, str]:
+        return {"val_loss": "min", "val_perplexity": "min", "val_accuracy": "max"}
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_masked_lm(model, self.val_batches, self.recipe.train.dtype)
 

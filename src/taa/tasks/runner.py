@@ -7,7 +7,8 @@ evaluate the final model (a test set, a text sample), and which files it adds to
 folder. :func:`run_task` does the rest, in this order:
 
 1. check the recipe: the model section builds the class the task trains (the registry's
-   :class:`~taa.registry.TaskSpec`), plus the task's own checks;
+   :class:`~taa.registry.TaskSpec`), ``train.select_metric`` is one its validation
+   reports, plus the task's own checks;
 2. seed every random generator with ``train.seed``;
 3. read the data, train the tokenizer (or reload it from the state folder when resuming),
    complete the model config, encode the data;
@@ -132,6 +133,12 @@ class Task:
     # task without a validation set. A method in the tasks that have one.
     evaluate: Optional[Callable[[nn.Module], dict[str, float]]] = None
 
+    def validation_metrics(self) -> dict[str, str]:
+        """The metrics :attr:`evaluate` reports with this recipe, each with the way it is
+        better (``"min"`` or ``"max"``): what ``train.select_metric`` and ``train.select_mode``
+        may name (:func:`check_select_metric`). Empty for a task without validation."""
+        return {}
+
     # ---------------------------------------------------------------- after training
 
     def final_metrics(self, model: nn.Module, result: TrainResult) -> dict[str, Any]:
@@ -179,6 +186,7 @@ def run_task(
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
     check_model_config(recipe, task.example_preset)
     task.check()
+    check_select_metric(task)
     if out is not None:
         folders.check_run_entries(out, task.files)
     backend.seed_everything(train.seed)
@@ -286,6 +294,27 @@ def new_model(recipe: cfg.RecipeConfig, framework: str = DEFAULT_FRAMEWORK) -> n
 
 
 # ------------------------------------------------------------------ the metrics
+
+
+def check_select_metric(task: Task) -> None:
+    """``train.select_metric`` must be a metric the task's validation reports, and
+    ``train.select_mode`` the way it is better (one line, before any data is read: else the
+    run would train up to its first validation and fail there, or keep its worst weights).
+    A task without validation ranks nothing: it takes no other metric than the default."""
+    train, name = task.recipe.train, task.recipe.task
+    metrics = task.validation_metrics() if task.evaluate is not None else {}
+    if not metrics:
+        if train.select_metric != cfg.DEFAULT_SELECT_METRIC:
+            raise cfg.ConfigError(f"train.select_metric={train.select_metric!r}: task={name!r} has no validation "
+                                  "to select weights by (leave train.select_metric out)")
+        return
+    if train.select_metric not in metrics:
+        raise cfg.ConfigError(f"train.select_metric={train.select_metric!r} is not a validation metric of "
+                              f"task={name!r}: one of {', '.join(metrics)}")
+    better = metrics[train.select_metric]
+    if train.select_mode != better:
+        raise cfg.ConfigError(f"train.select_mode={train.select_mode!r}: a {'lower' if better == 'min' else 'higher'} "
+                              f"{train.select_metric} is better (set train.select_mode={better})")
 
 
 def core_metrics(task: Task, trainer: Trainer, result: TrainResult, backend: ModuleType) -> dict[str, Any]:

@@ -291,6 +291,10 @@ class TranslationTask(Task):
     def loss(self):
         return self.batch_loss(self.recipe.train.label_smoothing)
 
+    def validation_metrics(self) -> dict[str, str]:
+        bleu = {"val_bleu": "max"} if self.recipe.data.bleu_sentences else {}
+        return {"val_loss": "min", "val_perplexity": "min", **bleu}
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         task, tokenizer = self.recipe.data, self.tokenizer
         loss = validation_loss(model, self.valid_encoded, task.max_tokens, tokenizer.pad_id, self.recipe.train.dtype,

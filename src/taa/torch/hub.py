@@ -165,8 +165,23 @@ def _copy_hf_tokenizer(source: Path, files_to: Path, kept_to: Path) -> list[str]
     kept = _kept_tokenizer(source)
     if kept is None:
         return copy_tokenizer_files(source, files_to)
-    shutil.copytree(kept, kept_to, dirs_exist_ok=True)
+    copy_tokenizer_folder(kept, kept_to)
     return [f"{TOKENIZER}/"]
+
+
+def copy_tokenizer_folder(source: Path, target: Path) -> None:
+    """Copy a tokenizer folder's files into ``target``, each folder and file with the mode
+    the umask gives a new one, as every file taa writes (``shutil.copytree`` would copy the
+    source's modes: a 0644 tokenizer beside 0600 weights under umask 077). A conversion
+    writes into a staging folder (:func:`taa.folders.replace_folder`): a copy that fails
+    midway leaves nothing."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.rglob("*")):  # a folder before what it holds
+        copy = target / path.relative_to(source)
+        if path.is_dir():
+            copy.mkdir(exist_ok=True)
+        else:
+            shutil.copyfile(path, copy)  # a new file: 0666 & ~umask, whatever the source's mode
 
 
 def _load_taa_run(folder: Path, task: Optional[str]) -> tuple[nn.Module, Any, cfg.RecipeConfig]:
@@ -272,7 +287,7 @@ def copy_tokenizer(pretrained: Pretrained, destination: str | Path) -> list[str]
     if not tokenizer_dir.is_dir():
         return []
     if is_taa_tokenizer(tokenizer_dir):
-        shutil.copytree(tokenizer_dir, destination / TOKENIZER, dirs_exist_ok=True)
+        copy_tokenizer_folder(tokenizer_dir, destination / TOKENIZER)
         return [f"{TOKENIZER}/"]
     return copy_tokenizer_files(tokenizer_dir, destination) if tokenizer_files(tokenizer_dir) else []
 
