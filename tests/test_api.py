@@ -167,16 +167,16 @@ def test_evaluate_refuses_a_wrong_combination(folders, tmp_path):
 def test_classify_names_the_labels_and_gives_probabilities(classifier):
     from taa.tasks.classification import classify, load_classifier
 
-    results = api.classify(classifier, sentences=["what a film", "so bad", ""])
+    results = api.classify(classifier, sentences=["what a film", "so bad", "meh"])
     model, tokenizer, _ = load_classifier(classifier)
-    assert [r["label_id"] for r in results] == classify(model, tokenizer, ["what a film", "so bad", ""])
+    assert [r["label_id"] for r in results] == classify(model, tokenizer, ["what a film", "so bad", "meh"])
     for result in results:
         assert set(result["probabilities"]) == {"bad", "good"}
         assert math.isclose(sum(result["probabilities"].values()), 1.0, rel_tol=1e-6)
         assert result["label"] == ["bad", "good"][result["label_id"]]
         assert result["probabilities"][result["label"]] == max(result["probabilities"].values())
     assert api.classify(classifier, sentences=[]) == []
-    assert results == cli_json("classify", "--checkpoint", str(classifier), "what a film", "so bad", "")
+    assert results == cli_json("classify", "--checkpoint", str(classifier), "what a film", "so bad", "meh")
 
 
 @needs_minilm

@@ -32,7 +32,6 @@ import os
 import re
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -40,6 +39,7 @@ import click
 from taa import __version__, api
 from taa.config import ConfigError
 from taa.decoding import MAX_BEAM, MAX_LENGTH_PENALTY, SEED_LIMIT
+from taa.folders import check_empty_path
 from taa.training.dtypes import DTYPES
 
 
@@ -138,6 +138,19 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+def _read_path(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """A file or folder a command reads, as typed: an empty one is one line naming the
+    option (read as text, since click's ``Path(path_type=Path)`` would turn ``''`` into
+    ``.``, the working folder, before any check could see it)."""
+    if value is not None:
+        name = parameter.opts[0] if isinstance(parameter, click.Option) else parameter.human_readable_name
+        _call(check_empty_path, value, name, "read")
+    return value
+
+
+# Every path option is text (click.Path() without path_type): the api checks an empty
+# --out (check_empty_path, "to write"), _read_path an empty path read.
+READ_PATH = click.Path()
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
 DTYPE_CHOICE = click.Choice(list(DTYPES))
 BEAM_SIZE = click.IntRange(1, MAX_BEAM)
@@ -239,23 +252,24 @@ def main(context: click.Context) -> None:
 
 
 @main.command()
-@click.argument("recipe", required=False)
+@click.argument("recipe", required=False, callback=_read_path)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.steps=100.")
 @click.option("--out", type=click.Path(), default=None,
               help="Run folder (default: runs/<name>; with --resume, the resumed run's).")
-@click.option("--resume", type=click.Path(path_type=Path), default=None,
+@click.option("--resume", type=READ_PATH, callback=_read_path, default=None,
               help="Continue the run saved in this folder (into --out when given).")
 @click.option("--resume-changed", "resume_changed", is_flag=True,
               help="With --resume: accept a recipe that differs from the saved run's (the changes are recorded).")
 @click.option("--overwrite", is_flag=True,
-              help="Replace an earlier run in the run folder: its files are deleted before training starts.")
+              help="Replace an earlier run in the run folder: its files are set aside when training starts and "
+                   "deleted once the new run has saved a state (a run that fails before that puts them back).")
 @click.option("--tracking", type=click.Choice(["mlflow", "none"]), default="mlflow", show_default=True,
               help="Experiment tracking backend.")
 @click.option("--tracking-optional", "tracking_optional", is_flag=True,
               help="Train without tracking (one warning) when the tracking store cannot be reached.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
 @JSON
-def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resume: Path | None, resume_changed: bool,
+def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resume: str | None, resume_changed: bool,
           overwrite: bool, tracking: str, tracking_optional: bool, progress: bool, as_json: bool) -> None:
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
@@ -361,15 +375,15 @@ def model_info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--from-hf", "from_hf", type=click.Path(path_type=Path), default=None,
+@click.option("--from-hf", "from_hf", type=READ_PATH, callback=_read_path, default=None,
               help="A Hugging Face model folder (config.json + model.safetensors) to convert to a taa folder.")
-@click.option("--to-hf", "to_hf", type=click.Path(path_type=Path), default=None,
+@click.option("--to-hf", "to_hf", type=READ_PATH, callback=_read_path, default=None,
               help="A taa checkpoint folder (a training run or a converted model) to write for transformers.")
 @click.option("--out", type=click.Path(), required=True, help="The folder to write (new or empty).")
 @click.option("--overwrite", is_flag=True, help="Replace the model --out holds: once the new one is written, every entry of --out "
               "but hidden ones (.git) goes.")
 @JSON
-def convert(from_hf: Path | None, to_hf: Path | None, out: str, overwrite: bool, as_json: bool) -> None:
+def convert(from_hf: str | None, to_hf: str | None, out: str, overwrite: bool, as_json: bool) -> None:
     """Convert weights between Hugging Face folders and taa checkpoint folders (safetensors only).
 
     GPT-2 (GPT2LMHeadModel), BERT (BertModel, BertForMaskedLM, BertForSequenceClassification)
@@ -392,14 +406,14 @@ def convert(from_hf: Path | None, to_hf: Path | None, out: str, overwrite: bool,
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A translation run folder.")
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True, help="A translation run folder.")
 @click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @click.option("--max-len", type=click.IntRange(min=2), default=None,
               help="Longest output, in tokens (default: source length + the recipe's data.max_extra).")
 @LENGTH_PENALTY
 @click.argument("sentences", nargs=-1)
-def translate(checkpoint: Path, beam: int | None, max_len: int | None, length_penalty: float | None,
+def translate(checkpoint: str, beam: int | None, max_len: int | None, length_penalty: float | None,
               sentences: tuple[str, ...]) -> None:
     """Translate SENTENCES, or one sentence a line from standard input; one translation a line out.
 
@@ -417,18 +431,18 @@ def translate(checkpoint: Path, beam: int | None, max_len: int | None, length_pe
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True,
               help="A translation run (with --source/--reference), a classifier or a language model (with --data).")
-@click.option("--source", type=click.Path(path_type=Path), default=None, help="Source sentences (plain or .gz).")
-@click.option("--reference", type=click.Path(path_type=Path), default=None, help="Reference translations.")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
+@click.option("--source", type=READ_PATH, callback=_read_path, default=None, help="Source sentences (plain or .gz).")
+@click.option("--reference", type=READ_PATH, callback=_read_path, default=None, help="Reference translations.")
+@click.option("--data", type=READ_PATH, callback=_read_path, default=None,
               help="A classifier: 'sentence<TAB>label' (SST-2's TSV) or 'label sentence' lines; "
                    "a language model: a text file.")
 @click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: Path, source: Path | None, reference: Path | None, data: Path | None, beam: int | None,
+def evaluate(checkpoint: str, source: str | None, reference: str | None, data: str | None, beam: int | None,
              length_penalty: float | None, as_json: bool) -> None:
     """Score a checkpoint on a file, as its task says.
 
@@ -468,10 +482,10 @@ def viz() -> None:
 
 
 @viz.command("attention")
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A translation run folder.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True, help="A translation run folder.")
+@click.option("--out", type=click.Path(), required=True, help="PNG file to write.")
 @click.argument("sentence")
-def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
+def viz_attention(checkpoint: str, out: str, sentence: str) -> None:
     """Encoder self-, decoder self- and cross-attention for SENTENCE, per layer and head."""
     result = _call(api.plot_attention, checkpoint, sentence=sentence, out=out)
     click.echo(f"{result['translation']}\nwrote {result['out']}")
@@ -483,7 +497,7 @@ def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True,
               help="A Hugging Face folder or taa checkpoint of a GPT (continues the prompt) or T5 / translation model.")
 @click.option("--prompt", default=None, help="The prompt text (for T5 and translation models: the source).")
 @click.option("--prompt-ids", "prompt_ids", default=None, help='The prompt as token ids, e.g. "464 3290 318".')
@@ -507,7 +521,7 @@ def viz_attention(checkpoint: Path, out: Path, sentence: str) -> None:
 @click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tokens, text) instead of streaming.")
-def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_new_tokens: int | None,
+def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_new_tokens: int | None,
              sample: bool | None, temperature: float | None, top_k: int | None, top_p: float | None,
              beam: int | None, length_penalty: float | None, seed: int | None, dtype: str, as_json: bool) -> None:
     """Continue a prompt (GPT) or generate from a source (T5, a translation run).
@@ -540,14 +554,14 @@ def generate(checkpoint: Path, prompt: str | None, prompt_ids: str | None, max_n
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True,
               help="A BERT folder with its tokenizer (e.g. all-MiniLM-L6-v2), Hugging Face or taa.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of vectors.")
 @click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.argument("sentences", nargs=-1)
-def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentences: tuple[str, ...]) -> None:
+def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, sentences: tuple[str, ...]) -> None:
     """Sentence embeddings of SENTENCES (or of each line of standard input): the mean of BERT's
     last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line.
 
@@ -567,12 +581,12 @@ def embed(checkpoint: Path, as_json: bool, dtype: str, batch_size: int, sentence
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True,
               help="A classification run, or a Hugging Face BertForSequenceClassification folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per sentence.")
 @click.argument("sentences", nargs=-1)
-def classify(checkpoint: Path, batch_size: int, as_json: bool, sentences: tuple[str, ...]) -> None:
+def classify(checkpoint: str, batch_size: int, as_json: bool, sentences: tuple[str, ...]) -> None:
     """The label of each of SENTENCES (or of each line of standard input) and the probability
     of every label: one line per sentence, "label<TAB>probabilities<TAB>sentence". Labels are
     named when the run names them (SST-2: negative, positive), else their ids.

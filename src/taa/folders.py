@@ -12,6 +12,8 @@ Three kinds of folder hold a model, each recognised by one file:
       best/step-N.safetensors                        the best k weights by the validation metric
       resume_changes.json                            what each ``--resume-changed`` changed
       run.lock                                       while a run writes the folder
+      .earlier-run/                                  the run ``--overwrite`` replaces, until the
+                                                     new run has saved a state (ReplacedRun)
 
 - a converted taa model (``taa convert --from-hf``), by its ``model.yaml`` (the class and
   the model section of a recipe, tagged ``taa.model/1``), with ``model.safetensors`` and
@@ -78,9 +80,10 @@ TAA_RUN, TAA_MODEL, HUGGING_FACE = "taa_run", "taa_model", "hugging_face"  # wha
 
 # What a training run writes in its folder besides its task's own files (Task.files) and
 # run.lock: files, and folders. check_run_entries checks them before a run starts;
-# remove_run_files removes them for ``taa train --overwrite``.
+# ReplacedRun sets them aside for ``taa train --overwrite``.
 RUN_FILES = (RECIPE, METRICS, WEIGHTS, CURVES, RESUME_CHANGES)
 RUN_FOLDERS = (STATE, f"{STATE}.new", f"{STATE}.old", BEST, TOKENIZER)
+EARLIER_RUN = ".earlier-run"  # in a run folder: the run --overwrite replaces, until the new run has a state
 
 
 class CheckpointError(ConfigError):
@@ -316,6 +319,8 @@ def clean_run_folder(folder: str | Path, best_steps: Optional[Sequence[int]] = N
     - ``state.new`` and ``state.old`` (:func:`write_folder_atomically` killed between its
       renames): with no ``state/``, the one :func:`find_state_folder` picks becomes
       ``state/``; the other goes;
+    - an earlier run that ``--overwrite`` set aside (``.earlier-run/``) and a kill kept
+      from settling (:func:`settle_earlier_run`);
     - with ``best_steps`` (the steps a resumed state lists among its best), every weights
       file in ``best/`` it does not list: written before a kill came ahead of the state that
       would have listed it.
@@ -335,6 +340,7 @@ def clean_run_folder(folder: str | Path, best_steps: Optional[Sequence[int]] = N
     if (state / TRAINER_STATE).is_file():
         for leftover in (new, old):
             shutil.rmtree(leftover, ignore_errors=True)
+    settle_earlier_run(folder)
     if best_steps is not None and (folder / BEST).is_dir():
         for path in (folder / BEST).iterdir():
             found = BEST_WEIGHTS.fullmatch(path.name)
@@ -349,25 +355,115 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_run_files(folder: str | Path, task_files: Sequence[str] = ()) -> None:
-    """Remove an earlier training run from ``folder`` (``taa train --overwrite``): its
-    :data:`RUN_FILES`, :data:`RUN_FOLDERS`, its task's files and what a killed write left
-    (:data:`TEMPORARY`), so that no best weights, state or figures of the earlier run stay
-    beside the new run's. Other files are left alone. A file that cannot be removed is one
-    line naming it."""
-    folder = Path(folder)
-    names = [*RUN_FILES, *RUN_FOLDERS, *task_files]
-    leftovers = [path for path in folder.glob(".*") if TEMPORARY.fullmatch(path.name)] if folder.is_dir() else []
-    for path in [folder / name for name in names] + leftovers:
-        if not path.exists() and not path.is_symlink():
-            continue
+# ------------------------------------------------------------------ a run replacing another
+
+
+# The set-aside folders of the runs this process is training: not leftovers to settle.
+_SET_ASIDE_HERE: set[Path] = set()
+
+
+def _holds_state(folder: Path) -> bool:
+    """Whether ``folder`` holds a resumable state (one :func:`find_state_folder` would find)."""
+    return any((folder / name / TRAINER_STATE).is_file() for name in (STATE, f"{STATE}.new", f"{STATE}.old"))
+
+
+class ReplacedRun:
+    """The earlier run a new one replaces in ``folder`` (``taa train --overwrite``), set
+    aside rather than deleted while the new run has nothing to show, so that a new run that
+    fails early (a divergence, an error, Ctrl-C) leaves the earlier run whole.
+
+    Used as ``with ReplacedRun(folder, task_files) as earlier:`` around training, under the
+    run's lock. Entering moves the earlier run's files (:data:`RUN_FILES`,
+    :data:`RUN_FOLDERS`, ``task_files`` and what a killed write left) into the hidden
+    folder :data:`EARLIER_RUN`; other files stay. They are deleted once the folder holds a
+    state of the new run (:meth:`replaced`, called as each state is written, and on leaving
+    the block); a block left by an exception before that puts them back, the new run's
+    files removed. A kill in between leaves the hidden folder: :func:`clean_run_folder`
+    settles it at the next start (:func:`settle_earlier_run`)."""
+
+    def __init__(self, folder: str | Path, task_files: Sequence[str] = ()) -> None:
+        self.folder = Path(folder)
+        self.aside = self.folder / EARLIER_RUN
+        self.names = list(dict.fromkeys([*RUN_FILES, *RUN_FOLDERS, *task_files]))
+
+    def __enter__(self) -> ReplacedRun:
+        settle_earlier_run(self.folder)  # one left by a killed run comes first
+        entries = [self.folder / name for name in self.names] + _temporaries(self.folder)
+        entries = [path for path in entries if path.exists() or path.is_symlink()]
+        if not entries:
+            return self
+        moved: list[Path] = []
         try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            self.aside.mkdir()
+            for path in entries:
+                path.rename(self.aside / path.name)
+                moved.append(path)
         except OSError as error:
-            raise ConfigError(f"{path}: cannot remove the earlier run's files ({error.strerror or error})") from None
+            for path in moved:
+                (self.aside / path.name).rename(path)
+            shutil.rmtree(self.aside, ignore_errors=True)
+            raise ConfigError(f"{self.folder}: cannot set the earlier run's files aside "
+                              f"({error.strerror or error})") from None
+        _SET_ASIDE_HERE.add(self.aside.resolve())
+        return self
+
+    def replaced(self) -> None:
+        """Delete the earlier run once the folder holds a state of the new run."""
+        if self.aside.is_dir() and _holds_state(self.folder):
+            shutil.rmtree(self.aside, ignore_errors=True)
+
+    def __exit__(self, kind: Optional[type], error: Optional[BaseException], traceback: Any) -> None:
+        try:
+            if not self.aside.is_dir():
+                return
+            if kind is None or _holds_state(self.folder):  # the new run can be resumed or is done
+                shutil.rmtree(self.aside, ignore_errors=True)
+                return
+            try:
+                _put_back(self.folder, self.aside)
+            except OSError as problem:  # not to hide why the run failed
+                warnings.warn(f"{self.aside}: cannot put the earlier run back ({problem.strerror or problem}); "
+                              "the next run in this folder does", stacklevel=2)
+        finally:
+            _SET_ASIDE_HERE.discard(self.aside.resolve())
+
+
+def settle_earlier_run(folder: str | Path) -> None:
+    """What to do with an earlier run that ``--overwrite`` set aside in ``folder`` and a
+    killed run left there (:class:`ReplacedRun`): deleted when the folder holds a state of
+    the new run (it was replaced), else put back, the new run's files removed (the new run
+    left nothing to resume). The set-aside folder of a run this process is training is no
+    leftover: left alone. Call it holding the folder's lock."""
+    folder = Path(folder)
+    aside = folder / EARLIER_RUN
+    if not aside.is_dir() or aside.resolve() in _SET_ASIDE_HERE:
+        return
+    if _holds_state(folder):
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    try:
+        _put_back(folder, aside)
+    except OSError as error:
+        raise ConfigError(f"{aside}: cannot put back the earlier run that --overwrite set aside "
+                          f"({error.strerror or error})") from None
+
+
+def _put_back(folder: Path, aside: Path) -> None:
+    """Remove what a new run wrote in ``folder`` and move the set-aside run's entries back."""
+    for path in [folder / name for name in (*RUN_FILES, *RUN_FOLDERS)] + _temporaries(folder):
+        if path.exists() or path.is_symlink():
+            _remove(path)
+    for path in aside.iterdir():
+        target = folder / path.name
+        if target.exists() or target.is_symlink():
+            _remove(target)
+        path.rename(target)
+    aside.rmdir()
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    """What a killed write left in ``folder`` (:data:`TEMPORARY`)."""
+    return [path for path in folder.glob(".*") if TEMPORARY.fullmatch(path.name)] if folder.is_dir() else []
 
 
 def copy_file(source: Path, target: Path) -> None:
@@ -533,11 +629,13 @@ def _kind(path: Path) -> str:
     return "a broken link" if path.is_symlink() else "not a file or folder"
 
 
-def check_empty_path(path: str | Path, what: str = "") -> None:
-    """Refuse an empty path (``--out ''``): it would mean the working folder, which nobody
-    means by it."""
+def check_empty_path(path: str | Path, what: str = "", action: str = "write") -> None:
+    """Refuse an empty path (``--out ''``, ``--checkpoint ''``): it would mean the working
+    folder, which nobody means by it. ``action`` says what the command does with the path
+    (``write``, ``read``). The path must come as given: ``Path("")`` is already ``.``."""
     if os.fspath(path) == "":
-        raise ConfigError(f"{what or 'the path'} is empty: name the folder or file to write (. for the working folder)")
+        raise ConfigError(f"{what or 'the path'} is empty: name the folder or file to {action} "
+                          "(. for the working folder)")
 
 
 def check_writable_folder(path: str | Path, what: str = "") -> Path:

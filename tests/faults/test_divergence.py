@@ -58,20 +58,29 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_a_rate_of_1e6_stops_at_the_step_it_diverges_and_writes_no_nan(tmp_path):
-    """The state saved just before the step holds the weights the step started from: the
-    message does not call it good, and rightly: resuming it with a far lower rate meets the
-    same non-finite step at once."""
-    out = tmp_path / "run"
+def train_at_1e6(out) -> tuple[str, int]:
+    """A tiny run at a rate of 1e6 with a state after every step, into ``out``: its error
+    message and the step it diverged at."""
     result = cli("train", COPY, *TINY, "--set", "train.lr=1e6", "--set", "train.checkpoint_every=1", "--out", out,
                  *QUIET)
     output = assert_one_line_error(result, "training diverged at step ", "(lr ", "lower train.lr",
                                    "train.nonfinite: skip", max_lines=1)
-    step = int(output.split("training diverged at step ")[1].split(":")[0])
+    return output, int(output.split("training diverged at step ")[1].split(":")[0])
+
+
+def test_a_rate_of_1e6_stops_at_the_step_it_diverges_and_writes_no_nan(tmp_path):
+    """The state saved just before the step holds the weights the step started from: the
+    message does not call it good, and rightly: resuming it with a far lower rate meets the
+    same non-finite step at once. Its weights came from updates at 1e6, so the message puts
+    a new run with a lower rate first."""
+    out = tmp_path / "run"
+    output, step = train_at_1e6(out)
     assert 1 < step <= 12 and "last good state" not in output, output
     assert (f"the last state, in {out / 'state'} (step {step - 1}), holds the weights this step started from: "
-            "resuming it meets the same batch again whatever train.lr; start again with a lower train.lr, or resume "
-            "it with train.nonfinite: skip (--resume-changed) to skip that batch") in output, output
+            "resuming it meets the same batch again whatever train.lr, and those weights may already be spoiled by "
+            "too high a rate in the updates that made them; start again with a lower train.lr (no earlier state is "
+            "kept); or, if that batch alone is at fault, resume it with train.nonfinite: skip (--resume-changed) to "
+            "skip it") in output, output
     assert not (out / "model.safetensors").exists()  # no final model
     assert trainer_state(out)["step"] == step - 1
     for name in ("model.safetensors", "optimizer.safetensors"):
@@ -79,6 +88,25 @@ def test_a_rate_of_1e6_stops_at_the_step_it_diverges_and_writes_no_nan(tmp_path)
     lower = cli("train", COPY, *TINY, "--set", "train.lr=1e-3", "--set", "train.checkpoint_every=1", "--resume", out,
                 "--resume-changed", *QUIET)
     assert_one_line_error(lower, f"training diverged at step {step}: ", max_lines=2)  # and the changes warning
+
+
+def test_skipping_after_a_rate_of_1e6_blames_the_weights_not_a_batch(tmp_path):
+    """Following the advice's second half: every batch fails from the weights the 1e6 updates
+    left, so once the skips run out the message says the weights are at fault and advises a
+    new run, not more skips (which would skip batch after batch, and again)."""
+    out = tmp_path / "run"
+    _, step = train_at_1e6(out)
+    skipping = cli("train", COPY, *TINY, "--set", "train.lr=1e-3", "--set", "train.checkpoint_every=1", "--set",
+                   "train.nonfinite=skip", "--set", "train.max_skipped_steps=2", "--resume", out, "--resume-changed",
+                   *QUIET)
+    last = step + 2
+    output = assert_one_line_error(
+        skipping, f"training diverged at step {last}: the loss is nan (lr ", f"; steps {step} to {last} all failed "
+        f"from the same weights, each on its own batch (no update was applied after step {step - 1}): the weights are at "
+        f"fault, not a batch; the last state, in {out / 'state'} (step {last - 1}), holds those weights; 2 steps "
+        "skipped already (train.max_skipped_steps=2); start again with a lower train.lr (a new run: skipping more "
+        "steps meets the same failure)", max_lines=2)
+    assert "max_skipped_steps (--resume-changed)" not in output and "to skip" not in output
 
 
 @pytest.mark.parametrize("setting", ["train.lr=inf", "train.lr=nan", "train.grad_clip=inf", "train.adam_eps=nan",
@@ -139,16 +167,31 @@ def test_skip_stops_the_run_once_it_skipped_max_skipped_steps(tmp_path, monkeypa
 
 def test_a_state_followed_only_by_skipped_steps_is_not_called_good(tmp_path, monkeypatch):
     """Step 5 is skipped and step 6 stops the run: no update was applied after the state of
-    step 4, so step 6 started from its weights, and resuming it meets the same steps again."""
+    step 4, so step 6 started from its weights, and resuming it meets the same steps again.
+    Two batches in a row failed from those weights: the weights are blamed, not a batch."""
     out = tmp_path / "run"
     nan_loss_at(monkeypatch, CopyTask, 5, 6)
     result = cli("train", COPY, *TINY, "--set", "train.nonfinite=skip", "--set", "train.max_skipped_steps=1",
                  "--out", out, *QUIET)
-    assert_one_line_error(result, f"training diverged at step 6: the loss is nan (lr ", f"; the last state, in "
-                          f"{out / 'state'} (step 4), holds the weights this step started from: resuming it meets "
-                          "the same batch again whatever train.lr; 1 step skipped already (train.max_skipped_steps=1); "
-                          "start again with a lower train.lr, or resume it with a larger train.max_skipped_steps "
-                          "(--resume-changed) to skip that batch", max_lines=1)
+    assert_one_line_error(result, "training diverged at step 6: the loss is nan (lr ", "; steps 5 to 6 all failed "
+                          "from the same weights, each on its own batch (no update was applied after step 4): the "
+                          f"weights are at fault, not a batch; the last state, in {out / 'state'} (step 4), holds "
+                          "those weights; 1 step skipped already (train.max_skipped_steps=1); start again with a "
+                          "lower train.lr", max_lines=1)
+
+
+def test_failures_in_a_row_after_updates_since_the_state_point_to_the_state(tmp_path, monkeypatch):
+    """Steps 6 and 7 fail from the weights step 5 made after the state of step 4: the
+    weights are blamed, and the state before the update that made them is called good."""
+    out = tmp_path / "run"
+    nan_loss_at(monkeypatch, CopyTask, 6, 7)
+    result = cli("train", COPY, *TINY, "--set", "train.nonfinite=skip", "--set", "train.max_skipped_steps=1",
+                 "--out", out, *QUIET)
+    assert_one_line_error(result, "training diverged at step 7: the loss is nan (lr ", "; steps 6 to 7 all failed "
+                          "from the same weights, each on its own batch (no update was applied after step 5): the "
+                          f"weights are at fault, not a batch; the last good state is in {out / 'state'} (step 4); "
+                          "1 step skipped already (train.max_skipped_steps=1); lower train.lr, and resume it with "
+                          "--resume-changed", max_lines=1)
 
 
 def test_a_last_interval_of_skipped_steps_has_no_training_loss_and_every_json_stays_json(tmp_path, monkeypatch):

@@ -145,6 +145,39 @@ def test_an_empty_sentence_argument_is_refused_naming_it(runs, command, run):
     assert_one_line_error(cli(command, "--checkpoint", runs[run], "a good film", ""), "sentence 2: empty")
 
 
+# ------------------------------------------------------------------ an empty path
+
+
+EMPTY_PATHS = [
+    ("--checkpoint", ["translate", "--checkpoint", "", "ein hund ."]),
+    ("--checkpoint", ["evaluate", "--checkpoint", "", "--data", "text.txt"]),
+    ("--source", ["evaluate", "--checkpoint", "tr", "--source", "", "--reference", "text.txt"]),
+    ("--reference", ["evaluate", "--checkpoint", "tr", "--source", "text.txt", "--reference", ""]),
+    ("--data", ["evaluate", "--checkpoint", "lm", "--data", ""]),
+    ("--checkpoint", ["viz", "attention", "--checkpoint", "", "--out", "a.png", "ein hund ."]),
+    ("--checkpoint", ["generate", "--checkpoint", "", "--prompt", "to be"]),
+    ("--checkpoint", ["embed", "--checkpoint", "", "a good film"]),
+    ("--checkpoint", ["classify", "--checkpoint", "", "a good film"]),
+    ("--from-hf", ["convert", "--from-hf", "", "--out", "converted"]),
+    ("--to-hf", ["convert", "--to-hf", "", "--out", "converted"]),
+    ("--resume", ["train", "--resume", "", "--tracking", "none"]),
+    ("RECIPE", ["train", "", "--tracking", "none"]),
+]
+
+
+@pytest.mark.parametrize("option, args", EMPTY_PATHS, ids=[f"{args[0]} {option}" for option, args in EMPTY_PATHS])
+def test_an_empty_path_is_one_line_naming_the_option(runs, tmp_path, monkeypatch, option, args):
+    """Not the working folder (an empty path is no name for it): whatever the working folder
+    holds, the command says the option is empty, and reads or writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.txt").write_text("to be or not to be\n")
+    args = [str(runs[arg]) if arg in ("tr", "lm") else arg for arg in args]
+    result = cli(*args)
+    assert_one_line_error(result, f"Error: {option} is empty: name the folder or file to read (. for the working "
+                                  "folder)", max_lines=1)
+    assert [path.name for path in tmp_path.iterdir()] == ["text.txt"]
+
+
 # ------------------------------------------------------------------ evaluate's files
 
 
@@ -334,3 +367,18 @@ def test_the_edges_of_the_decoder_s_numbers_decode(runs):
     assert len(tokens("--seed", str(2**64 - 1), "--sample")) == 5
     result = cli("translate", "--checkpoint", runs["tr"], "--length-penalty", "10", "--beam", "2", "ein hund .")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("nucleus", [("--top-k", "1"), ("--top-p", "1e-9")], ids=["top-k", "top-p"])
+def test_top_k_1_and_a_tiny_nucleus_are_greedy_at_any_temperature(runs, nucleus):
+    """A huge temperature divides every logit to the same number; the tokens kept are still
+    the model's most likely, ranked by the logits: one token kept is the greedy one."""
+    def tokens(*options):
+        result = cli("generate", "--checkpoint", runs["lm"], "--prompt", "to be", "--max-new-tokens", "20", "--json",
+                     *options)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["tokens"]
+
+    greedy = tokens("--no-sample")
+    for temperature in ("1e308", "1e30", "1"):
+        assert tokens(*nucleus, "--temperature", temperature, "--seed", "2") == greedy, temperature

@@ -1,9 +1,13 @@
 """Where a run goes and what is already there: a recipe's name is one plain folder name
 under ``runs/``; a folder that holds a run or a model is never trained or converted over
-without a word (``--resume`` continues a run, ``--overwrite`` replaces it); an entry of the
-run folder of the wrong kind, or one that takes no file, is one line before training, not
-a traceback after it."""
+without a word (``--resume`` continues a run, ``--overwrite`` replaces it, every file of
+the earlier run and its task, and only once the new run has saved a state: one that fails
+or is killed before that leaves the earlier run as it was); an entry of the run folder of
+the wrong kind, or one that takes no file, is one line before training, not a traceback
+after it."""
 
+import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -11,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.checkpoints import language_model_run
+from taa import folders
+from taa.tasks.copy import CopyTask
+from tests.checkpoints import language_model_run, translation_run
 from tests.faults.conftest import COPY, TINY, assert_one_line_error, cli
+from tests.faults.test_divergence import nan_loss_at
 
 QUIET = ("--tracking", "none", "--no-progress")
 
@@ -103,6 +110,103 @@ def test_overwrite_replaces_the_earlier_run_and_leaves_none_of_its_files(run):
     assert not (run / "resume_changes.json").exists()
     assert (run / "notes.txt").read_text() == "mine\n"  # not a run's file: left alone
     assert '"steps": 2' in (run / "metrics.json").read_text()
+    assert sorted(path.name for path in run.iterdir() if path.name.startswith(".")) == []  # nothing set aside stays
+
+
+@pytest.mark.parametrize("damage", [None, "recipe.yaml"])
+def test_overwrite_replaces_the_files_of_the_earlier_run_s_task_too(tmp_path, damage):
+    """A copy run over a translation run: the translation's hypotheses go with the rest,
+    even when the earlier run's recipe cannot be read to tell its task."""
+    earlier = translation_run(tmp_path / "tr")
+    (earlier / "test_hypotheses.txt").write_text("a dog runs .\n")
+    (earlier / "notes.txt").write_text("mine\n")
+    if damage:
+        (earlier / damage).write_text("task: [unclosed\n")
+    result = cli("train", COPY, *TINY, "--set", "train.steps=2", "--out", earlier, "--overwrite", *QUIET)
+    assert result.exit_code == 0, result.output
+    assert not (earlier / "test_hypotheses.txt").exists()
+    assert not (earlier / "tokenizer").exists()  # the translation run's; a copy run has none
+    assert (earlier / "notes.txt").read_text() == "mine\n"
+    assert sorted(path.name for path in earlier.iterdir() if path.name.startswith(".")) == []
+
+
+def fail_at_step(monkeypatch, step: int, failure: BaseException) -> None:
+    """The copy task's loss raises ``failure`` at optimizer step ``step`` (one batch a step)."""
+    make_loss = CopyTask.loss
+
+    def loss(self):
+        compute, calls = make_loss(self), itertools.count(1)
+
+        def failing(model, batch):
+            if next(calls) == step:
+                raise failure
+            return compute(model, batch)
+
+        return failing
+
+    monkeypatch.setattr(CopyTask, "loss", loss)
+
+
+@pytest.mark.parametrize("failure", ["diverged", "ctrl-c"])
+def test_a_run_that_fails_before_its_first_state_leaves_the_run_it_would_replace(run, monkeypatch, failure):
+    """--overwrite sets the earlier run aside; a new run that fails before it has saved a
+    state (a divergence at step 2, Ctrl-C; its first state is at step 4) puts it
+    back as it was, and it resumes."""
+    before = files(run)
+    if failure == "diverged":
+        nan_loss_at(monkeypatch, CopyTask, 2)
+    else:
+        fail_at_step(monkeypatch, 2, KeyboardInterrupt())
+    result = cli("train", COPY, *TINY, "--set", "train.seed=7", "--out", run, "--overwrite", *QUIET)
+    assert result.exit_code != 0, result.output
+    assert files(run) == before
+    assert sorted(path.name for path in run.iterdir() if path.name.startswith(".")) == []
+    monkeypatch.undo()
+    result = cli("train", "--resume", run, "--resume-changed", "--set", "train.steps=16", *QUIET)
+    assert result.exit_code == 0, result.output
+    assert '"steps": 16' in (run / "metrics.json").read_text()
+
+
+def test_a_run_that_fails_after_its_first_state_has_replaced_the_earlier_run(run, monkeypatch):
+    """Once the new run has a state, the earlier run is gone: the new one is what resumes."""
+    nan_loss_at(monkeypatch, CopyTask, 6)  # a state at step 4 came first
+    result = cli("train", COPY, *TINY, "--set", "train.seed=7", "--out", run, "--overwrite", *QUIET)
+    assert_one_line_error(result, "training diverged at step 6", max_lines=1)
+    assert sorted(path.name for path in run.iterdir() if path.is_file() or path.name.startswith(".")) == []
+    assert json.loads((run / "state" / "trainer.json").read_text())["trainer"]["step"] == 4
+    assert "seed: 7" in (run / "state" / "given_recipe.yaml").read_text()  # the new run's
+
+
+def killed_at(monkeypatch, step: int, *args) -> None:
+    """``taa ARGS`` killed at optimizer step ``step``: the run folder as a kill leaves it. In
+    this process, so the run's way out does nothing a killed process could: the earlier run
+    set aside stays so, and the next start is as a new process's."""
+    fail_at_step(monkeypatch, step, RuntimeError("killed"))
+    monkeypatch.setattr(folders.ReplacedRun, "__exit__", lambda self, *error: folders._SET_ASIDE_HERE.clear())
+    assert cli(*args).exit_code != 0
+    monkeypatch.undo()
+
+
+def test_a_run_killed_before_its_first_state_gets_the_earlier_run_back_at_the_next_start(run, monkeypatch):
+    before = files(run)
+    killed_at(monkeypatch, 2, "train", COPY, *TINY, "--out", run, "--overwrite", *QUIET)
+    assert (run / ".earlier-run" / "state").is_dir() and not (run / "state").exists()
+    result = cli("train", COPY, *TINY, "--out", run, *QUIET)  # puts it back, then refuses to train over it
+    assert_one_line_error(result, f"--out {run} holds a training run already", max_lines=1)
+    assert files(run) == before
+    killed_at(monkeypatch, 2, "train", COPY, *TINY, "--out", run, "--overwrite", *QUIET)
+    result = cli("train", "--resume", run, "--resume-changed", "--set", "train.steps=16", *QUIET)
+    assert result.exit_code == 0, result.output
+    assert '"steps": 16' in (run / "metrics.json").read_text() and not (run / ".earlier-run").exists()
+
+
+def test_a_run_killed_after_its_first_state_has_replaced_the_earlier_run_at_the_next_start(run, monkeypatch):
+    killed_at(monkeypatch, 6, "train", COPY, *TINY, "--set", "train.seed=7", "--out", run, "--overwrite", *QUIET)
+    assert (run / ".earlier-run").is_dir()
+    result = cli("train", "--resume", run, *QUIET)
+    assert result.exit_code == 0, result.output
+    assert not (run / ".earlier-run").exists()
+    assert "seed: 7" in (run / "recipe.yaml").read_text()
 
 
 def test_overwrite_is_refused_with_a_resume_of_the_same_folder(run):

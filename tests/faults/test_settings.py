@@ -57,6 +57,17 @@ def test_a_select_metric_the_validation_does_not_report_is_refused_before_traini
     assert not (out / "state").exists()
 
 
+def test_a_bad_select_metric_starts_no_tracked_run(tmp_path, monkeypatch):
+    """Refused before the tracker starts: no run in the tracking store, let alone a FAILED one
+    (the store is not even opened)."""
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    result = cli("train", language_model_recipe(tmp_path), "--set", "train.select_metric=val_accuracy",
+                 "--out", tmp_path / "run", "--tracking", "mlflow", "--no-progress")
+    assert_one_line_error(result, "train.select_metric='val_accuracy' is not a validation metric", max_lines=1)
+    assert not store.exists()
+
+
 def test_a_select_metric_the_validation_reports_ranks_the_best_weights(tmp_path):
     out = tmp_path / "run"
     result = train(language_model_recipe(tmp_path, steps=4, keep_best=1), "--set",

@@ -113,6 +113,32 @@ def test_a_tensor_that_names_no_parameter_is_refused(run):
     assert_one_line_error(resume(run), f"{path}: 'exp_avg' names no optimizer state")
 
 
+def _without(key):
+    return lambda tensors: tensors.pop(key)
+
+
+TENSOR_DAMAGE = [
+    (_without("0.exp_avg"), "no 0.exp_avg (the state Adam keeps for each weight it updated: exp_avg, exp_avg_sq, "
+                            "step)"),
+    (_without("3.step"), "no 3.step (the state Adam keeps"),
+    (lambda tensors: tensors.update({"0.max_exp_avg_sq": tensors["0.exp_avg_sq"].clone()}),
+     "0.max_exp_avg_sq is no state Adam keeps (exp_avg, exp_avg_sq, step)"),
+    (lambda tensors: tensors.update({"999.exp_avg": torch.zeros(2)}), "999.exp_avg names weight 999, the optimizer "
+                                                                      "has 85"),
+    (lambda tensors: tensors.update({"0.step": tensors["0.step"].reshape(1)}),
+     "0.step has shape (1,), expected a single number"),
+]
+
+
+@pytest.mark.parametrize("change, what", TENSOR_DAMAGE, ids=[what[:24] for _, what in TENSOR_DAMAGE])
+def test_each_weight_holds_the_tensors_a_step_of_its_optimizer_keeps(run, change, what):
+    """Not a KeyError from inside torch once training has begun, nor a tensor torch ignores."""
+    path = run / "state" / "optimizer.safetensors"
+    edit_tensors(path, change)
+    output = assert_one_line_error(resume(run), f"{path}: {what}", "; the state is damaged")
+    assert "Traceback" not in output
+
+
 # ------------------------------------------------------------------ trainer.json and optimizer.json
 
 
@@ -122,8 +148,35 @@ def rewrite_json(path: Path, change) -> None:
     path.write_text(json.dumps(value))
 
 
+def _numpy_state(index, value):
+    return lambda saved: saved["numpy"].__setitem__(index, value)
+
+
+def _word(generator, value):
+    """One of the 624 words of Python's or numpy's random state replaced by ``value``."""
+    return lambda saved: saved[generator][1].__setitem__(5, value)
+
+
 TRAINER_DAMAGE = [
     (lambda saved: saved["trainer"].update(step="12"), 'trainer.step="12" should be an integer'),
+    (lambda saved: saved["trainer"].update(step=-5), "trainer.step=-5 should be a count of steps from 0 to 2**53"),
+    (lambda saved: saved["trainer"].update(step=10**30),
+     f"trainer.step={10**30} should be a count of steps from 0 to 2**53"),
+    (lambda saved: saved["trainer"].update(tokens=-1), "trainer.tokens=-1 should be 0 or more"),
+    (lambda saved: saved["trainer"].update(seconds=float("nan")), "trainer.seconds=NaN should be a finite number"),
+    (lambda saved: saved["trainer"].update(stop_reason="bored"),
+     'trainer.stop_reason="bored" should be one of "", "steps", "time_budget", "early_stopping"'),
+    (lambda saved: saved["trainer"].update(skipped_steps=[50]),
+     "trainer.skipped_steps[0]=50 is not one of the state's steps (1 to 12)"),
+    (lambda saved: saved["trainer"]["history"][0].__setitem__(2, -0.5),
+     "trainer.history[0][2]=-0.5 should be a rate, 0 or more"),
+    (_numpy_state(1, [1]), "numpy[1] should be 624 words of 32 bits"),
+    (_word("numpy", 2**40), "numpy[1] should be 624 words of 32 bits"),
+    (_numpy_state(0, "PCG64"), 'numpy[0]="PCG64" should be "MT19937"'),
+    (_numpy_state(2, 9999), "numpy[2]=9999 should be a position from 0 to 624"),
+    (_numpy_state(3, 2), "numpy[3]=2 should be 0 or 1"),
+    (_word("python", -1), "python[1] should be 624 words of 32 bits and a position from 0 to 624"),
+    (lambda saved: saved["python"].__setitem__(0, 7), "python[0]=7 should be 3"),
     (lambda saved: saved["trainer"].pop("step"), "no trainer.step"),
     (lambda saved: saved["trainer"].update(history=[[10, "low", 0.1]]),
      'trainer.history[0][1]="low" should be a number'),
@@ -134,11 +187,29 @@ TRAINER_DAMAGE = [
 ]
 
 
-@pytest.mark.parametrize("change, what", TRAINER_DAMAGE, ids=[what for _, what in TRAINER_DAMAGE])
+@pytest.mark.parametrize("change, what", TRAINER_DAMAGE, ids=[what[:40] for _, what in TRAINER_DAMAGE])
 def test_a_trainer_json_field_that_is_wrong_is_named_with_the_file(run, change, what):
+    """Of the right type or not: a count no run reaches, a random state its generator would
+    refuse in a traceback (numpy's IndexError) or take without a word (a word past 32 bits)."""
     path = run / "state" / "trainer.json"
     rewrite_json(path, change)
-    assert_one_line_error(resume(run), f"{path}: {what}")
+    assert_one_line_error(resume(run), f"{path}: {what}", "; the state is damaged")
+
+
+RNG_DAMAGE = [
+    (lambda tensors: tensors.update(torch_rng=tensors["torch_rng"][:100].clone()),
+     "torch_rng holds (100,) torch.uint8, torch's random state is (5056,) torch.uint8"),
+    (lambda tensors: tensors.update(torch_rng=tensors["torch_rng"].float()),
+     "torch_rng holds (5056,) torch.float32, torch's random state is (5056,) torch.uint8"),
+    (lambda tensors: tensors.update(other=tensors.pop("torch_rng")), "no torch_rng"),
+]
+
+
+@pytest.mark.parametrize("change, what", RNG_DAMAGE, ids=["short", "float", "missing"])
+def test_torch_s_random_state_is_named_with_its_file(run, change, what):
+    path = run / "state" / "rng.safetensors"
+    edit_tensors(path, change)
+    assert_one_line_error(resume(run), f"{path}: {what}; the state is damaged")
 
 
 def test_a_trainer_json_that_is_not_json_names_its_line(run):
@@ -147,18 +218,60 @@ def test_a_trainer_json_that_is_not_json_names_its_line(run):
     assert_one_line_error(resume(run), f"{path}, line 2:")
 
 
+def _setting(name, value):
+    return lambda saved: saved["param_groups"][0].update({name: value})
+
+
 OPTIMIZER_DAMAGE = [
     (lambda saved: saved.pop("param_groups"), "no param_groups"),
     (lambda saved: saved.update(scalars=[]), "scalars should be a mapping"),
     (lambda saved: saved["param_groups"][0].update(params="all"), "param_groups[0] should be a mapping whose params"),
+    (lambda saved: saved["param_groups"][0]["params"].reverse(),
+     "param_groups[0].params should number the weights 0 to 84 in order"),
+    (lambda saved: saved["param_groups"].append(saved["param_groups"][0]),
+     "param_groups holds 2 groups, the recipe's optimizer 1"),
+    (_setting("amsgrad", True), "param_groups[0].amsgrad=true, the recipe's optimizer has false"),
+    (_setting("betas", [2, 3]), "param_groups[0].betas=[2, 3], the recipe's optimizer has [0.9, 0.98]"),
+    (_setting("eps", None), "param_groups[0].eps=null should be a finite number"),
+    (_setting("weight_decay", float("inf")), "param_groups[0].weight_decay=Infinity should be a finite number"),
+    (_setting("lr", "abc"), 'param_groups[0].lr="abc" should be a finite number'),
+    (_setting("lr", float("nan")), "param_groups[0].lr=NaN should be a finite number"),
+    (_setting("lr", -1), "param_groups[0].lr=-1 should be 0 or more"),
+    (_setting("fused", "yes"), 'param_groups[0].fused="yes" should be true, false or null'),
+    (_setting("momentum", 0.9), "param_groups[0].momentum is no setting of Adam"),
+    (lambda saved: saved["scalars"].update({"0.step": 3}),
+     "scalars holds 0.step, which optimizer.safetensors holds too"),
 ]
 
 
-@pytest.mark.parametrize("change, what", OPTIMIZER_DAMAGE, ids=[what for _, what in OPTIMIZER_DAMAGE])
+@pytest.mark.parametrize("change, what", OPTIMIZER_DAMAGE, ids=[what[:40] for _, what in OPTIMIZER_DAMAGE])
 def test_an_optimizer_json_field_that_is_wrong_is_named_with_the_file(run, change, what):
+    """The recipe decides every setting but the rate (a resume cannot change them), so one
+    that differs from the recipe's is damage, not a setting to train on: not a traceback
+    from torch (eps null, amsgrad true), nor a run that trains on (betas [2, 3], a rate of
+    "abc") and then stops as diverged, blaming the rate."""
     path = run / "state" / "optimizer.json"
     rewrite_json(path, change)
-    assert_one_line_error(resume(run), f"{path}: {what}")
+    output = assert_one_line_error(resume(run), f"{path}: {what}", "; the state is damaged")
+    assert "diverged" not in output
+
+
+def test_a_step_count_kept_as_a_number_rather_than_a_tensor_is_refused(run):
+    edit_tensors(run / "state" / "optimizer.safetensors", _without("0.step"))
+    path = run / "state" / "optimizer.json"
+    rewrite_json(path, lambda saved: saved["scalars"].update({"0.step": 12}))
+    assert_one_line_error(resume(run), f"{path}: 0.step should be a tensor in optimizer.safetensors; the state is "
+                                       "damaged")
+
+
+def test_a_setting_an_older_torch_did_not_write_takes_the_recipe_s_value(run):
+    """torch adds settings to its optimizers now and then; a state saved before one was
+    added resumes with the recipe's, which it would have held."""
+    rewrite_json(run / "state" / "optimizer.json", lambda saved: saved["param_groups"][0].pop("maximize"))
+    with pytest.warns(UserWarning, match="resuming with a changed recipe: train.steps 12 -> 13"):
+        result = cli("train", "--resume", run, "--resume-changed", "--set", "train.steps=13", "--tracking", "none",
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
 
 
 # ------------------------------------------------------------------ Hugging Face folders

@@ -54,7 +54,10 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     live run may hold it (:func:`taa.folders.run_folder_lock`, released when training
     ends), and it may not hold another run or model (:func:`taa.folders.check_run_folder`):
     an earlier run there is continued with ``resume`` or replaced with ``overwrite``, whose
-    files go once the new run's data and model are ready, before it trains.
+    files are set aside once the new run's data and model are ready, before it trains, and
+    go once the new run has saved a state (a new run that fails before that puts them back:
+    :class:`taa.folders.ReplacedRun`). The recipe's settings are checked before the tracker
+    starts a tracked run (:func:`taa.tasks.runner.check_recipe`).
 
     Resuming continues the saved run, not another one. Without a recipe it continues with
     the saved run's (``overrides`` apply to it). A recipe that trains differently from the
@@ -70,11 +73,14 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     (as its ``metrics.json``) and why training stopped, in words.
     """
     from taa import folders
-    from taa.tasks import task_runner
-    from taa.tasks.runner import check_resume, saved_recipe
+    from taa.tasks import task_class, task_runner
+    from taa.tasks.runner import check_recipe, check_resume, saved_recipe
 
     if resume_changed and resume is None:
         raise cfg.ConfigError("--resume-changed goes with --resume DIR (the run to continue)")
+    if resume is not None and (Path(resume) / folders.EARLIER_RUN).is_dir():  # a run --overwrite set aside, killed
+        with folders.run_folder_lock(resume):
+            folders.settle_earlier_run(resume)  # put back if the new run left no state to resume
     state = folders.find_state_folder(resume) if resume is not None else None
     saved, source = saved_recipe(state) if state is not None and recipe is None else (None, None)
     if state is not None and recipe is None and source is None:
@@ -101,11 +107,13 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     folder = Path(out) if out is not None else (resumed or Path("runs") / (config.name or path.stem))
     folders.check_writable_folder(folder, what)
     with folders.run_folder_lock(folder):  # one run per folder, from here to the end
+        folders.settle_earlier_run(folder)  # one that --overwrite set aside and a kill left
         folders.check_run_folder(folder, what, resume=resumed, overwrite=overwrite)
         if state is not None:
             check_resume(config, state, accept_changes=resume_changed)
-        tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional)  # the MLflow run: the folder's name
         run = task_runner(config.task)  # the task's module, imported on demand
+        check_recipe(task_class(config.task)(config))  # a bad setting starts no tracked run
+        tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional)  # the MLflow run: the folder's name
         with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
             outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker, overwrite=overwrite)
     return _train_result(config, outcome["metrics"], folder)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taa import registry
+
+if TYPE_CHECKING:
+    from taa.tasks.runner import Task
 
 
 def _task_modules() -> dict[str, str]:
@@ -35,4 +38,9 @@ def task_runner(task: str) -> Callable[..., dict[str, Any]]:
     if task not in modules:
         raise KeyError(f"task {task!r} has no module (known: {', '.join(sorted(modules))})")
     return importlib.import_module(modules[task]).run
+
+
+def task_class(task: str) -> type[Task]:
+    """The :class:`~taa.tasks.runner.Task` class of ``task``'s module (what its ``run`` trains)."""
+    return task_runner(task).task_class
 

@@ -170,12 +170,15 @@ def run_task(
 ) -> dict[str, Any]:
     """Train ``task``, evaluate it, write the run folder ``out``; see the module docstring.
 
-    Before the data is read, every entry of ``out`` the run writes must be of the kind it
-    writes and writable (:func:`taa.folders.check_run_entries`), so that nothing fails at
-    the end, after the work. ``overwrite``: an earlier run's files in ``out`` are removed
-    once the data, the tokenizer and the model are ready, just before training
-    (:func:`taa.folders.remove_run_files`). A run resumed from another folder than ``out``
-    brings along what its state needs there (:func:`carry_over`).
+    Before the data is read, the recipe is checked (:func:`check_recipe`) and every entry
+    of ``out`` the run writes must be of the kind it writes and writable
+    (:func:`taa.folders.check_run_entries`), so that nothing fails at the end, after the
+    work. ``overwrite``: the earlier run in ``out`` (its files and its task's,
+    :func:`earlier_task_files`) is set aside once the data, the tokenizer and the model are
+    ready, just before training, and deleted once the new run has a state in ``out``; a run
+    that fails before that puts it back (:class:`taa.folders.ReplacedRun`). A run resumed
+    from another folder than ``out`` brings along what its state needs there
+    (:func:`carry_over`).
 
     Returns ``{"model", "metrics", "result", ...}`` plus the task's :meth:`Task.outcome`.
     """
@@ -184,9 +187,7 @@ def run_task(
     backend = training_backend(task.framework)
     tracker = tracker or Tracker()
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
-    check_model_config(recipe, task.example_preset)
-    task.check()
-    check_select_metric(task)
+    check_recipe(task)
     if out is not None:
         folders.check_run_entries(out, task.files)
     backend.seed_everything(train.seed)
@@ -208,10 +209,14 @@ def run_task(
     def save_tokenizer(folder: Path) -> None:
         task.save_tokenizer(folder / folders.TOKENIZER)
 
+    replacing: Optional[folders.ReplacedRun] = None  # the run --overwrite replaces, while set aside
+
     def save_state_files(folder: Path) -> None:  # beside each state: what resuming it needs
         write_given_recipe(folder, given)
         if task.tokenizer is not None:
             save_tokenizer(folder)
+        if replacing is not None:  # a state of the new run may already be in place: the earlier run goes
+            replacing.replaced()
 
     def validate(model: nn.Module) -> dict[str, float]:
         with bar.phase("validation"):
@@ -225,19 +230,20 @@ def run_task(
     if state is not None:
         load_state(trainer, state)
     if out is not None and overwrite:
-        folders.remove_run_files(out, task.files)
-    if state is not None and out is not None:
-        carry_over(state, Path(out), [step for _, step in trainer.state.best])
-        record_resume_changes(Path(out), state, given)
-    result = trainer.fit()
+        replacing = folders.ReplacedRun(out, [*task.files, *earlier_task_files(Path(out))])
+    with replacing or nullcontext():
+        if state is not None and out is not None:
+            carry_over(state, Path(out), [step for _, step in trainer.state.best])
+            record_resume_changes(Path(out), state, given)
+        result = trainer.fit()
 
-    with bar.phase(task.final_phase) if task.final_phase else nullcontext():
-        own = task.final_metrics(model, result)
-    metrics = {**own, **selected_metrics(trainer, result), **core_metrics(task, trainer, result, backend)}
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, result.steps)
-    if out is not None:
-        write_run_folder(Path(out), task, model, metrics, result, tracker,
-                         save_tokenizer if task.tokenizer is not None else None, backend)
+        with bar.phase(task.final_phase) if task.final_phase else nullcontext():
+            own = task.final_metrics(model, result)
+        metrics = {**own, **selected_metrics(trainer, result), **core_metrics(task, trainer, result, backend)}
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, result.steps)
+        if out is not None:
+            write_run_folder(Path(out), task, model, metrics, result, tracker,
+                             save_tokenizer if task.tokenizer is not None else None, backend)
     return {"model": model, "metrics": metrics, "result": result, **task.outcome()}
 
 
@@ -258,7 +264,27 @@ def run_function(task_class: type[Task]) -> Callable[..., dict[str, Any]]:
 
     run.__doc__ = f"Train, evaluate and save a run of {task_class.__name__}: {inspect.getdoc(task_class)}"
     run.__module__ = task_class.__module__
+    run.task_class = task_class  # type: ignore[attr-defined]  # (taa.tasks.task_class)
     return run
+
+
+def earlier_task_files(folder: Path) -> tuple[str, ...]:
+    """The files the task of the run in ``folder`` wrote there (:attr:`Task.files`), which
+    ``--overwrite`` replaces with the new run's: a translation run's hypotheses must not
+    stay beside a copy run that replaces it. The task is its ``recipe.yaml``'s, else its
+    state's recipe's; when neither can be read (damaged, or a task this taa does not know),
+    the files of every task, since the run's own are among them. None when ``folder``
+    holds no run."""
+    from taa.tasks import task_class
+
+    if folders.held_model(folder) != "a training run":
+        return ()
+    for path in (folder / folders.RECIPE, folder / folders.STATE / folders.GIVEN_RECIPE):
+        try:
+            return task_class(str(cfg.read_mapping(path).get("task", cfg.RecipeConfig.task))).files
+        except (cfg.ConfigError, KeyError, OSError):  # missing, damaged, unknown
+            continue
+    return tuple(dict.fromkeys(name for spec in registry.tasks() for name in task_class(spec.name).files))
 
 
 # ------------------------------------------------------------------ the framework
@@ -275,6 +301,16 @@ def training_backend(framework: str = DEFAULT_FRAMEWORK) -> ModuleType:
 
 
 # ------------------------------------------------------------------ the model
+
+
+def check_recipe(task: Task) -> None:
+    """Everything about the recipe that can be refused before any data is read: the model
+    section (:func:`check_model_config`), the task's own checks (:meth:`Task.check`) and
+    ``train.select_metric`` (:func:`check_select_metric`). ``taa train`` calls it before
+    it starts the tracker, too, so that a bad setting leaves no failed tracked run."""
+    check_model_config(task.recipe, task.example_preset)
+    task.check()
+    check_select_metric(task)
 
 
 def check_model_config(recipe: cfg.RecipeConfig, example_preset: str) -> None:

@@ -54,12 +54,10 @@ def greedy_choice(logits: Tensor) -> Tensor:
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
-    """Keep the k largest logits of each row (Fan et al. 2018), -inf elsewhere; ties at the
-    k-th value are all kept."""
-    if k >= logits.shape[-1]:
-        return logits
-    kth = logits.topk(k, dim=-1).values[..., -1:]  # (r, 1)
-    return logits.masked_fill(logits < kth, -math.inf)
+    """Keep the k largest logits of each row (Fan et al. 2018), -inf elsewhere: exactly k,
+    ties at the k-th value taken in vocabulary order (top-k 1 keeps the token
+    :func:`greedy_choice` takes)."""
+    return ranked_filter(logits, logits, top_k=k)
 
 
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
@@ -69,15 +67,34 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     Sorted by probability, a token is kept when the tokens before it hold less than p;
     the most likely token is always kept.
     """
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (r, v)
-    probabilities = sorted_logits.to(torch.promote_types(sorted_logits.dtype, torch.float32)).softmax(dim=-1)
-    mass_before = probabilities.cumsum(dim=-1) - probabilities  # (r, v): the probability of the tokens before
-    drop_sorted = mass_before >= p
-    drop_sorted[..., 0] = False
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, -math.inf)
+    return ranked_filter(logits, logits, top_p=p)
+
+
+def ranked_filter(logits: Tensor, scores: Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> Tensor:
+    """``scores`` (r, v), -inf outside each row's top-k tokens, then outside the nucleus of
+    probability ``top_p`` of what is left (softmax of ``scores``), the tokens ranked by
+    ``logits``: the model's own order, in vocabulary order among equal logits.
+
+    ``scores`` are the logits divided by a temperature. A huge temperature makes them all
+    equal (and a tiny one all -inf but the largest), and an order read from them would keep
+    every tie; read from the logits, top-k 1 is always the greedy token, and the nucleus
+    always the most likely tokens, whatever the temperature.
+    """
+    keep_k = top_k is not None and top_k < logits.shape[-1]
+    keep_p = top_p is not None and top_p < 1.0
+    if not keep_k and not keep_p:
+        return scores
+    order = logits.argsort(dim=-1, descending=True, stable=True)  # (r, v): most likely first
+    drop = torch.zeros(order.shape, dtype=torch.bool, device=order.device)  # in that order
+    if keep_k:
+        drop[..., top_k:] = True
+    if keep_p:
+        ranked = scores.gather(-1, order).masked_fill(drop, -math.inf)
+        probabilities = ranked.to(torch.promote_types(ranked.dtype, torch.float32)).softmax(dim=-1)
+        mass_before = probabilities.cumsum(dim=-1) - probabilities  # the probability of the tokens before
+        drop |= mass_before >= top_p
+        drop[..., 0] = False
+    return scores.masked_fill(drop.scatter(-1, order, drop), -math.inf)  # back to vocabulary order
 
 
 def sampling_choice(
@@ -87,21 +104,20 @@ def sampling_choice(
     generator: Optional[torch.Generator] = None,
 ) -> Callable[[Tensor], Tensor]:
     """A chooser that samples from softmax(logits / temperature), restricted to the top-k
-    tokens and then to the nucleus of probability top_p (Hugging Face's order). The
-    values are :class:`~taa.decoding.DecodingConfig`'s, which checks them."""
+    tokens and then to the nucleus of probability top_p (Hugging Face's order), both ranked
+    by the logits themselves (:func:`ranked_filter`). The values are
+    :class:`~taa.decoding.DecodingConfig`'s, which checks them."""
 
     def choose(logits: Tensor) -> Tensor:  # (r, v) -> (r,)
-        scores = logits.float()
+        logits = logits.float()
+        scores = logits
         if temperature != 1.0:
             # Measured from each row's largest logit, which stays 0: a temperature so small
             # that the others divide to -inf (or that is 0 in float32) leaves the most likely
             # token, as the limit does, never inf - inf = nan.
             scores = scores - scores.amax(dim=-1, keepdim=True)
             scores = torch.where(scores == 0, scores, scores / temperature)
-        if top_k is not None:
-            scores = top_k_filter(scores, top_k)
-        if top_p is not None:
-            scores = top_p_filter(scores, top_p)
+        scores = ranked_filter(logits, scores, top_k, top_p)
         probabilities = scores.softmax(dim=-1)
         return torch.multinomial(probabilities, 1, generator=generator)[:, 0]
 

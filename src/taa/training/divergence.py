@@ -11,10 +11,15 @@ non-finite step is this module's to decide:
 - ``stop`` (the default): the run ends with a :class:`DivergenceError` naming the step,
   what was not finite and where to resume from; nothing of the step is written. A state
   saved after the last update the run applied is not called good: resuming it meets the
-  same weights and the same batch, whatever the rate (:meth:`LastState.repeats`);
+  same weights and the same batch, whatever the rate (:meth:`LastState.repeats`), and
+  its weights, made at the run's rate, may be spoiled already: the advice puts a new run
+  with a lower rate first;
 - ``skip``: the step's update is dropped and the rate multiplied by
   ``train.skip_lr_factor`` for the rest of the run; after ``train.max_skipped_steps``
-  skipped steps the next non-finite one stops the run as ``stop`` would.
+  skipped steps the next non-finite one stops the run as ``stop`` would. When the steps
+  before it were all skipped, several batches failed from the same weights: the message
+  blames the weights, not a batch, and advises a new run with a lower rate rather than
+  more skips (which would only skip batch after batch).
 
 A figure that is not finite (a validation loss, the training loss of an interval whose
 steps were all skipped) is written to JSON as null, never as ``NaN`` (:func:`finite_json`).
@@ -82,36 +87,70 @@ def skip_or_stop(
 ) -> None:
     """Decide on step ``step``, whose ``problem`` (:func:`what_is_not_finite`) was found
     before its update: return to skip it (the caller records it in ``skipped``, the steps
-    skipped so far), or raise the :class:`DivergenceError` of :func:`diverged`."""
+    skipped so far, those of the run before a resume too), or raise the
+    :class:`DivergenceError` of :func:`diverged`."""
     if train.nonfinite != SKIP:
-        raise diverged(step, problem, lr, last_state)
+        raise diverged(step, problem, lr, last_state, failing_since=first_failing_step(step, skipped))
     if len(skipped) >= train.max_skipped_steps:
-        raise diverged(step, problem, lr, last_state, spent=(len(skipped), train.max_skipped_steps))
+        raise diverged(step, problem, lr, last_state, spent=(len(skipped), train.max_skipped_steps),
+                       failing_since=first_failing_step(step, skipped))
+
+
+def first_failing_step(step: int, skipped: Sequence[int]) -> int:
+    """The first of the steps up to ``step``, which failed, that all failed one after the
+    other: ``step`` itself unless the steps just before it were skipped. No update was
+    applied between them, so they all started from the same weights, each with its own batch."""
+    skipped, first = set(skipped), step
+    while first - 1 in skipped:
+        first -= 1
+    return first
 
 
 def diverged(step: int, problem: str, lr: float, last_state: Optional[LastState] = None,
-             spent: Optional[tuple[int, int]] = None) -> DivergenceError:
+             spent: Optional[tuple[int, int]] = None, failing_since: Optional[int] = None) -> DivergenceError:
     """The one-line error of a run that stops at ``step``: what was not finite, the rate,
     where to resume from and what to change. ``last_state`` is None for a run without a
     folder; ``spent`` is (steps skipped, ``train.max_skipped_steps``) when ``skip`` ran out
-    of skips.
+    of skips; ``failing_since`` the first of the steps that failed one after the other up
+    to ``step`` (:func:`first_failing_step`).
 
-    A state the step started from (:meth:`LastState.repeats`) is not called good: resuming
-    it with a lower rate would meet the same non-finite step at once. Changing the rate or
-    the policy of a saved run takes ``--resume-changed``, so the advice says so."""
+    The trainer cannot tell a batch that breaks the step from weights that break every
+    batch, so the advice says what it knows:
+
+    - several steps in a row failed from the same weights, each on its own batch: the
+      weights are at fault, not a batch, and skipping more batches only repeats the failure;
+      the way out is a lower rate from weights it did not make, a new run;
+    - the state the step started from (:meth:`LastState.repeats`) is not called good:
+      resuming it meets the same batch again whatever the rate, and its weights, made by
+      the updates before it, may already be spoiled by too high a rate; only one state is
+      kept, so the first advice is a new run with a lower rate, skipping that batch the
+      second (should every batch after it fail too, the first case says so).
+
+    Changing the rate or the policy of a saved run takes ``--resume-changed``, so the
+    advice says so."""
     skipped = f"{counted(spent[0], 'step')} skipped already (train.max_skipped_steps={spent[1]})" if spent else ""
-    skipping_helps = not spent and problem != WEIGHTS_NOT_FINITE
+    overflowed = problem == WEIGHTS_NOT_FINITE
+    in_a_row = failing_since is not None and failing_since < step and not overflowed
+    skipping_helps = not spent and not overflowed and not in_a_row
     remedy = "lower train.lr or set train.nonfinite: skip" if skipping_helps else "lower train.lr"
     parts = [f"training diverged at step {step}: {problem} (lr {lr:.3g})"]
+    if in_a_row:
+        parts += [f"steps {failing_since} to {step} all failed from the same weights, each on its own batch (no update "
+                  f"was applied after step {failing_since - 1}): the weights are at fault, not a batch"]
     if last_state is None:
         parts += [skipped, remedy]
     elif last_state.step is None:
         parts += [f"no state was saved in {last_state.folder} before it", skipped, remedy]
+    elif in_a_row and last_state.repeats(problem):
+        parts += [f"the last state, in {last_state.folder} (step {last_state.step}), holds those weights", skipped,
+                  "start again with a lower train.lr (a new run: skipping more steps meets the same failure)"]
     elif last_state.repeats(problem):
         skip = "a larger train.max_skipped_steps" if spent else "train.nonfinite: skip"
         parts += [f"the last state, in {last_state.folder} (step {last_state.step}), holds the weights this step "
-                  "started from: resuming it meets the same batch again whatever train.lr", skipped,
-                  f"start again with a lower train.lr, or resume it with {skip} (--resume-changed) to skip that batch"]
+                  "started from: resuming it meets the same batch again whatever train.lr, and those weights may "
+                  "already be spoiled by too high a rate in the updates that made them", skipped,
+                  "start again with a lower train.lr (no earlier state is kept); or, if that batch alone is at "
+                  f"fault, resume it with {skip} (--resume-changed) to skip it"]
     else:
         parts += [f"the last good state is in {last_state.folder} (step {last_state.step})", skipped,
                   f"{remedy}, and resume it with --resume-changed"]

@@ -101,7 +101,7 @@ def test_optimizer_state_round_trips(tmp_path):
     model(torch.randn(5, 4)).sum().backward()
     optimizer.step()
     ckpt.save_optimizer(optimizer, tmp_path)
-    again = torch.optim.Adam(model.parameters(), lr=0.5)
+    again = torch.optim.Adam(model.parameters(), lr=0.5, betas=(0.9, 0.98), eps=1e-9)  # the recipe's, but the rate
     ckpt.load_optimizer(again, tmp_path)
     for key in ("exp_avg", "exp_avg_sq", "step"):
         torch.testing.assert_close(again.state[model.weight][key], optimizer.state[model.weight][key], rtol=0, atol=0)

@@ -4,18 +4,23 @@ The layout of a run folder, the atomic writes and the recipe loading are framewo
 and live in :mod:`taa.folders`; this module reads and writes the tensors. Loading never
 unpickles anything, and weights load strictly: every missing, unexpected or mis-shaped
 key, and a tensor holding nan or inf, is named in one :class:`~taa.folders.CheckpointError`.
-The files of a resumable state (the optimizer's, ``trainer.json``) are checked the same
-way, each problem named with its file.
+The files of a resumable state (the optimizer's, ``trainer.json``, the random states) are
+checked the same way, field by field against what the trainer and the recipe's optimizer
+write: each problem is one error naming the file and the field, and calling the state
+damaged, before any training.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import types
 import typing
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from safetensors.torch import load_model, save_file, save_model
@@ -120,41 +125,187 @@ def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     (directory / OPTIMIZER_SETTINGS).write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
 
 
+# What damaged state files are said to be, after the file, the field and what is wrong with it.
+DAMAGED = "the state is damaged"
+
+# Settings of a parameter group that choose how torch computes the update, not what it is
+# (a fused or for-each kernel, where the device has one): the machine resuming decides them,
+# so a state saved on one device resumes on another.
+KERNEL_SETTINGS = ("foreach", "fused", "capturable", "differentiable")
+
+
 def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     """Continue ``optimizer`` from the files :func:`save_optimizer` wrote into ``directory``.
 
-    Both files are checked before the optimizer takes anything, each problem one
-    :class:`CheckpointError` naming its file: ``optimizer.json`` that is not JSON (the
-    line) or not what :func:`save_optimizer` writes (:func:`_optimizer_settings`);
-    ``optimizer.safetensors`` damaged, holding nan or inf, holding integers (every tensor
-    the optimizers keep is floating-point, the step count of Adam's and Muon's too: torch
-    would cast integers without a word), a name that is no ``<index>.<name>``, or a moment
-    of another shape than its weight (which torch would broadcast into nan weights).
+    ``optimizer`` is the one the recipe builds; a resumed run keeps the recipe's optimizer
+    settings (a resume refuses to change them), so the saved state must hold what that
+    optimizer would have written, and is checked against it before the optimizer takes
+    anything. Each problem is one :class:`CheckpointError` naming its file and field and
+    calling the state damaged:
+
+    - ``optimizer.json`` that is not JSON (the line) or not what :func:`save_optimizer`
+      writes (:func:`_optimizer_settings`); param groups other than the optimizer's, a
+      hyper-parameter of the wrong kind, not finite, or other than the recipe's
+      (:func:`_group_problem`);
+    - ``optimizer.safetensors`` damaged, holding nan or inf, holding integers (every tensor
+      the optimizers keep is floating-point, the step count of Adam's and Muon's too: torch
+      would cast integers without a word), a name that is no ``<index>.<name>`` of a
+      weight, a weight whose state lacks a tensor a step keeps or holds one it does not
+      (:func:`_fresh_state`), or a tensor of another shape than the step's (a moment of
+      another shape than its weight, which torch would broadcast into nan weights).
+
+    The optimizer then takes the recipe's hyper-parameters, the saved rate (which the
+    trainer sets again before each step) and the saved tensors.
     """
     directory = Path(directory)
     settings, path = directory / OPTIMIZER_SETTINGS, directory / OPTIMIZER_TENSORS
     saved = _optimizer_settings(settings)
+    groups = optimizer.param_groups
+    if len(saved["param_groups"]) != len(groups):
+        raise CheckpointError(f"{settings}: param_groups holds {len(saved['param_groups'])} groups, the recipe's "
+                              f"optimizer {len(groups)}; {DAMAGED}")
+    first = 0
+    for number, (group, fresh) in enumerate(zip(saved["param_groups"], groups)):
+        problem = _group_problem(group, fresh, first, f"param_groups[{number}]", type(optimizer).__name__)
+        if problem:
+            raise CheckpointError(f"{settings}: {problem}; {DAMAGED}")
+        first += len(fresh["params"])
     kinds = tensor_dtypes(path)  # from the header, before reading the tensors
     check_floating(kinds, dict.fromkeys(kinds, True), f"{path}: optimizer state")
     tensors = load_tensors(path)
-    weights = dict(zip([index for group in saved["param_groups"] for index in group["params"]],
-                       [weight for group in optimizer.param_groups for weight in group["params"]]))
+    weights = [weight for group in groups for weight in group["params"]]
+    keeps = [state for group, state in zip(groups, _fresh_state(optimizer)) for _ in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *saved["scalars"].items()]:
+        file = path if key in tensors else settings
         index, dot, name = key.partition(".")
         if not (dot and name and index.isdigit()):
-            raise CheckpointError(f"{path if key in tensors else settings}: {key!r} names no optimizer state "
-                                  "(<parameter index>.<name>)")
-        weight = weights.get(int(index))
-        if isinstance(value, Tensor) and value.dim() and weight is not None and value.shape != weight.shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, its weight {tuple(weight.shape)}")
+            raise CheckpointError(f"{file}: {key!r} names no optimizer state (<parameter index>.<name>)")
+        if int(index) >= len(weights):
+            raise CheckpointError(f"{file}: {key} names weight {index}, the optimizer has {len(weights)}; {DAMAGED}")
+        if name in state.get(int(index), {}):
+            raise CheckpointError(f"{settings}: scalars holds {key}, which {path.name} holds too; {DAMAGED}")
         state.setdefault(int(index), {})[name] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in saved["param_groups"]]
+    for index, values in sorted(state.items()):  # a weight the run never updated has no state
+        _check_weight_state(f"{index}.", values, keeps[index], weights[index], type(optimizer).__name__, path, settings)
+    # the recipe's hyper-parameters (checked equal to the saved ones), the saved rate
+    loaded = [{**{key: value for key, value in fresh.items() if key != "params"}, "lr": group["lr"],
+               "params": group["params"]} for group, fresh in zip(saved["param_groups"], groups)]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, TypeError) as error:  # other groups, another number of weights
+        optimizer.load_state_dict({"state": state, "param_groups": loaded})
+    except (ValueError, KeyError, TypeError) as error:  # what the checks above do not foresee
         message = " ".join(str(error).split())
         raise CheckpointError(f"{settings}: does not fit this run's optimizer ({message})") from None
+
+
+def _check_weight_state(prefix: str, values: dict[str, Any], kept: dict[str, Any], weight: Tensor, name: str,
+                        path: Path, settings: Path) -> None:
+    """The saved state ``values`` of one weight against ``kept``, the state one step of the
+    optimizer (called ``name``) leaves for such a weight (:func:`_fresh_state`): the same
+    names, tensors in ``path`` where it keeps tensors and numbers in ``settings`` where it
+    keeps numbers, a single number where it keeps one, else the weight's shape. The first
+    problem is a CheckpointError naming the file it is (or belongs) in."""
+    listed = ", ".join(sorted(kept))
+    for key in sorted(set(kept) | set(values)):
+        if key not in values:
+            file = path if isinstance(kept[key], Tensor) else settings  # where it belongs
+            raise CheckpointError(f"{file}: no {prefix}{key} (the state {name} keeps for each weight it updated: "
+                                  f"{listed}); {DAMAGED}")
+        value = values[key]
+        file = path if isinstance(value, Tensor) else settings  # where it is
+        if key not in kept:
+            raise CheckpointError(f"{file}: {prefix}{key} is no state {name} keeps ({listed}); {DAMAGED}")
+        fresh = kept[key]
+        if isinstance(fresh, Tensor) != isinstance(value, Tensor):
+            where = f"a tensor in {path.name}" if isinstance(fresh, Tensor) else f"a number in {settings.name}"
+            raise CheckpointError(f"{file}: {prefix}{key} should be {where}; {DAMAGED}")
+        if isinstance(value, Tensor) and not fresh.dim() and value.dim():
+            raise CheckpointError(f"{path}: {prefix}{key} has shape {tuple(value.shape)}, expected a single number; "
+                                  f"{DAMAGED}")
+        if isinstance(value, Tensor) and fresh.dim() and value.shape != weight.shape:
+            raise CheckpointError(f"{path}: {prefix}{key} has shape {tuple(value.shape)}, its weight "
+                                  f"{tuple(weight.shape)}; {DAMAGED}")
+
+
+def _group_problem(saved: dict[str, Any], fresh: dict[str, Any], first: int, where: str, name: str) -> Optional[str]:
+    """What is wrong with a saved parameter group, compared with the group ``fresh`` the
+    recipe's optimizer holds, whose weights are numbered from ``first``; None when it fits.
+
+    The weights must be the group's, in order. Every hyper-parameter must be one the
+    optimizer has, of its kind (true or false; a finite number; a list of them), and, but
+    for the rate (the schedule's, which changes every step) and :data:`KERNEL_SETTINGS`,
+    the recipe's value: the recipe decides them and a resume cannot change them. One the
+    file lacks (a torch of before it) takes the recipe's value, which it would have been.
+    """
+    count = len(fresh["params"])
+    if saved["params"] != list(range(first, first + count)):
+        return f"{where}.params should number the weights {first} to {first + count - 1} in order"
+    for key in saved:
+        if key not in fresh:
+            return f"{where}.{key} is no setting of {name}"
+    for key, value in saved.items():
+        if key == "params":
+            continue
+        expected = fresh[key]
+        if key in KERNEL_SETTINGS:
+            if value is not None and not isinstance(value, bool):
+                return f"{where}.{key}={_short(value)} should be true, false or null"
+            continue
+        problem = _setting_kind_problem(value, expected, f"{where}.{key}")
+        if problem:
+            return problem
+        if key == "lr":
+            if value < 0:
+                return f"{where}.lr={_short(value)} should be 0 or more"
+        elif not _same_setting(value, expected):
+            return f"{where}.{key}={_short(value)}, the recipe's optimizer has {_short(expected)}"
+    return None
+
+
+def _setting_kind_problem(value: Any, expected: Any, where: str) -> Optional[str]:
+    """``value``, read from JSON, is not of the kind of the optimizer's ``expected``: true or
+    false for a flag, a finite number for a number, a list of as many for a tuple."""
+    if isinstance(expected, bool):
+        return None if isinstance(value, bool) else f"{where}={_short(value)} should be true or false"
+    if isinstance(expected, (int, float)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return f"{where}={_short(value)} should be a finite number"
+        return None
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(value, list) or len(value) != len(expected):
+            return f"{where}={_short(value)} should be a list of {len(expected)} numbers"
+        return next(filter(None, (_setting_kind_problem(v, e, f"{where}[{i}]")
+                                  for i, (v, e) in enumerate(zip(value, expected)))), None)
+    return None if value == expected else f"{where}={_short(value)}, the recipe's optimizer has {_short(expected)}"
+
+
+def _same_setting(value: Any, expected: Any) -> bool:
+    """Equal, numbers to rounding (both went through the recipe's YAML and the state's JSON)."""
+    if isinstance(expected, (tuple, list)):
+        return all(_same_setting(v, e) for v, e in zip(value, expected))
+    if isinstance(expected, float) or isinstance(value, float):
+        return math.isclose(value, expected, rel_tol=1e-9, abs_tol=0.0)
+    return value == expected
+
+
+def _fresh_state(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """For each parameter group of ``optimizer``, the state one step leaves for a weight of
+    that group: what a saved state must hold for each weight it updated (Adam's step,
+    exp_avg, exp_avg_sq; Muon's momentum_buffer in its matrix groups). Taken from a step of
+    a copy of the optimizer (its class, its settings) over one stand-in weight per group, a
+    single number of the weight's rank, kind and device: no second copy of the weights,
+    and no list of what each optimizer keeps to fall behind torch's."""
+    stand_ins, groups = [], []
+    for group in optimizer.param_groups:
+        weight = group["params"][0]
+        stand_in = torch.zeros((1,) * weight.dim(), dtype=weight.dtype, device=weight.device)
+        stand_in.grad = torch.ones_like(stand_in)
+        stand_ins.append(stand_in)
+        groups.append({**group, "params": [stand_in]})
+    probe = type(optimizer).__new__(type(optimizer))
+    probe.__setstate__({"defaults": dict(optimizer.defaults), "state": defaultdict(dict), "param_groups": groups})
+    probe.step()  # the way torch rebuilds an unpickled optimizer: no __init__, which each class spells its own way
+    return [dict(probe.state[stand_in]) for stand_in in stand_ins]
 
 
 def _optimizer_settings(path: Path) -> dict[str, Any]:
@@ -163,19 +314,17 @@ def _optimizer_settings(path: Path) -> dict[str, Any]:
     naming the file and the field."""
     saved = read_json(path)  # missing, not UTF-8, not JSON: the file and line
     if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: expected a JSON object with param_groups and scalars")
+        raise CheckpointError(f"{path}: expected a JSON object with param_groups and scalars; {DAMAGED}")
     for name, kind in (("param_groups", list), ("scalars", dict)):
         if name not in saved:
-            raise CheckpointError(f"{path}: no {name}")
+            raise CheckpointError(f"{path}: no {name}; {DAMAGED}")
         if not isinstance(saved[name], kind):
-            raise CheckpointError(f"{path}: {name} should be a {'list' if kind is list else 'mapping'}")
+            raise CheckpointError(f"{path}: {name} should be a {'list' if kind is list else 'mapping'}; {DAMAGED}")
     for number, group in enumerate(saved["param_groups"]):
         params = group.get("params") if isinstance(group, dict) else None
         if not isinstance(params, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in params):
             raise CheckpointError(f"{path}: param_groups[{number}] should be a mapping whose params is a list of "
-                                  "parameter indices")
-        if "betas" in group and not (isinstance(group["betas"], list) and len(group["betas"]) == 2):
-            raise CheckpointError(f"{path}: param_groups[{number}].betas should be a list of two numbers")
+                                  f"parameter indices; {DAMAGED}")
     return saved
 
 
@@ -194,30 +343,112 @@ def read_trainer_state(path: Path, fields: type) -> dict[str, Any]:
     """``trainer.json`` of a state folder, checked against the dataclass ``fields`` (the
     trainer's state) and the random states beside it: anything that is not what the
     trainer wrote is one :class:`CheckpointError` naming the file and the field (not JSON
-    at line N, a field missing, unknown, or of the wrong type), not an error somewhere in
-    resuming that names neither.
+    at line N, a field missing, unknown, or of the wrong type; a count no run reaches,
+    :func:`_count_problem`; a random state its generator would refuse or misread,
+    :func:`_random_state_problem`), not an error somewhere in resuming that names neither,
+    nor a run that resumes from nonsense.
 
     Of the trainer's fields only ``step`` must be there: states of an older taa lack some
     that came later, which start from their defaults.
     """
     saved = read_json(path)  # missing, not UTF-8, not JSON: the file and line
     if not isinstance(saved, dict) or not isinstance(saved.get("trainer"), dict):
-        raise CheckpointError(f"{path}: expected a JSON object whose trainer is a mapping of the trainer's state")
+        raise CheckpointError(f"{path}: expected a JSON object whose trainer is a mapping of the trainer's state; "
+                              f"{DAMAGED}")
     trainer = saved["trainer"]
     hints = {**typing.get_type_hints(fields), **_FORMER_FIELDS}
     unknown = sorted(set(trainer) - set(hints))
     if unknown:
-        raise CheckpointError(f"{path}: unknown field {', '.join(f'trainer.{name}' for name in unknown)}")
+        raise CheckpointError(f"{path}: unknown field {', '.join(f'trainer.{name}' for name in unknown)}; {DAMAGED}")
     for name in ["trainer.step", *_RANDOM_STATES]:
         section, _, field = name.rpartition(".")
         if field not in (trainer if section else saved):
-            raise CheckpointError(f"{path}: no {name}")
+            raise CheckpointError(f"{path}: no {name}; {DAMAGED}")
     checks = [(value, hints[name], f"trainer.{name}") for name, value in trainer.items()]
     checks += [(saved[name], annotation, name) for name, annotation in _RANDOM_STATES.items()]
     problem = next(filter(None, (_json_problem(*check) for check in checks)), None)
+    problem = problem or _count_problem(trainer) or _random_state_problem(saved)
     if problem:
-        raise CheckpointError(f"{path}: {problem}")
+        raise CheckpointError(f"{path}: {problem}; {DAMAGED}")
     return saved
+
+
+# The most steps a state counts: beyond, a float (a rate schedule's position, JSON's
+# numbers elsewhere) no longer tells one step from the next.
+MOST_STEPS = 2**53
+
+
+def _count_problem(trainer: dict[str, Any]) -> Optional[str]:
+    """What no run writes, though every type fits: a step count below 0 or past
+    :data:`MOST_STEPS`, a negative number of tokens, seconds or evaluations, or a step
+    listed (logged, kept among the best, skipped) that is not one of the steps the state
+    took; None when the counts make sense."""
+    step = trainer["step"]
+    if not 0 <= step <= MOST_STEPS:
+        return f"trainer.step={_short(step)} should be a count of steps from 0 to 2**53"
+    for name in ("tokens", "seconds", "evaluations_without_improvement"):
+        if trainer.get(name, 0) < 0:
+            return f"trainer.{name}={_short(trainer[name])} should be 0 or more"
+    history = trainer.get("history", [])
+    for i, (_, _, rate) in enumerate(history):
+        if rate < 0:
+            return f"trainer.history[{i}][2]={_short(rate)} should be a rate, 0 or more"
+    listed = [(f"history[{i}][0]", entry[0]) for i, entry in enumerate(history)]
+    listed += [(f"best[{i}][1]", entry[1]) for i, entry in enumerate(trainer.get("best", []))]
+    listed += [(f"skipped_steps[{i}]", value) for i, value in enumerate(trainer.get("skipped_steps", []))]
+    for where, value in listed:
+        if not 1 <= value <= step:
+            return f"trainer.{where}={_short(value)} is not one of the state's steps (1 to {step})"
+    return None
+
+
+# Python's and numpy's Mersenne Twister: 624 words of 32 bits and a position in them.
+MT_WORDS = 624
+
+
+def _random_state_problem(saved: dict[str, Any]) -> Optional[str]:
+    """What is wrong with the random states of ``trainer.json``, of the right types already
+    (:data:`_RANDOM_STATES`): Python's must be ``random.getstate()``'s (its version, 624
+    words and a position 0 to 624), numpy's ``np.random.get_state()``'s ('MT19937', 624
+    words, a position 0 to 624, a flag 0 or 1). Checked here, as their generators do not
+    all: Python keeps the low 32 bits of a larger word and numpy a position past the end,
+    without a word; an array too short is an IndexError from numpy."""
+
+    def words(values: list[int]) -> bool:
+        return len(values) == MT_WORDS and all(0 <= value < 2**32 for value in values)
+
+    version, internal, _ = saved["python"]
+    if version != random.Random.VERSION:
+        return f"python[0]={_short(version)} should be {random.Random.VERSION} (Python's random state version)"
+    if not (len(internal) == MT_WORDS + 1 and words(internal[:-1]) and 0 <= internal[-1] <= MT_WORDS):
+        return f"python[1] should be {MT_WORDS} words of 32 bits and a position from 0 to {MT_WORDS}"
+    name, keys, position, has_gauss, _ = saved["numpy"]
+    if name != "MT19937":
+        return f"numpy[0]={_short(name)} should be \"MT19937\""
+    if not words(keys):
+        return f"numpy[1] should be {MT_WORDS} words of 32 bits"
+    if not 0 <= position <= MT_WORDS:
+        return f"numpy[2]={_short(position)} should be a position from 0 to {MT_WORDS}"
+    if has_gauss not in (0, 1):
+        return f"numpy[3]={_short(has_gauss)} should be 0 or 1"
+    return None
+
+
+# The name of torch's random state in ``rng.safetensors``.
+TORCH_RNG = "torch_rng"
+
+
+def read_torch_rng(path: Path) -> Tensor:
+    """torch's random state from ``rng.safetensors``: bytes, as many as this torch's
+    generator keeps (torch.set_rng_state refuses anything else, naming no file)."""
+    tensors = load_tensors(path)
+    if TORCH_RNG not in tensors:
+        raise CheckpointError(f"{path}: no {TORCH_RNG}; {DAMAGED}")
+    value, expected = tensors[TORCH_RNG], torch.get_rng_state()
+    if value.dtype != expected.dtype or value.shape != expected.shape:
+        raise CheckpointError(f"{path}: {TORCH_RNG} holds {tuple(value.shape)} {value.dtype}, torch's random state is "
+                              f"{tuple(expected.shape)} {expected.dtype}; {DAMAGED}")
+    return value
 
 
 def _json_problem(value: Any, annotation: Any, where: str) -> Optional[str]:
@@ -245,6 +476,9 @@ def _json_problem(value: Any, annotation: Any, where: str) -> Optional[str]:
         if not isinstance(value, dict):
             return f"{where} should be a mapping"
         return next(filter(None, (_json_problem(v, arguments[1], f"{where}.{k}") for k, v in value.items())), None)
+    if origin is Literal:
+        options = ", ".join(map(json.dumps, arguments))
+        return None if value in arguments else f"{where}={_short(value)} should be one of {options}"
     checks = {bool: (lambda v: isinstance(v, bool), "true or false"),
               int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
               float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
@@ -252,7 +486,11 @@ def _json_problem(value: Any, annotation: Any, where: str) -> Optional[str]:
     if annotation not in checks:  # no other kind is in the state; anything else is taken as it is
         return None
     fits, kind = checks[annotation]
-    return None if fits(value) else f"{where}={_short(value)} should be {kind}"
+    if not fits(value):
+        return f"{where}={_short(value)} should be {kind}"
+    if annotation is float and not math.isfinite(value):  # the trainer writes null for a figure that is not
+        return f"{where}={_short(value)} should be a finite number"
+    return None
 
 
 def _short(value: Any) -> str:

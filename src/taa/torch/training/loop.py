@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ class Seq2SeqBatch:
 # validations in a row without improvement.
 STEPS, TIME_BUDGET, EARLY_STOPPING = "steps", "time_budget", "early_stopping"
 STOP_REASONS = (STEPS, TIME_BUDGET, EARLY_STOPPING)
+StopReason = Literal["", "steps", "time_budget", "early_stopping"]  # "": the run may go on (the state's field)
 
 
 @dataclass
@@ -96,7 +97,7 @@ class TrainerState:
     evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)  # a figure that is not finite: None
     best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first; in best/ if out
     evaluations_without_improvement: int = 0
-    stop_reason: str = ""  # "" while the run may go on, else one of STOP_REASONS
+    stop_reason: StopReason = ""  # "" while the run may go on, else one of STOP_REASONS
     skipped_steps: list[int] = field(default_factory=list)  # non-finite steps not applied (train.nonfinite: skip)
 
 
@@ -459,7 +460,7 @@ class Trainer:
             }
             trainer = finite_json({"trainer": asdict(self.state), **random_state})
             (staging / folders.TRAINER_STATE).write_text(json.dumps(trainer, allow_nan=False))
-            ckpt.save_tensors({"torch_rng": torch.get_rng_state()}, staging / folders.RANDOM_STATE)
+            ckpt.save_tensors({ckpt.TORCH_RNG: torch.get_rng_state()}, staging / folders.RANDOM_STATE)
             if self.write_extra is not None:
                 self.write_extra(staging)
 
@@ -469,14 +470,16 @@ class Trainer:
     def load_state(self, directory: Path) -> None:
         """Continue from a state folder written by :meth:`save_state`.
 
+        Every file is checked as it is read, each problem one CheckpointError naming the
+        file and the field (:mod:`taa.torch.training.checkpoint`), and before any training.
         Every best weights file the state lists must be in the run folder's ``best/`` and
-        sound: the run ends with them (one-line CheckpointError, before any training, when one
-        is gone or damaged).
+        sound: the run ends with them.
         """
         directory = folders.find_state_folder(directory)
         ckpt.load_weights_file(self.model, directory / folders.WEIGHTS)
         ckpt.load_optimizer(self.optimizer, directory)
         saved = ckpt.read_trainer_state(directory / folders.TRAINER_STATE, TrainerState)  # checked, naming the file
+        torch_rng = ckpt.read_torch_rng(directory / folders.RANDOM_STATE)
         trainer = saved["trainer"]
         if "stopped_early" in trainer:  # an older state file: a flag instead of the reason
             out_of_time = self.train.max_minutes > 0 and trainer["seconds"] >= 60 * self.train.max_minutes
@@ -499,7 +502,7 @@ class Trainer:
         np.random.set_state(_numpy_random_state(saved["numpy"]))
         if saved["batches"] is not None:
             self.batches.load_state_dict(saved["batches"])
-        torch.set_rng_state(ckpt.load_tensors(directory / folders.RANDOM_STATE)["torch_rng"])
+        torch.set_rng_state(torch_rng)
 
 
 def _jsonable(value: Any) -> Any:
