@@ -1,5 +1,6 @@
 """What the fault tests share: the command line as a user calls it, and a tiny run."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ COPY = str(ROOT / "recipes" / "copy.yaml")
 # A copy-task run of a few seconds: 2 layers of width 64, 12 steps, a checkpoint every 4.
 TINY = ("--set", "train.steps=12", "--set", "train.batch_size=8", "--set", "train.eval_every=4",
         "--set", "data.eval_sequences=8", "--set", "train.warmup_steps=2")
+
+
+QUIET = ("--tracking", "none", "--no-progress")  # no tracking store, no progress bar
 
 
 def cli(*args: str, input: str | bytes | None = None):
@@ -49,3 +53,23 @@ def tiny_run(tmp_path):
     result = cli("train", COPY, *TINY, "--out", out, "--tracking", "none", "--no-progress")
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny copy run (12 steps), trained once for the module that asks for it."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    result = cli("train", COPY, *TINY, "--out", out, *QUIET)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A copy of the module's trained run, for a test to train into, resume or damage."""
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def files(folder: Path) -> dict[Path, bytes]:
+    """Every file of a folder and its bytes: what a test compares to show nothing changed."""
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}

@@ -3,41 +3,19 @@ in one line listing the differences, unless ``--resume-changed`` accepts them an
 folder records them (the original recipe stays recoverable)."""
 
 import json
-import shutil
 
 import pytest
 import yaml
 
-from tests.faults.conftest import COPY, ROOT, TINY, assert_one_line_error, cli
+from tests.faults.conftest import COPY, QUIET, ROOT, TINY, assert_one_line_error, cli, files
 from tests.faults.language_model import language_model_recipe
 
-QUIET = ("--tracking", "none", "--no-progress")
 CHAR = ROOT / "recipes" / "gpt-shakespeare-char.yaml"
 # A language model of a few thousand weights on a text file of a few lines: its tokenizer
 # fills the model's vocabulary size, so the saved run's recipe is not the one given.
 TINY_LM = ("model.n_layers=1", "model.d_model=16", "model.n_heads=2", "model.d_ff=32", "model.max_length=16",
            "train.batch_size=2", "train.steps=4", "train.eval_every=2", "train.max_minutes=0",
            "train.dtype=float32", "data.eval_batches=1", "data.sample_tokens=0")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny copy run (12 steps), trained once for the module."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    result = cli("train", COPY, *TINY, "--out", out, *QUIET)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    """A copy of the trained run, for a test to resume."""
-    return shutil.copytree(trained, tmp_path / "run")
-
-
-def files(folder):
-    """Every file of a folder and its bytes."""
-    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def test_a_changed_learning_rate_and_batch_size_are_refused_and_nothing_changes(run):

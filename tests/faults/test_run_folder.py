@@ -18,30 +18,8 @@ import pytest
 from taa import folders
 from taa.tasks.copy import CopyTask
 from tests.checkpoints import language_model_run, translation_run
-from tests.faults.conftest import COPY, TINY, assert_one_line_error, cli
+from tests.faults.conftest import COPY, QUIET, TINY, assert_one_line_error, cli, files
 from tests.faults.test_divergence import nan_loss_at
-
-QUIET = ("--tracking", "none", "--no-progress")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny copy run (12 steps), trained once for the module."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    result = cli("train", COPY, *TINY, "--out", out, *QUIET)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    """A copy of the trained run, for a test to train into."""
-    return shutil.copytree(trained, tmp_path / "run")
-
-
-def files(folder):
-    """Every file of a folder and its bytes."""
-    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 # ------------------------------------------------------------------ the recipe's name
