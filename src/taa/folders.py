@@ -752,6 +752,15 @@ def _read_lock(lock: Path) -> Optional[dict[str, Any]]:
     return record if isinstance(record, dict) and {"pid", "host", "started"} <= set(record) else None
 
 
+def check_no_live_run(folder: str | Path) -> None:
+    """Refuse, in one line, to write into a folder a live run holds (its ``run.lock``, see
+    :func:`run_folder_lock`): a command that replaces a folder (``taa convert --overwrite``)
+    would delete the files the run is writing. A stale lock is no obstacle."""
+    lock = Path(folder) / RUN_LOCK
+    if lock.is_file():
+        _refuse_live_holder(lock, _read_lock(lock))
+
+
 def _refuse_live_holder(lock: Path, holder: Optional[dict[str, Any]]) -> None:
     """A one-line ConfigError while the lock's owner may still run; nothing when it is stale."""
     folder = lock.parent

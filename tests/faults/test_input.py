@@ -303,7 +303,8 @@ def test_a_recipe_path_that_is_a_folder_says_so(tmp_path):
     (["train.stepz=5"], "--set train.stepz=5:", "unknown field train.stepz"),
     (["train.seed=100000000000000000000000"], "--set train.seed=1", "must be in [0, 2**32)"),
     (["train.seed=-1"], "--set train.seed=-1:", "must be in [0, 2**32)"),
-], ids=["type", "second-set", "unknown-field", "huge-seed", "negative-seed"])
+    (["train.threads=100000"], "--set train.threads=100000:", "threads=100000 must be at most 1024"),
+], ids=["type", "second-set", "unknown-field", "huge-seed", "negative-seed", "threads"])
 def test_a_bad_set_value_is_blamed_on_the_set_not_the_recipe(tmp_path, overrides, blamed, fragment):
     args = [arg for override in overrides for arg in ("--set", override)]
     output = assert_one_line_error(train(COPY, *args, "--out", tmp_path / "run"), blamed, fragment)

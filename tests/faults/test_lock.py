@@ -127,3 +127,21 @@ def test_a_lock_that_is_a_folder_is_one_line_and_stays(tmp_path, age):
     result = cli_process("train", COPY, *TINY, "--out", out, *QUIET, timeout=60)
     assert_one_line_error(result, f"{lock}: a folder, not a run's lock file", max_lines=1)
     assert [path.name for path in out.iterdir()] == ["run.lock"] and lock.is_dir()  # not moved aside
+
+
+def test_convert_never_replaces_a_folder_a_live_run_holds(tmp_path):
+    """``taa convert --overwrite`` into a folder a run is writing would delete the run's
+    files under it: refused while the lock's owner lives (here, this test's process)."""
+    from taa import folders
+    from tests.checkpoints import language_model_run
+
+    gpt = language_model_run(tmp_path / "gpt")
+    out = tmp_path / "hf"
+    assert cli("convert", "--to-hf", gpt, "--out", out).exit_code == 0
+    before = sorted(path.name for path in out.iterdir())
+    with folders.run_folder_lock(out):
+        result = cli("convert", "--to-hf", gpt, "--out", out, "--overwrite")
+        assert_one_line_error(result, f"{out}: another taa run (pid {os.getpid()}", "is writing this folder",
+                              max_lines=1)
+        assert sorted(path.name for path in out.iterdir()) == sorted([*before, "run.lock"])
+    assert cli("convert", "--to-hf", gpt, "--out", out, "--overwrite").exit_code == 0  # released: it may

@@ -314,3 +314,11 @@ def test_a_damaged_kept_tokenizer_stops_from_hf_before_it_writes(built, tmp_path
     assert_one_line_error(cli("convert", "--from-hf", folder, "--out", tmp_path / "model"),
                           str(folder / "tokenizer" / "char_tokenizer.json"))
     assert not (tmp_path / "model").exists()
+
+
+def test_hugging_face_weights_that_do_not_fit_their_config_name_both_files(built, tmp_path):
+    hf = shutil.copytree(built / "hf", tmp_path / "hf")
+    edit_tensors(hf / "model.safetensors", lambda tensors: tensors.pop("transformer.ln_f.bias"))
+    result = cli("generate", "--checkpoint", hf, "--prompt", "ab", "--max-new-tokens", "2")
+    assert_one_line_error(result, f"{hf / 'model.safetensors'} does not fit {hf / 'config.json'}: ",
+                          "transformer.ln_f.bias", max_lines=1)

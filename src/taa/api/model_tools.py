@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from taa import config as cfg
 from taa import registry
-from taa.folders import check_writable_folder, held_model, replace_folder
+from taa.folders import check_no_live_run, check_writable_folder, held_model, replace_folder
 from taa.api._common import PathLike, load
 
 
@@ -64,6 +64,7 @@ def convert(*, from_hf: Optional[PathLike] = None, to_hf: Optional[PathLike] = N
         raise cfg.ConfigError(f"--out {out} is the folder being converted: write somewhere else")
     if out.resolve() in source.resolve().parents:  # replacing what --out holds would delete the source
         raise cfg.ConfigError(f"--out {out} holds the folder being converted ({source}): write somewhere else")
+    check_no_live_run(out)  # a run writing there would lose its files
     _check_replaceable(out, overwrite)
 
     from taa.torch.convert.hf import load_hf_folder, save_hf_folder

@@ -59,11 +59,11 @@ from taa.config.tasks import (
     TextToTextTaskConfig,
     TranslationTaskConfig,
 )
-from taa.config.training import DEFAULT_SELECT_METRIC, TrainConfig
+from taa.config.training import DEFAULT_SELECT_METRIC, MAX_THREADS, TrainConfig
 
 __all__ = [
     "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig",
-    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "GPTConfig",
+    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "GPTConfig", "MAX_THREADS",
     "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig",
     "TrainConfig", "TransformerConfig", "TranslationTaskConfig", "dumps", "from_dict", "merge",
     "model_config_from_dict", "model_config_to_dict", "model_type", "parse_overrides", "preset",

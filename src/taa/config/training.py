@@ -11,6 +11,8 @@ from taa.config.coerce import _check_types, _require
 # The number formats a model computes in, by name (taa.training.dtypes says what each means).
 DtypeName = Literal["float32", "bfloat16"]
 
+MAX_THREADS = 1024  # the most CPU threads a run may ask for
+
 # What a step whose loss or gradient is not finite does (taa.training.divergence says why).
 NonFinitePolicy = Literal["stop", "skip"]
 
@@ -84,6 +86,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "grad_accumulation", "keep_best"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
         _require(self.threads is None or self.threads > 0, f"threads={self.threads} must be positive")
+        _require(self.threads is None or self.threads <= MAX_THREADS,  # far more crashes the kernels' thread pool
+                 f"threads={self.threads} must be at most {MAX_THREADS}")
         for name in ("eval_every", "checkpoint_every", "early_stopping", "max_skipped_steps"):
             _require(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0")
         _require(self.max_minutes >= 0, f"max_minutes={self.max_minutes} must be >= 0")

@@ -30,7 +30,7 @@ from typing import Any, Optional
 from taa import registry
 from taa.config import BertConfig, ConfigError
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
-from taa.convert.hf_folder import model_folder
+from taa.convert.hf_folder import model_folder, weights_misfit
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
 from taa.convert.hf_folder import config_number
 from taa.convert.state_dict import ConversionError, check_state_dict
@@ -324,7 +324,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     try:
         ours = state_dict_from_hf(weights, config, hf_class, pooler)
     except ConversionError as error:
-        raise ConversionError(f"{folder}: {error}") from None
+        raise weights_misfit(folder, error) from None
     options = {} if pooler else {"pooler": False}
     return Converted(config, ARCHITECTURES[hf_class], ours, options)
 

@@ -83,6 +83,15 @@ def weight_files(folder: str | Path) -> list[Path]:
     raise ConversionError(f"{folder}: no {WEIGHTS_FILE}")
 
 
+def weights_misfit(folder: str | Path, error: Exception) -> ConversionError:
+    """Weights that do not fit the model the folder's ``config.json`` describes (missing or
+    unexpected keys, other shapes): one error naming the weights file(s) and the config."""
+    folder = model_folder(folder)
+    files = weight_files(folder)
+    weights = str(files[0]) if len(files) == 1 else f"{folder} ({', '.join(path.name for path in files)})"
+    return ConversionError(f"{weights} does not fit {folder / CONFIG_FILE}: {error}")
+
+
 def read_weights(folder: str | Path, framework: str = "np",
                  unused: Optional[Callable[[str], bool]] = None) -> dict[str, Any]:
     """Every array of the folder's weights, as ``framework``'s arrays (safetensors' names:

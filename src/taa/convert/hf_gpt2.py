@@ -28,7 +28,7 @@ from taa import registry
 from taa.config import ConfigError, GPTConfig
 from taa.convert.arrays import join_rows, split_rows
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
-from taa.convert.hf_folder import model_folder
+from taa.convert.hf_folder import model_folder, weights_misfit
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
 from taa.convert.hf_folder import config_flag, config_number
 from taa.convert.state_dict import ConversionError, check_state_dict
@@ -270,7 +270,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     try:
         ours = state_dict_from_hf(weights, config)
     except ConversionError as error:
-        raise ConversionError(f"{folder}: {error}") from None
+        raise weights_misfit(folder, error) from None
     return Converted(config, ARCHITECTURES["GPT2LMHeadModel"], ours)
 
 

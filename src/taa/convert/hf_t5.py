@@ -44,7 +44,7 @@ from taa import registry
 from taa.config import ConfigError, T5Config
 from taa.convert.arrays import same_values
 from taa.convert.hf_folder import Converted, config_error, config_number, hf_architecture, model_folder, read_config
-from taa.convert.hf_folder import read_weights
+from taa.convert.hf_folder import read_weights, weights_misfit
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("t5").hf_architectures)  # transformers class -> ours (the same name)
@@ -298,7 +298,7 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     try:
         ours = state_dict_from_hf(weights, config)
     except ConversionError as error:
-        raise ConversionError(f"{folder}: {error}") from None
+        raise weights_misfit(folder, error) from None
     return Converted(config, ARCHITECTURES["T5ForConditionalGeneration"], ours)
 
 
