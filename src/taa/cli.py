@@ -26,7 +26,6 @@ one line, a pipe whose reader left (``| head``) quietly.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import re
@@ -39,7 +38,7 @@ import click
 from taa import __version__, api
 from taa.config import ConfigError
 from taa.decoding import MAX_BEAM, MAX_LENGTH_PENALTY, SEED_LIMIT
-from taa.folders import check_empty_path
+from taa.folders import check_empty_path, strict_json
 from taa.training.dtypes import DTYPES
 
 
@@ -102,9 +101,7 @@ def _out_of_memory(error: BaseException) -> str | None:
 def _echo_json(value: Any) -> None:
     """``value`` as one line of strict JSON: a figure that is not a number (a diverged loss,
     an infinite perplexity) is null, never ``NaN``, which JSON readers refuse."""
-    from taa.training.divergence import finite_json
-
-    click.echo(json.dumps(finite_json(value), allow_nan=False))
+    click.echo(strict_json(value))
 
 
 def _lines(sentences: tuple[str, ...]) -> list[str]:

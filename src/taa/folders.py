@@ -36,6 +36,7 @@ another run or model without being asked. Nothing here imports a framework.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -184,6 +185,26 @@ def read_json(path: Path) -> Any:
         return cfg.read_data(path, "json")
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None, through lists, tuples
+    (as lists) and dicts. JSON has no inf or nan: Python writes them as ``NaN`` and
+    ``Infinity``, which other readers (and ``jq``) refuse, so a figure that is not a number
+    (a diverged loss, an interval of only skipped steps) is written as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def strict_json(value: Any, indent: Optional[int] = None) -> str:
+    """``value`` as JSON text every reader takes (:func:`finite_json`): what taa writes as
+    JSON, to a file or to standard output."""
+    return json.dumps(finite_json(value), indent=indent, allow_nan=False)
 
 
 def _about(path: Path, error: ConfigError) -> CheckpointError:

@@ -22,7 +22,8 @@ non-finite step is this module's to decide:
   more skips (which would only skip batch after batch).
 
 A figure that is not finite (a validation loss, the training loss of an interval whose
-steps were all skipped) is written to JSON as null, never as ``NaN`` (:func:`finite_json`).
+steps were all skipped) is written to JSON as null, never as ``NaN``
+(:func:`taa.folders.strict_json`).
 
 Imports no framework: the checks themselves are the Trainer's (they need the tensors).
 """
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from taa.config import ConfigError, TrainConfig
 from taa.training.progress import counted
@@ -155,17 +156,3 @@ def diverged(step: int, problem: str, lr: float, last_state: Optional[LastState]
         parts += [f"the last good state is in {last_state.folder} (step {last_state.step})", skipped,
                   f"{remedy}, and resume it with --resume-changed"]
     return DivergenceError("; ".join(part for part in parts if part))
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` with every float that is not finite replaced by None, through lists, tuples
-    (as lists) and dicts. JSON has no inf or nan: Python writes them as ``NaN`` and
-    ``Infinity``, which other readers (and ``jq``) refuse, so a figure that is not a number
-    is written as null; ``json.dumps(finite_json(value), allow_nan=False)`` cannot fail on one."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(item) for item in value]
-    return value

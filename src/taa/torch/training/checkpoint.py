@@ -31,8 +31,7 @@ from taa.safetensors_file import FLOATING_DTYPES, check_finite, check_floating, 
 from taa.safetensors_file import tensor_dtypes
 from taa.folders import METRICS, OPTIMIZER_SETTINGS, OPTIMIZER_TENSORS, RECIPE, WEIGHTS, CheckpointError
 from taa.folders import read_json, weight_mismatches, weights_file
-from taa.folders import write_file_atomically
-from taa.training.divergence import finite_json
+from taa.folders import strict_json, write_file_atomically
 
 
 # ------------------------------------------------------------------ tensors and weights
@@ -518,7 +517,7 @@ def save_checkpoint(
     if write_extra is not None:
         write_extra(directory)
     write_file_atomically(directory / RECIPE, lambda tmp: tmp.write_text(cfg.dumps(recipe, "yaml")))
-    figures = json.dumps(finite_json(metrics or {}), indent=2, allow_nan=False) + "\n"  # strict JSON: null, not NaN
+    figures = strict_json(metrics or {}, indent=2) + "\n"  # null, not NaN
     write_file_atomically(directory / METRICS, lambda tmp: tmp.write_text(figures))
     save_weights(model, directory / WEIGHTS)  # last: a folder with weights is complete
     return directory

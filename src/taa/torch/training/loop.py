@@ -28,7 +28,6 @@ files, staging folders, best weights no state lists) is removed when the run sta
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -49,7 +48,7 @@ from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
 from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
 from taa.training.divergence import (
-    SKIP, WEIGHTS_NOT_FINITE, LastState, diverged, finite_json, skip_or_stop, what_is_not_finite,
+    SKIP, WEIGHTS_NOT_FINITE, LastState, diverged, skip_or_stop, what_is_not_finite,
 )
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
@@ -400,7 +399,7 @@ class Trainer:
         state, train = self.state, self.train
         metrics = self.evaluate(self.model)
         self.model.train()
-        state.evaluations.append({"step": state.step, **finite_json(metrics)})  # JSON has no nan (the state)
+        state.evaluations.append({"step": state.step, **folders.finite_json(metrics)})  # JSON has no nan (the state)
         self.tracker.log_metrics(metrics, state.step)
         if train.select_metric not in metrics:
             raise KeyError(f"select_metric={train.select_metric!r} is not among the metrics {sorted(metrics)}")
@@ -458,8 +457,8 @@ class Trainer:
                 "numpy": _jsonable(np.random.get_state()),
                 "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
             }
-            trainer = finite_json({"trainer": asdict(self.state), **random_state})
-            (staging / folders.TRAINER_STATE).write_text(json.dumps(trainer, allow_nan=False))
+            trainer = {"trainer": asdict(self.state), **random_state}
+            (staging / folders.TRAINER_STATE).write_text(folders.strict_json(trainer))
             ckpt.save_tensors({ckpt.TORCH_RNG: torch.get_rng_state()}, staging / folders.RANDOM_STATE)
             if self.write_extra is not None:
                 self.write_extra(staging)
