@@ -18,6 +18,8 @@ from taa.config.recipe import RecipeConfig
 RESULT_NEUTRAL = (
     "name",  # a label
     "train.threads",  # CPU threads: the same computation at another speed (float sums may round differently)
+    "train.device",  # where it computes: the same computation (kernels may round differently); a state loads anywhere
+    "train.parallel",  # ddp or fsdp: the same gradient, averaged whole or shard by shard
     "train.log_every",  # how often the loss is reported (the last interval's mean is final_train_loss)
     "train.checkpoint_every",  # how often a resumable state is saved
 )

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
-from taa.config.coerce import _check_types, _require
+from taa.config.coerce import ConfigError, _check_types, _require
 
 # The number formats a model computes in, by name (taa.training.dtypes says what each means).
 DtypeName = Literal["float32", "bfloat16"]
 
 MAX_THREADS = 1024  # the most CPU threads a run may ask for
+
+# Where a run computes: "auto" (a GPU when there is one: CUDA, else Apple's MPS, else the
+# CPU), "cpu", "cuda" (the first GPU, or each process's own under torchrun), "cuda:N", "mps".
+DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+# How many processes share a model (taa.torch.training.distributed): "ddp" keeps a whole
+# copy on each and averages the gradients; "fsdp" shards weights, gradients and optimizer
+# state across them (FSDP2), for a model too big for one device.
+ParallelName = Literal["ddp", "fsdp"]
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it spells a device taa knows (:data:`DEVICE_NAMES`), else a one-line ConfigError."""
+    if not isinstance(name, str) or not DEVICE_NAMES.fullmatch(name):
+        raise ConfigError(f"device={name!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    return name
 
 # What a step whose loss or gradient is not finite does (taa.training.divergence says why).
 NonFinitePolicy = Literal["stop", "skip"]
@@ -67,6 +84,8 @@ class TrainConfig:
     dtype: DtypeName = "float32"  # bfloat16: autocast matmuls (mixed precision)
     seed: int = 0  # seeds data, initialisation and dropout
     threads: Optional[int] = None  # CPU threads for the framework's kernels; None = the framework decides
+    device: str = "auto"  # auto (a GPU when there is one), cpu, cuda, cuda:N, mps (DEVICE_NAMES)
+    parallel: ParallelName = "ddp"  # several processes: ddp (a copy each) or fsdp (sharded); one process: unused
     log_every: int = 10  # steps between progress updates
     eval_every: int = 0  # steps between validations; 0 = only at the end
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = at each validation
@@ -85,6 +104,7 @@ class TrainConfig:
         _check_finite(self)
         for name in ("steps", "batch_size", "log_every", "grad_accumulation", "keep_best"):
             _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        check_device_name(self.device)
         _require(self.threads is None or self.threads > 0, f"threads={self.threads} must be positive")
         _require(self.threads is None or self.threads <= MAX_THREADS,  # far more crashes the kernels' thread pool
                  f"threads={self.threads} must be at most {MAX_THREADS}")

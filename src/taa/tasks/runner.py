@@ -188,18 +188,33 @@ def run_task(
     tracker = tracker or Tracker()
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
     check_recipe(task)
-    if out is not None:
+    parallel = backend.setup_parallel(train)  # the device; under torchrun, this process's place
+    try:
+        return _run(task, given, backend, tracker, bar, parallel, out, resume, overwrite)
+    finally:
+        parallel.close()
+
+
+def _run(task: Task, given: cfg.RecipeConfig, backend: ModuleType, tracker: Tracker, bar: TrainingProgress,
+         parallel: Any, out: Optional[str | Path], resume: Optional[str | Path], overwrite: bool) -> dict[str, Any]:
+    """:func:`run_task` once the process knows its device and its place among the
+    processes (``parallel``): every process reads the data and trains; rank 0 alone trains
+    the tokenizer (the others receive it), writes the run folder and evaluates the final
+    model."""
+    recipe, train, main = task.recipe, task.recipe.train, parallel.is_main
+    if out is not None and main:
         folders.check_run_entries(out, task.files)
     backend.seed_everything(train.seed)
     state = folders.find_state_folder(resume) if resume is not None else None
 
-    with bar.phase("data preparation"):
+    with bar.phase("data preparation"), parallel.main_first():  # a download happens once
         task.read_data()
     if state is not None:
         task.tokenizer = task.load_tokenizer(state / folders.TOKENIZER)
     else:
         with bar.phase("tokenizer training") if task.trains_tokenizer else nullcontext():
-            task.tokenizer = task.new_tokenizer()
+            tokenizer = task.new_tokenizer() if main else None
+        task.tokenizer = parallel.broadcast(tokenizer)  # one tokenizer for every process
     recipe = task.recipe = dataclasses.replace(recipe, model=task.model_config())
     with bar.phase("encoding"):
         task.encode()
@@ -225,17 +240,20 @@ def run_task(
     trainer = backend.Trainer(
         model, train, task.loss(), task.batches(), d_model=recipe.model.d_model,
         evaluate=validate if task.evaluate is not None else None, out=out, tracker=tracker, progress=bar,
-        write_extra=save_state_files, rate_unit=task.rate_unit,
+        write_extra=save_state_files, rate_unit=task.rate_unit, parallel=parallel,
     )
     if state is not None:
         load_state(trainer, state)
-    if out is not None and overwrite:
+    if out is not None and overwrite and main:
         replacing = folders.ReplacedRun(out, [*task.files, *earlier_task_files(Path(out))])
     with replacing or nullcontext():
-        if state is not None and out is not None:
+        if state is not None and out is not None and main:
             carry_over(state, Path(out), [step for _, step in trainer.state.best])
             record_resume_changes(Path(out), state, given)
         result = trainer.fit()
+        model = trainer.model  # the whole model with the final weights (gathered from shards under fsdp)
+        if not main:  # the others' part ends with the training
+            return {"model": model, "metrics": {}, "result": result}
 
         with bar.phase(task.final_phase) if task.final_phase else nullcontext():
             own = task.final_metrics(model, result)
@@ -293,9 +311,11 @@ def earlier_task_files(folder: Path) -> tuple[str, ...]:
 def training_backend(framework: str = DEFAULT_FRAMEWORK) -> ModuleType:
     """The training package of ``framework`` (``taa.torch.training`` for torch), imported now.
 
-    It provides what the run needs of a framework: ``Trainer`` (its ``fit`` returning a
-    ``TrainResult``), ``seed_everything(seed)``, ``save_checkpoint(out, model, recipe,
-    metrics, write_extra=...)`` and ``count_parameters(model)``.
+    It provides what the run needs of a framework: ``setup_parallel(train)`` (the device
+    and this process's place among several: ``is_main``, ``main_first()``, ``broadcast``,
+    ``close()``), ``Trainer`` (its ``fit`` returning a ``TrainResult``),
+    ``seed_everything(seed)``, ``save_checkpoint(out, model, recipe, metrics,
+    write_extra=...)`` and ``count_parameters(model)``.
     """
     return importlib.import_module(f"taa.{framework}.training")
 

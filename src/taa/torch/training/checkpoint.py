@@ -38,7 +38,9 @@ from taa.folders import strict_json, write_file_atomically
 
 
 def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
-    write_file_atomically(Path(path), lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
+    """Tensors into a safetensors file, from the CPU (a file loads on any device)."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    write_file_atomically(Path(path), lambda tmp: save_file(cpu, str(tmp)))
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -110,9 +112,10 @@ def load_average(model: nn.Module, paths: Iterable[Path]) -> nn.Module:
     return model
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
-    """Moments as safetensors, hyper-parameters as JSON."""
-    state = optimizer.state_dict()
+def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path, state: Optional[dict[str, Any]] = None) -> None:
+    """Moments as safetensors, hyper-parameters as JSON. ``state``: the optimizer's state
+    dict with whole tensors, when its own holds shards (a run on several processes)."""
+    state = state if state is not None else optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for name, value in values.items():
@@ -435,11 +438,13 @@ def _random_state_problem(saved: dict[str, Any]) -> Optional[str]:
 
 # The name of torch's random state in ``rng.safetensors``.
 TORCH_RNG = "torch_rng"
+CUDA_RNG = "cuda_rng"  # the GPU's generator, in a state saved by a run on a GPU
 
 
-def read_torch_rng(path: Path) -> Tensor:
+def read_torch_rng(path: Path) -> tuple[Tensor, Optional[Tensor]]:
     """torch's random state from ``rng.safetensors``: bytes, as many as this torch's
-    generator keeps (torch.set_rng_state refuses anything else, naming no file)."""
+    generator keeps (torch.set_rng_state refuses anything else, naming no file); and the
+    GPU generator's bytes when a run on a GPU saved them (None otherwise)."""
     tensors = load_tensors(path)
     if TORCH_RNG not in tensors:
         raise CheckpointError(f"{path}: no {TORCH_RNG}; {DAMAGED}")
@@ -447,7 +452,11 @@ def read_torch_rng(path: Path) -> Tensor:
     if value.dtype != expected.dtype or value.shape != expected.shape:
         raise CheckpointError(f"{path}: {TORCH_RNG} holds {tuple(value.shape)} {value.dtype}, torch's random state is "
                               f"{tuple(expected.shape)} {expected.dtype}; {DAMAGED}")
-    return value
+    cuda = tensors.get(CUDA_RNG)
+    if cuda is not None and (cuda.dtype != torch.uint8 or cuda.dim() != 1):
+        raise CheckpointError(f"{path}: {CUDA_RNG} holds {tuple(cuda.shape)} {cuda.dtype}, a GPU's random state is "
+                              f"bytes; {DAMAGED}")
+    return value, cuda
 
 
 def _json_problem(value: Any, annotation: Any, where: str) -> Optional[str]:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from taa import folders
 from taa.config import TrainConfig
 from taa.torch.training import checkpoint as ckpt
+from taa.torch.training.distributed import Parallel, to_device
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
 from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
@@ -208,6 +209,13 @@ class Trainer:
     ``compute_loss`` counts, for the progress bar: "tok" (tokens) or "sent" (sentences).
     ``progress`` is on or off, or the :class:`TrainingProgress` of a whole run (whose
     phases, such as validation, show on the same bar).
+
+    ``parallel`` places the run: the device and, under torchrun, this process's place among
+    several (:mod:`taa.torch.training.distributed`); by default one process on the model's
+    device. The model moves to that device; each batch moves there as it is used. On
+    several processes ``model`` is the whole model the run evaluates and saves, and the
+    steps run through ``parallel.wrap(model)`` (DistributedDataParallel or FSDP2); rank 0
+    alone validates and writes into ``out``.
     """
 
     def __init__(
@@ -224,14 +232,18 @@ class Trainer:
         tracker: Optional[Tracker] = None,
         progress: bool | TrainingProgress = True,
         rate_unit: str = "tok",
+        parallel: Optional[Parallel] = None,
     ) -> None:
-        self.model, self.train, self.compute_loss, self.batches = model, train, compute_loss, batches
+        self.train, self.compute_loss, self.batches = train, compute_loss, batches
         self.evaluate, self.write_extra = evaluate, write_extra
         self.out = Path(out) if out is not None else None
         self.tracker = tracker or Tracker()
         self.progress, self.rate_unit = progress, rate_unit
-        self.device = next(model.parameters()).device
-        self.optimizer = make_optimizer(model, train)
+        self.parallel = parallel or Parallel(next(model.parameters()).device)
+        self.device = self.parallel.device
+        self.wrapped = self.parallel.wrap(model.to(self.device))  # what the steps call
+        self.model = self.parallel.whole  # the whole model: validated, saved, handed back
+        self.optimizer = make_optimizer(self.wrapped, train)
         self.schedule = schedule_from_config(train, d_model)  # multiplier of train.lr at a step
         self.state = TrainerState()
         self.resumed_from: Optional[Path] = None  # the run folder whose state load_state read
@@ -260,25 +272,37 @@ class Trainer:
         what was not finite). The update is applied only when the loss and the gradient norm
         are finite; otherwise the step is skipped (what was not finite is returned, the
         weights and the optimizer untouched) or the run stops (:meth:`_skip_or_stop`)."""
-        self.model.train()
+        model, parallel = self.wrapped, self.parallel
+        model.train()
         loss_total, token_total = 0.0, 0
-        for _ in range(self.train.grad_accumulation):
-            batch = next(self.batches)
-            with autocast(self.train.dtype, self.device):
-                loss_sum, n_tokens = self.compute_loss(self.model, batch)
-            loss_sum.backward()  # summed, so micro-batches add up token by token
+        accumulation = self.train.grad_accumulation
+        for micro in range(accumulation):
+            # Every process draws the same batch and computes its own rows of it.
+            share, counts = parallel.share(next(self.batches))
+            with parallel.no_sync(model, last=micro == accumulation - 1):
+                with autocast(self.train.dtype, self.device):
+                    loss_sum, n_tokens = self.compute_loss(model, to_device(share, self.device))
+                if not counts:  # rows lent to a process with none of its own: computed, not counted
+                    loss_sum, n_tokens = loss_sum * 0.0, 0
+                loss_sum.backward()  # summed, so micro-batches add up token by token
             loss_total += float(loss_sum.detach())
             token_total += int(n_tokens)
-        for parameter in self.model.parameters():  # gradient of the mean loss per target token
+        if parallel.world_size > 1:  # the whole batch's loss and tokens, the same on every process
+            loss_total, tokens = parallel.sum(loss_total, token_total)
+            token_total = int(tokens)
+        # The gradient of the mean loss per target token of the whole batch (the wrappers
+        # average the processes' gradients: gradient_scale makes it their sum again).
+        divisor = max(1, token_total) / parallel.gradient_scale()
+        for parameter in model.parameters():
             if parameter.grad is not None:
-                parameter.grad.div_(max(1, token_total))
+                parameter.grad.div_(divisor)
         # The norm before clipping. Without clipping (grad_clip 0) only the norm: the same
         # number, without multiplying every gradient by 1.
         if self.train.grad_clip:
-            grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip))
+            grad_norm = _number(nn.utils.clip_grad_norm_(model.parameters(), self.train.grad_clip))
         else:
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            grad_norm = float(nn.utils.get_total_norm(grads))
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = _number(nn.utils.get_total_norm(grads))
         lr = self.lr = self.learning_rate()
         problem = what_is_not_finite(loss_total, grad_norm)
         if problem:
@@ -306,9 +330,11 @@ class Trainer:
 
     @torch.no_grad()
     def weights_are_finite(self) -> bool:
-        """No parameter holds an inf or a nan."""
-        finite = [torch.isfinite(p).all() for p in self.model.parameters()]
-        return bool(torch.stack(finite).all()) if finite else True
+        """No parameter holds an inf or a nan (on any process: a collective on several)."""
+        local = [_local(p) for p in self.wrapped.parameters()]
+        finite = [torch.isfinite(p).all() for p in local if p.numel()]
+        here = bool(torch.stack(finite).all()) if finite else True
+        return not self.parallel.any(not here) if self.parallel.world_size > 1 else here
 
     def _check_weights(self) -> None:
         """The last guard before weights are written or handed back: finite, or a DivergenceError."""
@@ -333,11 +359,15 @@ class Trainer:
         bar = self.progress
         if not isinstance(bar, TrainingProgress):
             bar = TrainingProgress(train.steps, enabled=bar, unit=self.rate_unit)
-        if self.out is not None:  # what a killed run left behind; a resumed run's state says which best weights stay
+        main = self.parallel.is_main
+        self.parallel.barrier()  # every process has read what it resumes from before rank 0 cleans
+        if self.out is not None and main:  # what a killed run left behind; a resumed run's state says which best stay
             resumed_here = self.resumed_from is not None and self.resumed_from.resolve() == self.out.resolve()
             folders.clean_run_folder(self.out, [step for _, step in state.best] if resumed_here else None)
             if resumed_here:
                 self.last_state = (self.out / folders.STATE, state.step)  # where clean_run_folder settled it
+        if self.parallel.rank:  # dropout draws other masks on each process, from a seed of the run's and the step
+            torch.manual_seed(train.seed + DROPOUT_SEED_STRIDE * self.parallel.rank + state.step)
         with bar:
             bar.update(state.step)
             while state.step < train.steps and not state.stop_reason:
@@ -350,6 +380,8 @@ class Trainer:
                     window_loss += loss_sum
                     window_tokens += tokens
                 state.seconds = time.perf_counter() - started
+                if train.max_minutes > 0 and self.parallel.world_size > 1:  # rank 0's clock decides for all
+                    state.seconds = self.parallel.sum(state.seconds if main else 0.0)[0]
                 last = state.step == train.steps
                 out_of_time = train.max_minutes > 0 and state.seconds >= 60 * train.max_minutes
                 evaluated = False
@@ -364,14 +396,15 @@ class Trainer:
                     mean_loss = window_loss / window_tokens if window_tokens else None  # None: all skipped
                     state.history.append((state.step, mean_loss, lr))
                     loss = {} if mean_loss is None else {"loss": mean_loss}
-                    bar.update(state.step, **loss, lr=lr, tokens_per_s=state.tokens / state.seconds)
+                    bar.update(state.step, **loss, lr=lr, tokens_per_s=state.tokens / max(state.seconds, 1e-9))
                     self.tracker.log_metrics({**{f"train_{k}": v for k, v in loss.items()}, "lr": lr}, state.step)
                     window_loss, window_tokens = 0.0, 0
                 every = train.checkpoint_every or train.eval_every
                 if self.out is not None and ((every and state.step % every == 0) or evaluated or last
                                              or state.stop_reason):
-                    self.save_state(self.out / folders.STATE)
-                    self._remove_dropped_best()
+                    self.save_state(self.out / folders.STATE)  # every process: gathering the shards is collective
+                    if main:
+                        self._remove_dropped_best()
         return self.finish()
 
     def _report_skip(self, problem: str, bar: TrainingProgress) -> None:
@@ -397,8 +430,12 @@ class Trainer:
         the ranking are deleted only after the next saved state (:meth:`_remove_dropped_best`).
         """
         state, train = self.state, self.train
-        metrics = self.evaluate(self.model)
-        self.model.train()
+        with self.parallel.evaluating(self.wrapped) as model:  # the whole model (gathered under fsdp)
+            metrics = self.evaluate(model) if self.parallel.is_main else None
+            self.wrapped.train()
+            metrics = self.parallel.broadcast(metrics)  # every process decides alike
+            if self.out is not None and self.parallel.is_main:
+                self._keep_best(metrics)
         state.evaluations.append({"step": state.step, **folders.finite_json(metrics)})  # JSON has no nan (the state)
         self.tracker.log_metrics(metrics, state.step)
         if train.select_metric not in metrics:
@@ -410,26 +447,45 @@ class Trainer:
         state.evaluations_without_improvement = 0 if improved else state.evaluations_without_improvement + 1
         if train.early_stopping and state.evaluations_without_improvement >= train.early_stopping:
             state.stop_reason = EARLY_STOPPING
-        candidates = sorted([*state.best, *([(value, state.step)] if ranks else [])], key=lambda item: sign * item[0])
-        kept, dropped = candidates[: train.keep_best], candidates[train.keep_best :]
+        kept, dropped = self._ranking(value)
         state.best = kept  # ranked with or without a run folder: early stopping compares with the best
-        if self.out is None:
-            return
-        if (value, state.step) in kept:
-            self._check_weights()
-            ckpt.save_weights(self.model, folders.best_weights(self.out, state.step))
-        self.dropped_best += [step for _, step in dropped]
+        if self.out is not None:
+            self.dropped_best += [step for _, step in dropped]
+
+    def _ranking(self, value: float) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+        """The best weights kept and dropped once this step's validation ``value`` ranks
+        (a figure that is not finite never ranks)."""
+        state, train = self.state, self.train
+        sign = 1.0 if train.select_mode == "min" else -1.0
+        ranks = math.isfinite(value)
+        candidates = sorted([*state.best, *([(value, state.step)] if ranks else [])], key=lambda item: sign * item[0])
+        return candidates[: train.keep_best], candidates[train.keep_best :]
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        """Rank 0, with the whole model at hand: write this step's weights if they rank among the best."""
+        value = metrics.get(self.train.select_metric)
+        if value is None:
+            return  # the KeyError below says so
+        kept, _ = self._ranking(value)
+        if (value, self.state.step) in kept:
+            if not _finite(self.model):
+                lr = self.lr if self.lr is not None else self.learning_rate()
+                raise diverged(self.state.step, WEIGHTS_NOT_FINITE, lr, self._last_state())
+            ckpt.save_weights(self.model, folders.best_weights(self.out, self.state.step))
 
     def finish(self) -> TrainResult:
         """Load the best (or the average of the best k) weights, if any were kept."""
         state = self.state
-        if self.out is not None and state.best:
+        self._check_weights()
+        self.model = self.parallel.finish(self.wrapped)  # the whole model, on the run's device
+        if self.out is not None and state.best and self.parallel.is_main:
             paths = [folders.best_weights(self.out, step) for _, step in state.best]
             if self.train.average_best:
                 ckpt.load_average(self.model, paths)
             else:
                 ckpt.load_weights_file(self.model, paths[0])
-        self._check_weights()
+            if not _finite(self.model):
+                raise diverged(state.step, WEIGHTS_NOT_FINITE, self.lr or self.learning_rate(), self._last_state())
         self.model.eval()
         return TrainResult(
             steps=state.step,
@@ -446,12 +502,21 @@ class Trainer:
 
     def save_state(self, directory: Path) -> None:
         """Write everything a resumed run needs, atomically (a kill keeps the previous state).
-        Weights that are not finite are never written: a DivergenceError instead."""
+        Weights that are not finite are never written: a DivergenceError instead.
+
+        Every process calls it (gathering a sharded model and its optimizer is collective);
+        rank 0 writes. The files hold whole tensors on the CPU, so the state resumes on any
+        device and any number of processes."""
         self._check_weights()
+        whole = self.parallel.gather(self.wrapped)
+        optimizer = self.parallel.optimizer_state(self.optimizer)
+        if not self.parallel.is_main:
+            self.last_state, self.updated_since_state = (Path(directory), self.state.step), False
+            return
 
         def write(staging: Path) -> None:
-            ckpt.save_weights(self.model, staging / folders.WEIGHTS)
-            ckpt.save_optimizer(self.optimizer, staging)
+            ckpt.save_weights(whole, staging / folders.WEIGHTS)
+            ckpt.save_optimizer(self.optimizer, staging, state=optimizer)
             random_state = {
                 "python": _jsonable(random.getstate()),
                 "numpy": _jsonable(np.random.get_state()),
@@ -459,7 +524,10 @@ class Trainer:
             }
             trainer = {"trainer": asdict(self.state), **random_state}
             (staging / folders.TRAINER_STATE).write_text(folders.strict_json(trainer))
-            ckpt.save_tensors({ckpt.TORCH_RNG: torch.get_rng_state()}, staging / folders.RANDOM_STATE)
+            generators = {ckpt.TORCH_RNG: torch.get_rng_state()}
+            if self.device.type == "cuda":  # dropout on a GPU draws from the GPU's generator
+                generators[ckpt.CUDA_RNG] = torch.cuda.get_rng_state(self.device)
+            ckpt.save_tensors(generators, staging / folders.RANDOM_STATE)
             if self.write_extra is not None:
                 self.write_extra(staging)
 
@@ -475,10 +543,12 @@ class Trainer:
         sound: the run ends with them.
         """
         directory = folders.find_state_folder(directory)
-        ckpt.load_weights_file(self.model, directory / folders.WEIGHTS)
+        ckpt.load_weights_file(self.model, directory / folders.WEIGHTS)  # the whole model, checked
+        self.parallel.scatter(self.wrapped)  # fsdp: each process takes its shards of it
         ckpt.load_optimizer(self.optimizer, directory)
+        self.parallel.shard_optimizer_state(self.optimizer)
         saved = ckpt.read_trainer_state(directory / folders.TRAINER_STATE, TrainerState)  # checked, naming the file
-        torch_rng = ckpt.read_torch_rng(directory / folders.RANDOM_STATE)
+        torch_rng, cuda_rng = ckpt.read_torch_rng(directory / folders.RANDOM_STATE)
         trainer = saved["trainer"]
         if "stopped_early" in trainer:  # an older state file: a flag instead of the reason
             out_of_time = self.train.max_minutes > 0 and trainer["seconds"] >= 60 * self.train.max_minutes
@@ -502,6 +572,29 @@ class Trainer:
         if saved["batches"] is not None:
             self.batches.load_state_dict(saved["batches"])
         torch.set_rng_state(torch_rng)
+        if cuda_rng is not None and self.device.type == "cuda":  # a state saved on a CPU leaves the GPU's as seeded
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+
+
+# Process r > 0 of a run on several seeds its generator (dropout) with seed + r * this + step.
+DROPOUT_SEED_STRIDE = 1_000_003
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This process's part of a sharded tensor (a DTensor under fsdp); a plain tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def _number(norm: Tensor) -> float:
+    """A gradient norm as a float (a DTensor's, under fsdp, is first completed across processes)."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+@torch.no_grad()
+def _finite(model: nn.Module) -> bool:
+    """No weight of ``model`` (whole, on this process) holds an inf or a nan."""
+    finite = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(finite).all()) if finite else True
 
 
 def _jsonable(value: Any) -> Any:

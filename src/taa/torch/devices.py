@@ -1,0 +1,76 @@
+"""The device a run or a command computes on, from its name (``train.device``, ``--device``).
+
+``auto`` takes a GPU when there is one: CUDA, else Apple's MPS, else the CPU. Under
+``torchrun`` each process on a machine takes its own GPU, ``cuda:LOCAL_RANK``, when the
+name leaves the index out (``auto`` or ``cuda``). A device the machine does not have is one
+line (:class:`~taa.config.ConfigError`), before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from taa.config import ConfigError
+from taa.config.training import check_device_name
+
+
+def cuda_count() -> int:
+    """How many CUDA GPUs this process sees (0 on a machine or a torch build without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def mps_available() -> bool:
+    """Whether Apple's Metal backend is usable here."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def local_rank() -> Optional[int]:
+    """This process's index on its machine under torchrun (``LOCAL_RANK``); None outside it."""
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def resolve_device(name: str = "auto", what: str = "device") -> torch.device:
+    """The :class:`torch.device` that ``name`` (auto, cpu, cuda, cuda:N, mps) means here.
+
+    ``what`` names the setting in the error (``train.device``, ``--device``). Asking for a
+    GPU the machine lacks is a ConfigError: ``--device cuda: no CUDA GPU here (torch ...
+    sees none); use --device cpu``.
+    """
+    try:
+        check_device_name(name)
+    except ConfigError:
+        raise ConfigError(f"{what}={name!r} is not one of auto, cpu, cuda, cuda:N, mps") from None
+    gpus = cuda_count()
+    if name == "auto":
+        if gpus:
+            name = "cuda"
+        elif mps_available():
+            name = "mps"
+        else:
+            return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not mps_available():
+            raise ConfigError(f"{what}=mps: Apple's MPS backend is not available here; use {what}=cpu")
+        return torch.device("mps")
+    if not gpus:
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(f"{what}={name}: no CUDA GPU here (torch {torch.__version__}, {build}, sees none); "
+                          f"use {what}=cpu")
+    index = int(name.partition(":")[2]) if ":" in name else (local_rank() or 0)
+    if index >= gpus:
+        raise ConfigError(f"{what}={name}: this machine has {gpus} CUDA GPU{'s' if gpus > 1 else ''} "
+                          f"(cuda:0 to cuda:{gpus - 1})")
+    return torch.device("cuda", index)
+
+
+def model_device(model: torch.nn.Module) -> Optional[torch.device]:
+    """The device of the model's weights (None for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else None
