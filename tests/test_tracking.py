@@ -1,15 +1,18 @@
-"""taa.tracking: the MLflow adapter writes what it is given and a failing backend never stops a run.
+"""taa.tracking: the MLflow and TensorBoard adapters write what they are given, which reads back;
+a failing backend never stops a run.
 
 The MLflow tests share one sqlite store per module: creating its tables takes seconds,
 so later stores are copies of the first (a copy opens in milliseconds). Every test runs
 in an empty working directory, so a misplaced default could never write into the repo.
 """
 
+import json
 import os
 import re
 import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import warnings
@@ -445,8 +448,161 @@ def test_make_tracker_mlflow_without_mlflow_says_what_to_install(monkeypatch):
 
 
 def test_make_tracker_rejects_an_unknown_kind():
-    with pytest.raises(ValueError, match=r"^tracking='wandb' is not one of 'mlflow', 'none'$"):
+    with pytest.raises(ValueError, match=r"^tracking='wandb' is not one of 'mlflow', 'tensorboard', 'none'$"):
         make_tracker("wandb")
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+
+def scalars(folder):
+    """``{tag: [(step, value), ...]}`` as TensorBoard reads the event files in ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def texts(folder, tag="params/text_summary"):
+    """``[(step, text), ...]`` of a text summary in ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors(tag)]
+
+
+@pytest.fixture
+def tensorboard(monkeypatch):
+    """tensorboard installed, and no Vertex AI folder set by the environment the tests run in."""
+    pytest.importorskip("tensorboard")
+    monkeypatch.delenv("AIP_TENSORBOARD_LOG_DIR", raising=False)
+
+
+def test_tensorboard_tracker_writes_scalars_and_params_that_read_back(tensorboard, empty_working_directory):
+    with make_tracker("tensorboard", run_name="copy") as tracker:
+        tracker.log_params({"model": {"d_model": 8}, "sizes": [1, 2], "name": "a|b"})
+        tracker.log_metrics({"train_loss": 2.5, "lr": np.float32(0.5), "note": "text", "nothing": None}, 10)
+        tracker.log_metrics({"train_loss": 1.25, "valid_loss": float("nan")}, 20)
+        tracker.log_metrics({"train_loss": float("inf")}, 30)
+        tracker.log_artifact(empty_working_directory / "no-such-file")  # TensorBoard keeps no files
+    assert isinstance(tracker, SafeTracker) and tracker.error is None
+    folder = Path("runs/copy/tensorboard")
+    assert tracker.inner.log_dir == folder
+    found = scalars(folder)
+    assert set(found) == {"train_loss", "lr", "valid_loss"}  # the text and the None are skipped
+    assert found["train_loss"] == [(10, 2.5), (20, 1.25), (30, float("inf"))]
+    assert found["lr"] == [(10, 0.5)]
+    [(step, value)] = found["valid_loss"]
+    assert step == 20 and np.isnan(value)  # written as it is
+    [(step, table)] = texts(folder)
+    assert step == 10  # with the first metrics
+    assert "| model.d_model | 8 |" in table and "| sizes | [1, 2] |" in table and "| name | a&#124;b |" in table
+
+
+def test_tensorboard_tracker_writes_no_file_before_the_first_metrics(tensorboard, tmp_path):
+    with pytest.raises(RuntimeError):
+        with make_tracker("tensorboard", run_folder=tmp_path / "run") as tracker:
+            tracker.log_params({"a": 1})
+            tracker.log_metrics({"note": "not a number"}, 1)
+            raise RuntimeError("the run fails before it trains")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_hides_the_steps_a_killed_run_logged_after_its_state(tensorboard, tmp_path):
+    folder = tmp_path / "run"
+    killed = make_tracker("tensorboard", run_folder=folder)
+    for step in (1, 2, 3, 4):
+        killed.log_metrics({"train_loss": float(step)}, step)
+    killed.end("KILLED")
+    with make_tracker("tensorboard", run_folder=folder) as resumed:  # from the state saved at step 2
+        for step in (3, 4, 5):
+            resumed.log_metrics({"train_loss": 10.0 * step}, step)
+    assert len(list((folder / "tensorboard").iterdir())) == 2  # one event file each
+    assert scalars(folder / "tensorboard")["train_loss"] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0), (5, 50.0)]
+
+
+def test_aip_tensorboard_log_dir_comes_before_the_run_folder(tensorboard, tmp_path, monkeypatch):
+    from taa.tracking import tensorboard_dir
+
+    vertex = tmp_path / "vertex" / "logs"
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(vertex))
+    with make_tracker("tensorboard", run_name="copy", run_folder=tmp_path / "run") as tracker:
+        tracker.log_metrics({"train_loss": 0.5}, 7)
+    assert scalars(vertex) == {"train_loss": [(7, 0.5)]}
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", "gs://bucket/job/logs")  # as Vertex AI sets it
+    assert tensorboard_dir("copy") == Path("/gcs/bucket/job/logs")
+    monkeypatch.delenv("AIP_TENSORBOARD_LOG_DIR")
+    assert tensorboard_dir("copy") == Path("runs/copy/tensorboard")
+    assert tensorboard_dir("copy", tmp_path / "run") == tmp_path / "run" / "tensorboard"
+    with pytest.raises(ValueError, match="give log_dir, run_folder or run_name"):
+        tensorboard_dir()
+
+
+def test_a_tensorboard_folder_that_cannot_be_written_fails_at_once_in_one_line(tensorboard, tmp_path):
+    from taa.api.training import _make_tracker
+    from taa.config import ConfigError
+
+    (tmp_path / "tensorboard").write_text("a file where the folder goes")
+    with pytest.raises(NotADirectoryError, match=f"{tmp_path / 'tensorboard'} is not a folder$"):
+        make_tracker("tensorboard", run_folder=tmp_path)
+    with pytest.raises(ConfigError, match=r"^--tracking tensorboard: TensorBoard's event files cannot go in .* is "
+                                          r"not a folder \(use --tracking none"):
+        _make_tracker("tensorboard", "run", folder=tmp_path)
+    with pytest.warns(TrackingWarning, match="training goes on untracked"):
+        assert type(_make_tracker("tensorboard", "run", optional=True, folder=tmp_path)) is Tracker
+
+
+def test_tensorboard_missing_says_what_to_install(monkeypatch, tmp_path):
+    from taa.api.training import _make_tracker
+    from taa.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"^TensorBoard tracking needs tensorboard: pip install tensorboard$"):
+        make_tracker("tensorboard", run_folder=tmp_path / "run")
+    with pytest.raises(ConfigError) as raised:
+        _make_tracker("tensorboard", "run", folder=tmp_path / "run")
+    assert str(raised.value) == ("--tracking tensorboard: TensorBoard tracking needs tensorboard: pip install "
+                                 "tensorboard (use --tracking none to train without it)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_inside_vertex_ai_mlflow_without_a_store_means_tensorboard(tensorboard, store, tmp_path, monkeypatch):
+    from taa.api.training import _make_tracker
+
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(tmp_path / "logs"))
+    tracker = _make_tracker("mlflow", "run", folder=tmp_path / "run")
+    assert isinstance(tracker.inner, taa.tracking.TensorBoardTracker) and tracker.inner.log_dir == tmp_path / "logs"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_of(store, tmp_path / "mlflow.db"))  # a store the user chose
+    with _make_tracker("mlflow", "run", folder=tmp_path / "run") as tracker:
+        assert isinstance(tracker.inner, MLflowTracker)
+
+
+def test_tensorboard_tracking_does_not_load_tensorflow(tensorboard, tmp_path):
+    code = ("import sys\nfrom taa.tracking import make_tracker\n"
+            f"with make_tracker('tensorboard', log_dir={str(tmp_path)!r}) as tracker:\n"
+            "    tracker.log_metrics({'train_loss': 1.0}, 1)\n"
+            "print('tensorflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert scalars(tmp_path) == {"train_loss": [(1, 1.0)]}
+
+
+def test_taa_train_tracking_tensorboard_writes_the_run_folder_s_event_files(tensorboard, tmp_path):
+    from click.testing import CliRunner
+
+    from taa.cli import main
+
+    out = tmp_path / "copy"
+    result = CliRunner().invoke(main, ["train", "copy", "--set", "train.steps=3", "--tracking", "tensorboard",
+                                       "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    found = scalars(out / "tensorboard")
+    [(step, loss)] = found["train_loss"]
+    assert step == 3 and loss == pytest.approx(json.loads((out / "metrics.json").read_text())["final_train_loss"])
+    assert "| train.steps | 3 |" in texts(out / "tensorboard")[0][1]
 
 
 def test_a_long_error_keeps_the_system_error_it_wraps():

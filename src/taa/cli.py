@@ -2,18 +2,20 @@
 
     taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]] [--overwrite]
               [--tracking mlflow|none] [--tracking-optional] [--json]
-    taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [SENTENCE ...]
-    taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--json]
-    taa evaluate --checkpoint DIR --data FILE [--json]
-    taa classify --checkpoint DIR [--batch-size N] [--json] [SENTENCE ...]
+    taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [--device D] [SENTENCE ...]
+    taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--device D] [--json]
+    taa evaluate --checkpoint DIR --data FILE [--device D] [--json]
+    taa classify --checkpoint DIR [--batch-size N] [--device D] [--json] [SENTENCE ...]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
     taa model-info PRESET [--set key=value ...] [--json]
     taa models [--json]
     taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--overwrite] [--json]
     taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--sample|--no-sample]
                  [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-penalty A] [--seed S]
-                 [--dtype float32|bfloat16] [--json]
-    taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [SENTENCE ...]
+                 [--dtype float32|bfloat16] [--device D] [--json]
+    taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [--device D] [SENTENCE ...]
+    taa vertex-job RECIPE [--image URI] [--machine TYPE] [--accelerator TYPE] [--accelerator-count N] [--replicas N]
+                   [--nproc N] [--set key=value ...] [--base-output-dir gs://...] [--data DIR] --out FILE [--overwrite]
 
 Each command parses its options, calls the :mod:`taa.api` function of the same name with
 them, and prints what it returns (``--json``: as one JSON value). Frameworks are imported
@@ -151,6 +153,10 @@ READ_PATH = click.Path()
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
 DTYPE_CHOICE = click.Choice(list(DTYPES))
 BEAM_SIZE = click.IntRange(1, MAX_BEAM)
+# Where a command's model runs; the api checks the name and that the machine has it (one line).
+DEVICE = click.option(
+    "--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
+    help="Where the model runs: auto takes a GPU when there is one (CUDA, else Apple's MPS), else the CPU.")
 LENGTH_PENALTY = click.option(
     "--length-penalty", type=FiniteFloat(0, MAX_LENGTH_PENALTY), default=None,
     help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT; a Hugging Face folder: "
@@ -260,14 +266,25 @@ def main(context: click.Context) -> None:
 @click.option("--overwrite", is_flag=True,
               help="Replace an earlier run in the run folder: its files are set aside when training starts and "
                    "deleted once the new run has saved a state (a run that fails before that puts them back).")
-@click.option("--tracking", type=click.Choice(["mlflow", "none"]), default="mlflow", show_default=True,
-              help="Experiment tracking backend.")
+@click.option("--tracking", type=click.Choice(["mlflow", "tensorboard", "none"]), default="mlflow", show_default=True,
+              help="Experiment tracking backend. tensorboard writes event files into the run folder's tensorboard/, "
+                   "or where AIP_TENSORBOARD_LOG_DIR says; inside a Vertex AI job that sets it, mlflow without "
+                   "MLFLOW_TRACKING_URI is tensorboard (MLflow's default store would die with the container).")
 @click.option("--tracking-optional", "tracking_optional", is_flag=True,
               help="Train without tracking (one warning) when the tracking store cannot be reached.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train on N processes on this machine (torchrun; gloo on CPUs, NCCL on GPUs).")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --nproc: the machines taking part; run the same command on each.")
+@click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None,
+              help="With --nnodes: this machine's index, 0 on the one --rdzv-endpoint names.")
+@click.option("--rdzv-endpoint", "rdzv_endpoint", default=None, metavar="HOST:PORT",
+              help="With --nnodes: where machine 0 listens for the others.")
 @JSON
 def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resume: str | None, resume_changed: bool,
-          overwrite: bool, tracking: str, tracking_optional: bool, progress: bool, as_json: bool) -> None:
+          overwrite: bool, tracking: str, tracking_optional: bool, progress: bool, nproc: int | None, nnodes: int,
+          node_rank: int | None, rdzv_endpoint: str | None, as_json: bool) -> None:
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
     RECIPE is a YAML file or the name of a built-in recipe (copy, translate-multi30k, ...).
@@ -280,7 +297,40 @@ def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resum
     --resume refuses a recipe that trains differently from the saved run's (one line listing
     the differences) unless --resume-changed is given. A step whose loss or gradient is not
     finite stops the run with one line (train.nonfinite: skip skips it instead).
+
+    --nproc N trains on N processes (torchrun's launcher, started by taa): train.batch_size
+    is the whole batch, split between them, so the same recipe gives the same model on any
+    number of processes; `torchrun --nproc_per_node N -m taa train RECIPE` does the same.
     """
+    from taa.training.launch import process_rank
+
+    if nproc is not None or nnodes > 1 or node_rank is not None or rdzv_endpoint is not None:
+        from taa.training.launch import launch_training
+
+        if nproc is None:
+            raise click.ClickException("--nnodes, --node-rank and --rdzv-endpoint go with --nproc N")
+        if nnodes == 1 and node_rank is None and rdzv_endpoint is None:  # a Vertex AI job's machines, if any
+            from taa.vertex import vertex_cluster
+
+            cluster = _call(vertex_cluster)
+            if cluster is not None:
+                nnodes, node_rank, rdzv_endpoint = cluster.nodes, cluster.node_rank, cluster.rdzv_endpoint
+        arguments = [*([recipe] if recipe is not None else []), *(f"--set={item}" for item in overrides),
+                     *(["--out", out] if out is not None else []), *(["--resume", resume] if resume else []),
+                     *(["--resume-changed"] if resume_changed else []), *(["--overwrite"] if overwrite else []),
+                     "--tracking", tracking, *(["--tracking-optional"] if tracking_optional else []),
+                     *([] if progress else ["--no-progress"]), *(["--json"] if as_json else [])]
+        if (node_rank or 0) == 0:  # a bad setting is one line here, not one from each process
+            from taa.api.training import check_train
+
+            _call(check_train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
+                  overwrite=overwrite)
+        _call(launch_training, arguments, nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+        return
+    if process_rank() != 0:  # one of several processes: rank 0 prints the run's figures
+        _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
+              overwrite=overwrite, tracking="none", progress=False)
+        return
     result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
                    overwrite=overwrite, tracking=tracking, tracking_optional=tracking_optional, progress=progress)
     if as_json:
@@ -409,8 +459,9 @@ def convert(from_hf: str | None, to_hf: str | None, out: str, overwrite: bool, a
 @click.option("--max-len", type=click.IntRange(min=2), default=None,
               help="Longest output, in tokens (default: source length + the recipe's data.max_extra).")
 @LENGTH_PENALTY
+@DEVICE
 @click.argument("sentences", nargs=-1)
-def translate(checkpoint: str, beam: int | None, max_len: int | None, length_penalty: float | None,
+def translate(checkpoint: str, beam: int | None, max_len: int | None, length_penalty: float | None, device: str,
               sentences: tuple[str, ...]) -> None:
     """Translate SENTENCES, or one sentence a line from standard input; one translation a line out.
 
@@ -423,7 +474,7 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
     data) or that is empty, is refused with one line naming it; so is an empty SENTENCE.
     """
     for line in _call(api.translate, checkpoint, sentences=_call(_lines, sentences), beam=beam, max_len=max_len,
-                      length_penalty=length_penalty, notify=_notify("translate")):
+                      length_penalty=length_penalty, notify=_notify("translate"), device=device):
         click.echo(line)
 
 
@@ -438,9 +489,10 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
 @click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
+@DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(checkpoint: str, source: str | None, reference: str | None, data: str | None, beam: int | None,
-             length_penalty: float | None, as_json: bool) -> None:
+             length_penalty: float | None, device: str, as_json: bool) -> None:
     """Score a checkpoint on a file, as its task says.
 
     A translation run, --source and --reference: sacreBLEU (cased and lower-cased) and chrF
@@ -455,7 +507,7 @@ def evaluate(checkpoint: str, source: str | None, reference: str | None, data: s
     its length, as in training, with one line on standard error saying how many.
     """
     scores = _call(api.evaluate, checkpoint, source=source, reference=reference, data=data, beam=beam,
-                   length_penalty=length_penalty, notify=_notify("evaluate"))
+                   length_penalty=length_penalty, notify=_notify("evaluate"), device=device)
     if as_json:
         _echo_json(scores)
     elif scores.get("task") == "classification":
@@ -517,10 +569,12 @@ def viz_attention(checkpoint: str, out: str, sentence: str) -> None:
               help="Seed of the sampler (default: a language model run's train.seed).")
 @click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
+@DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tokens, text) instead of streaming.")
 def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_new_tokens: int | None,
              sample: bool | None, temperature: float | None, top_k: int | None, top_p: float | None,
-             beam: int | None, length_penalty: float | None, seed: int | None, dtype: str, as_json: bool) -> None:
+             beam: int | None, length_penalty: float | None, seed: int | None, dtype: str, device: str,
+             as_json: bool) -> None:
     """Continue a prompt (GPT) or generate from a source (T5, a translation run).
 
     Decodes as the checkpoint says unless an option says otherwise: a translation run
@@ -539,7 +593,7 @@ def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_ne
     """
     options = dict(prompt=prompt, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, sample=sample,
                    temperature=temperature, top_k=top_k, top_p=top_p, beam=beam, length_penalty=length_penalty,
-                   seed=seed, dtype=dtype, notify=_notify("generate"))
+                   seed=seed, dtype=dtype, notify=_notify("generate"), device=device)
     if as_json:
         _echo_json(_call(api.generate, checkpoint, **options))
         return
@@ -557,8 +611,9 @@ def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_ne
 @click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@DEVICE
 @click.argument("sentences", nargs=-1)
-def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, sentences: tuple[str, ...]) -> None:
+def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, device: str, sentences: tuple[str, ...]) -> None:
     """Sentence embeddings of SENTENCES (or of each line of standard input): the mean of BERT's
     last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line.
 
@@ -569,7 +624,7 @@ def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, sentences
     so is an empty SENTENCE.
     """
     rows = _call(api.embed, checkpoint, sentences=_call(_lines, sentences), dtype=dtype, batch_size=batch_size,
-                 notify=_notify("embed"))
+                 notify=_notify("embed"), device=device)
     if as_json:
         _echo_json(rows)
         return
@@ -582,8 +637,9 @@ def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, sentences
               help="A classification run, or a Hugging Face BertForSequenceClassification folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per sentence.")
+@DEVICE
 @click.argument("sentences", nargs=-1)
-def classify(checkpoint: str, batch_size: int, as_json: bool, sentences: tuple[str, ...]) -> None:
+def classify(checkpoint: str, batch_size: int, as_json: bool, device: str, sentences: tuple[str, ...]) -> None:
     """The label of each of SENTENCES (or of each line of standard input) and the probability
     of every label: one line per sentence, "label<TAB>probabilities<TAB>sentence". Labels are
     named when the run names them (SST-2: negative, positive), else their ids.
@@ -595,13 +651,56 @@ def classify(checkpoint: str, batch_size: int, as_json: bool, sentences: tuple[s
     so is an empty SENTENCE.
     """
     results = _call(api.classify, checkpoint, sentences=_call(_lines, sentences), batch_size=batch_size,
-                    notify=_notify("classify"))
+                    notify=_notify("classify"), device=device)
     if as_json:
         _echo_json(results)
         return
     for result in results:
         shown = ", ".join(f"{name} {probability:.3f}" for name, probability in result["probabilities"].items())
         click.echo(f"{result['label']}\t{shown}\t{result['sentence']}")
+
+
+# --------------------------------------------------------------------------------------
+# taa vertex-job
+# --------------------------------------------------------------------------------------
+
+
+@main.command("vertex-job")
+@click.argument("recipe")
+@click.option("--image", envvar="TAA_VERTEX_IMAGE", default=None,
+              help="The pushed image, REGION-docker.pkg.dev/PROJECT/REPOSITORY/taa:TAG (default: $TAA_VERTEX_IMAGE).")
+@click.option("--machine", default="n1-standard-8", show_default=True, help="Each machine's Compute Engine type.")
+@click.option("--accelerator", default=None, help="Each machine's GPU, as Vertex AI names it: NVIDIA_TESLA_T4, "
+              "NVIDIA_L4, NVIDIA_H100_80GB, ... (default: none).")
+@click.option("--accelerator-count", "accelerator_count", type=int, default=None,
+              help="GPUs a machine (with --accelerator; default 1).")
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Machines: the chief and replicas - 1 workers, one torchrun job.")
+@click.option("--nproc", type=int, default=None,
+              help="Training processes a machine (default: one a GPU; 1 on several CPU machines).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. train.steps=100.")
+@click.option("--base-output-dir", "base_output_dir", default=None,
+              help="gs://BUCKET/PATH: the run folder (checkpoints/) and the model (model/) go there.")
+@click.option("--data", default=None, help="The data folder in the container ($TAA_DATA): gs://BUCKET/PATH or a path.")
+@click.option("--out", type=click.Path(), required=True, help="The job spec to write (YAML).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def vertex_job(recipe: str, image: str | None, machine: str, accelerator: str | None, accelerator_count: int | None,
+               replicas: int, nproc: int | None, overrides: tuple[str, ...], base_output_dir: str | None,
+               data: str | None, out: str, overwrite: bool) -> None:
+    """Write a Vertex AI custom training job that trains a built-in RECIPE with taa's image.
+
+    Submit it with gcloud ai custom-jobs create --region=REGION --display-name=NAME --config=FILE.
+    The image holds the built-in recipes: RECIPE is one's name (a file of yours goes into
+    recipes/ before the image is built). The recipe and --set are checked here first.
+    """
+    result = _call(api.vertex_job, recipe, image=image, out=out, machine=machine, accelerator=accelerator,
+                   accelerator_count=accelerator_count, replicas=replicas, nproc=nproc, overrides=overrides,
+                   base_output_dir=base_output_dir, data=data, overwrite=overwrite)
+    gpus = f" + {result['accelerator_count']} {result['accelerator']}" if result["accelerator"] else ""
+    kept = f"output in {result['base_output_dir']}" if result["base_output_dir"] else \
+        "no --base-output-dir: the run is lost with the machines"
+    click.echo(f"{result['out']}: {result['recipe']} on {result['replicas']} x {result['machine']}{gpus}; {kept}; "
+               f"submit with gcloud ai custom-jobs create --region=REGION --display-name=NAME --config={result['out']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,6 +65,7 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"  # in the state folder: the optimize
 OPTIMIZER_SETTINGS = "optimizer.json"  # in the state folder: its hyper-parameters and scalars
 RANDOM_STATE = "rng.safetensors"  # in the state folder: the framework's random generator state
 BEST = "best"  # a training run: the best k weights, best/step-N.safetensors
+TENSORBOARD = "tensorboard"  # a training run tracked with --tracking tensorboard: TensorBoard's event files
 GIVEN_RECIPE = "given_recipe.yaml"  # in the state folder: the run's recipe as given, before the task completed it
 RESUME_CHANGES = "resume_changes.json"  # a training run: what each resume with --resume-changed changed
 RUN_LOCK = "run.lock"  # a training run in progress: which process, on which host, writes it (run_folder_lock)
@@ -83,7 +84,7 @@ TAA_RUN, TAA_MODEL, HUGGING_FACE = "taa_run", "taa_model", "hugging_face"  # wha
 # run.lock: files, and folders. check_run_entries checks them before a run starts;
 # ReplacedRun sets them aside for ``taa train --overwrite``.
 RUN_FILES = (RECIPE, METRICS, WEIGHTS, CURVES, RESUME_CHANGES)
-RUN_FOLDERS = (STATE, f"{STATE}.new", f"{STATE}.old", BEST, TOKENIZER)
+RUN_FOLDERS = (STATE, f"{STATE}.new", f"{STATE}.old", BEST, TOKENIZER, TENSORBOARD)
 EARLIER_RUN = ".earlier-run"  # in a run folder: the run --overwrite replaces, until the new run has a state
 
 
@@ -705,7 +706,7 @@ def _unwritable(folder: Path) -> Optional[str]:
 
 
 @contextmanager
-def run_folder_lock(folder: str | Path) -> Iterator[Path]:
+def run_folder_lock(folder: str | Path, foreign_is_stale: bool = False) -> Iterator[Path]:
     """Hold ``folder`` for one training run while the block runs; refused at once, in one
     line, while a live run holds it, so two runs never overwrite each other's files.
 
@@ -718,6 +719,8 @@ def run_folder_lock(folder: str | Path) -> Iterator[Path]:
     goes when the block ends, on an exception or Ctrl-C too; a killed run leaves a stale
     one. A folder the lock made and nothing else filled is removed with it. A ``run.lock``
     that is not a file (a folder) is no lock to take over: refused in one line, left as it is.
+    ``foreign_is_stale``: a lock from another host is stale too (a job that restarts on a
+    new machine, which only starts once the old one is gone: Vertex AI's).
     """
     folder = Path(folder)
     made = not folder.exists()
@@ -729,7 +732,7 @@ def run_folder_lock(folder: str | Path) -> Iterator[Path]:
         raise ConfigError(f"{lock}: {_kind(lock)}, not a run's lock file (move it away or train into another folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _acquire(lock, record)
+        _acquire(lock, record, foreign_is_stale)
     except OSError as error:
         raise ConfigError(f"{lock}: cannot lock the run folder ({error.strerror or error})") from None
     try:
@@ -749,13 +752,13 @@ def run_folder_lock(folder: str | Path) -> Iterator[Path]:
 LOCK_WRITE_SECONDS = 10.0
 
 
-def _acquire(lock: Path, record: dict[str, Any]) -> None:
+def _acquire(lock: Path, record: dict[str, Any], foreign_is_stale: bool = False) -> None:
     for _ in range(3):  # a stale lock taken over, then made ours; or a race lost to another process
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             holder = _read_lock(lock)
-            _refuse_live_holder(lock, holder)
+            _refuse_live_holder(lock, holder, foreign_is_stale)
             _take_over(lock, holder)
             continue
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
@@ -782,8 +785,9 @@ def check_no_live_run(folder: str | Path) -> None:
         _refuse_live_holder(lock, _read_lock(lock))
 
 
-def _refuse_live_holder(lock: Path, holder: Optional[dict[str, Any]]) -> None:
-    """A one-line ConfigError while the lock's owner may still run; nothing when it is stale."""
+def _refuse_live_holder(lock: Path, holder: Optional[dict[str, Any]], foreign_is_stale: bool = False) -> None:
+    """A one-line ConfigError while the lock's owner may still run; nothing when it is stale
+    (``foreign_is_stale``: a lock from another host is)."""
     folder = lock.parent
     if holder is None:
         try:
@@ -795,6 +799,8 @@ def _refuse_live_holder(lock: Path, holder: Optional[dict[str, Any]]) -> None:
         return
     who = f"pid {holder['pid']}, started {holder['started']}"
     if holder["host"] != socket.gethostname():
+        if foreign_is_stale:
+            return
         raise ConfigError(f"{folder}: a run on host {holder['host']} ({who}) holds this folder; "
                           f"if it has ended, delete {lock}")
     if _process_alive(holder):

@@ -6,6 +6,9 @@ interval and after each validation):
 - :class:`Tracker` records nothing (``--tracking none``).
 - :class:`MLflowTracker` records into MLflow. The only module of taa that imports
   mlflow, and only when one is made: ``import taa.tracking`` stays cheap.
+- :class:`TensorBoardTracker` writes TensorBoard's event files into a folder (the run
+  folder's ``tensorboard/``, or the one a Vertex AI job names); it imports tensorboard,
+  through PyTorch's writer, only when one is made.
 - :class:`SafeTracker` wraps another tracker so a failing backend costs one warning,
   never the training run.
 - :class:`BackgroundTracker` is a :class:`SafeTracker` that makes the inner tracker's
@@ -14,6 +17,7 @@ interval and after each validation):
 :func:`make_tracker` picks one by name, as ``taa train --tracking`` does: a store on
 another machine (``http://...``, a database server) gets the background worker, a
 local store (sqlite, a folder) is written in line, in order, before the call returns.
+TensorBoard's writer queues events on its own thread, so it is written in line too.
 
 A store that is down costs seconds, not minutes: each is checked before MLflow opens it
 (:func:`_check_store`), since MLflow's own retries are made for a store that is busy, not
@@ -42,14 +46,22 @@ import os
 import queue
 import re
 import socket
+import sys
 import threading
 import time
+import types
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-TRACKERS = ("mlflow", "none")  # the names make_tracker knows
+TRACKERS = ("mlflow", "tensorboard", "none")  # the names make_tracker knows
+# Set by Vertex AI inside a training job given a TensorBoard instance: where its uploader
+# reads event files (a gs:// URI; taa.vertex.local_path maps it to the mounted path).
+TENSORBOARD_VARIABLE = "AIP_TENSORBOARD_LOG_DIR"
+# How often TensorBoard's writer flushes its queue to the event file (its default is 120 s):
+# a run killed outright loses at most this much, and a job's uploader sees the curves this soon.
+FLUSH_SECONDS = 30
 # The loggers of MLflow, of the database migrations it runs on a new sqlite store, and of
 # SQLAlchemy, which it opens databases with.
 MLFLOW_LOGGERS = ("mlflow", "alembic", "sqlalchemy")
@@ -603,6 +615,138 @@ class BackgroundTracker(SafeTracker):
                           f"the run's last {unsent} tracking calls are not recorded", TrackingWarning, stacklevel=2)
 
 
+def _import_summary_writer():
+    """PyTorch's ``SummaryWriter``, writing through TensorBoard's own file layer.
+
+    tensorboard reads and writes files with TensorFlow's file API when TensorFlow is
+    installed, and imports all of it to do so (seconds, and TensorFlow's log lines in a
+    PyTorch run), unless the module ``tensorboard.compat.notf`` exists: then it uses its
+    own stub of that API, as its TensorFlow-free build does. The stub writes local paths,
+    which is all taa gives it (a gs:// folder is read as its mounted path), so that module
+    is registered, empty, unless TensorFlow is already loaded. It holds for the process.
+    """
+    import importlib.util
+
+    for package in ("tensorboard", "torch"):
+        if importlib.util.find_spec(package) is None:
+            raise ImportError(f"TensorBoard tracking needs {package}: pip install {package}")
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ModuleNotFoundError as error:  # one that find_spec did not see (a broken install)
+        name = (error.name or "tensorboard").split(".")[0]
+        raise ImportError(f"TensorBoard tracking needs {name}: pip install {name}") from None
+    return SummaryWriter
+
+
+def tensorboard_dir(run_name: Optional[str] = None, run_folder: Optional[str | Path] = None) -> Path:
+    """Where :class:`TensorBoardTracker` writes unless told: the folder
+    ``AIP_TENSORBOARD_LOG_DIR`` names when set (inside a Vertex AI job, where its TensorBoard
+    uploader reads; ``gs://bucket/x`` is the mounted ``/gcs/bucket/x``), else
+    ``<run_folder>/tensorboard``, else ``runs/<run_name>/tensorboard`` (the folder
+    ``taa train`` gives a run of that name). A ``ValueError`` when none of them is given."""
+    from taa import folders
+
+    given = os.environ.get(TENSORBOARD_VARIABLE)
+    if given:
+        from taa.vertex import local_path
+
+        return local_path(given, TENSORBOARD_VARIABLE)
+    if run_folder is not None:
+        return Path(run_folder) / folders.TENSORBOARD
+    if run_name:
+        return Path("runs") / run_name / folders.TENSORBOARD
+    raise ValueError("TensorBoard tracking needs a folder: give log_dir, run_folder or run_name")
+
+
+def _check_log_dir(path: Path) -> None:
+    """An ``OSError`` naming ``path`` unless event files can be written there: a file in its
+    place or in place of a folder above it, or the nearest existing folder read-only."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"TensorBoard's event files cannot go in {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"TensorBoard's event files cannot go in {path}: {existing} is not writable")
+
+
+def _markdown_table(params: Mapping[str, Any]) -> str:
+    """The parameters as a two-column Markdown table, as TensorBoard's Text tab shows it."""
+    rows = [f"| {key} | {_param_text(value).replace('|', '&#124;')} |" for key, value in params.items()]
+    return "\n".join(["| parameter | value |", "| --- | --- |", *rows])
+
+
+class TensorBoardTracker(Tracker):
+    """TensorBoard's event files in one folder: metrics as scalars, parameters as one text table.
+
+    Args:
+        log_dir: the folder; None: :func:`tensorboard_dir` of ``run_name`` and ``run_folder``
+            (``AIP_TENSORBOARD_LOG_DIR`` first).
+        run_name, run_folder: see :func:`tensorboard_dir`.
+
+    A folder that cannot be written (a file in its place, a read-only parent) is an
+    ``OSError`` here, before any training; tensorboard missing is one ``ImportError``.
+
+    The event file is opened at the first metrics, not before: the parameters given
+    earlier are written then, at that step, and a run that stops before its first
+    metrics writes no file (a run that ``--overwrite`` replaces is set aside by then).
+    The writer is opened with ``purge_step`` at that first step, so TensorBoard hides what
+    an earlier writer in the same folder logged from that step on: a run resumed from its
+    last saved state does not show twice the steps a killed run logged after that state.
+
+    A metric that is not a number (no ``__float__``: a string, None) is skipped, not an
+    error: TensorBoard has no place for it. nan and inf are written as they are:
+    TensorBoard marks them, which shows where a run diverged. TensorBoard keeps no files,
+    so :meth:`log_artifact` does nothing (the run folder has them). :meth:`end` closes the
+    writer, which flushes what it has queued.
+    """
+
+    def __init__(self, log_dir: Optional[str | Path] = None, run_name: Optional[str] = None,
+                 run_folder: Optional[str | Path] = None) -> None:
+        self._summary_writer = _import_summary_writer()
+        self.log_dir = Path(log_dir) if log_dir is not None else tensorboard_dir(run_name, run_folder)
+        _check_log_dir(self.log_dir)
+        self.writer: Any = None  # the SummaryWriter, from the first metrics on
+        self._params: dict[str, Any] = {}  # given before the writer opened
+        self._last_step = 0  # of the last metrics written
+        self.ended = False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._params.update(flatten_params(params))
+        if self.writer is not None:  # more parameters once running: written at the last step
+            self._write_params(self._last_step)
+
+    def _write_params(self, step: int) -> None:
+        if self._params:
+            self.writer.add_text("params", _markdown_table(self._params), step)
+            self._params = {}
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        numbers = {key: float(value) for key, value in metrics.items() if hasattr(value, "__float__")}
+        if not numbers or self.ended:
+            return
+        step = int(step)
+        if self.writer is None:
+            self.writer = self._summary_writer(str(self.log_dir), purge_step=step, flush_secs=FLUSH_SECONDS)
+            self._write_params(step)
+        for key, value in numbers.items():
+            self.writer.add_scalar(key, value, step)
+        self._last_step = step
+
+    def end(self, status: str = "FINISHED") -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status={status!r} is not one of {', '.join(RUN_STATUSES)}")
+        if not self.ended:
+            self.ended = True
+            if self.writer is not None:
+                self.writer.close()
+
+    def __repr__(self) -> str:
+        return f"TensorBoardTracker(log_dir={str(self.log_dir)!r})"
+
+
 def backend_errors() -> tuple[type[BaseException], ...]:
     """The errors a tracking backend raises when it cannot start: MLflow's own, and those of
     SQLAlchemy, which MLflow lets through from a database store (each when installed)."""
@@ -619,11 +763,13 @@ def backend_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def make_tracker(kind: str = "none", **kwargs: Any) -> Tracker:
+def make_tracker(kind: str = "none", *, run_folder: Optional[str | Path] = None, **kwargs: Any) -> Tracker:
     """``"mlflow"``: a :class:`SafeTracker` around :class:`MLflowTracker` (``kwargs`` go to it),
-    a :class:`BackgroundTracker` when the store is on another machine; ``"none"``: the
-    no-op :class:`Tracker` (``kwargs`` are ignored, so callers can pass the same ones
-    whatever the kind).
+    a :class:`BackgroundTracker` when the store is on another machine; ``"tensorboard"``: a
+    :class:`SafeTracker` around :class:`TensorBoardTracker` (``run_folder`` and ``kwargs``,
+    ``run_name`` and ``log_dir``, go to it); ``"none"``: the no-op :class:`Tracker`
+    (``kwargs`` are ignored, so callers can pass the same ones whatever the kind).
+    ``run_folder`` is the folder a training run writes; MLflow keeps its own store.
 
     A local store stays in line: writing to this machine's disk takes milliseconds, and
     each call has landed when it returns (the artifacts of a finished run are there).
@@ -633,4 +779,6 @@ def make_tracker(kind: str = "none", **kwargs: Any) -> Tracker:
     if kind == "mlflow":
         inner = MLflowTracker(**kwargs)
         return BackgroundTracker(inner) if inner.remote else SafeTracker(inner)
+    if kind == "tensorboard":
+        return SafeTracker(TensorBoardTracker(run_folder=run_folder, **kwargs))
     raise ValueError(f"tracking={kind!r} is not one of {', '.join(repr(k) for k in TRACKERS)}")

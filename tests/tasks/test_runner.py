@@ -162,7 +162,7 @@ def test_the_summary_rounds_figures_and_says_why_training_stopped(capsys):
 
 def test_the_mlflow_run_is_named_after_the_run_folder(tmp_path, monkeypatch):
     names = []
-    monkeypatch.setattr(api_training, "_make_tracker", lambda kind, run_name, optional=False: names.append(run_name) or Tracker())
+    monkeypatch.setattr(api_training, "_make_tracker", lambda kind, run_name, optional=False, folder=None: names.append(run_name) or Tracker())
     result = CliRunner().invoke(cli.main, ["train", str(ROOT / "recipes" / "copy.yaml"), "--out", str(tmp_path / "my-run"),
                                            "--no-progress", "--set", "train.steps=1", "--set", "data.eval_sequences=2"])
     assert result.exit_code == 0, result.output

@@ -124,6 +124,19 @@ def test_dtype_casts_the_weights_once(tmp_path):
     assert from_pretrained(tmp_path, dtype=torch.bfloat16).model.token_embedding.weight.dtype == torch.bfloat16
 
 
+def test_device_moves_the_model_once_loaded(tmp_path, monkeypatch):
+    model = _gpt_run(tmp_path)
+    on_cpu = from_pretrained(tmp_path, device="cpu").model
+    assert {p.device.type for p in on_cpu.parameters()} == {"cpu"}
+    for key, value in model.state_dict().items():
+        assert torch.equal(on_cpu.state_dict()[key], value), key
+    elsewhere = from_pretrained(tmp_path, device=torch.device("meta")).model  # weights and buffers follow
+    assert {t.device.type for t in [*elsewhere.parameters(), *elsewhere.buffers()]} == {"meta"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(cfg.ConfigError, match=r"^device=cuda: no CUDA GPU here"):  # before anything is read
+        from_pretrained(tmp_path / "nowhere", device="cuda")
+
+
 # --------------------------------------------------------------------------------------
 # taa folders: training runs and converted models
 # --------------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ def test_empty_query_rows() -> None:
 
 @pytest.mark.parametrize("rows, stacked", [(1, False), (63, False), (64, True), (4096, True)])
 def test_stacked_projections_from_the_threshold(rows: int, stacked: bool) -> None:
-    assert kernels.stack_qkv_projections(rows) == stacked
+    assert kernels.stack_qkv_projections(rows, torch.device("cpu")) == stacked
+    assert not kernels.stack_qkv_projections(rows, torch.device("meta"))  # measured on CPUs only
 
 
 # --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from taa.api.encoders import classify, embed
 from taa.api.model_tools import convert, model_info, models
 from taa.api.training import _make_tracker, _train_result, builtin_recipe, default_recipe, resolve_recipe, train
 from taa.api.viz import attention_weights, plot_attention
+from taa.api.vertex import vertex_job
 
 __all__ = [
     "attention_weights", "classify", "convert", "embed", "evaluate", "generate", "model_info", "models",

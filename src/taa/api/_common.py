@@ -18,11 +18,20 @@ PathLike = str | Path
 # --------------------------------------------------------------------------------------
 
 
-def load(checkpoint: PathLike, dtype: str = "float32"):
-    """:func:`taa.torch.from_pretrained` of any folder (``dtype``: ``bfloat16`` casts the weights)."""
+def device_of(device: str):
+    """The torch device ``--device`` names (auto, cpu, cuda, cuda:N, mps): a GPU the machine
+    lacks is one line (:func:`taa.torch.devices.resolve_device`), before anything loads."""
+    from taa.torch.devices import resolve_device
+
+    return resolve_device(device, "--device")
+
+
+def load(checkpoint: PathLike, dtype: str = "float32", device: str = "auto"):
+    """:func:`taa.torch.from_pretrained` of any folder (``dtype``: ``bfloat16`` casts the
+    weights), the model on ``device`` (:func:`device_of`)."""
     from taa.torch.hub import from_pretrained
 
-    return from_pretrained(checkpoint, dtype=None if dtype == "float32" else dtype)
+    return from_pretrained(checkpoint, dtype=None if dtype == "float32" else dtype, device=device_of(device))
 
 
 def tasks_of(pretrained) -> list[str]:
@@ -49,12 +58,14 @@ def _what(pretrained) -> str:
     return f"a {pretrained.architecture}"
 
 
-def _load_translator(checkpoint: PathLike):
+def _load_translator(checkpoint: PathLike, device: str = "auto"):
+    """A translation run's model (on ``device``), tokenizer and recipe."""
     from taa.tasks.translation import load_translator
 
+    where = device_of(device)
     model, tokenizer, recipe = load_translator(checkpoint)
     _check_translation_tokenizer(tokenizer, checkpoint)
-    return model, tokenizer, recipe
+    return model.to(where), tokenizer, recipe
 
 
 def _check_translation_tokenizer(tokenizer, checkpoint: PathLike) -> None:

@@ -20,11 +20,12 @@ from taa.api._common import _load_translator, _source_too_long, _warn, _warn_tru
 
 def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[int] = None,
               max_len: Optional[int] = None, length_penalty: Optional[float] = None,
-              notify: Optional[Notify] = None) -> list[str]:
+              notify: Optional[Notify] = None, device: str = "auto") -> list[str]:
     """Translations of ``sentences`` by a translation run, decoded as its final test
     evaluation was (its recipe's beam, length penalty and max_extra) unless an option says
     otherwise; ``max_len`` caps every output at that many tokens (the decoder's positions
-    cap it too: ``notify(line)`` says so, default a warning).
+    cap it too: ``notify(line)`` says so, default a warning). ``device``: where the model
+    decodes (auto: a GPU when there is one; cpu, cuda, cuda:N, mps).
 
     A sentence longer than the encoder reads (``model.max_length`` tokens) is refused,
     naming it: a translation of part of it would pass for the whole.
@@ -32,7 +33,7 @@ def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[
     from taa.tasks.translation import translate as run_translation
 
     sentences = _check_sentences(sentences)
-    model, tokenizer, recipe = _load_translator(checkpoint)
+    model, tokenizer, recipe = _load_translator(checkpoint, device)
     _source_too_long(model.config, [len(tokenizer.encode_source(s)) for s in sentences],
                      lambda index: f"sentence {index + 1}")
     positions = model.config.max_length  # the start token and the decoder's new tokens
@@ -47,8 +48,10 @@ def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[
 
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
              data: Optional[PathLike] = None, beam: Optional[int] = None,
-             length_penalty: Optional[float] = None, notify: Optional[Notify] = None) -> dict[str, Any]:
-    """Score a checkpoint on a file; what is scored follows its task (:mod:`taa.registry`):
+             length_penalty: Optional[float] = None, notify: Optional[Notify] = None,
+             device: str = "auto") -> dict[str, Any]:
+    """Score a checkpoint on a file, the model on ``device`` (auto: a GPU when there is one);
+    what is scored follows its task (:mod:`taa.registry`):
 
     - a translation run, ``source`` and ``reference``: sacreBLEU (cased and lower-cased) and
       chrF of its translations, decoded as :func:`translate` decodes;
@@ -67,21 +70,21 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
     if data is not None:
         if beam is not None or length_penalty is not None:
             raise cfg.ConfigError("--beam and --length-penalty decode translations: they go with --source")
-        return _score_file(checkpoint, Path(data), notify or _warn)
+        return _score_file(checkpoint, Path(data), notify or _warn, device)
     if source is None or reference is None:
         raise cfg.ConfigError("give --source FILE and --reference FILE (a translation run), "
                               "or --data FILE (a classifier or a language model)")
-    return _bleu(checkpoint, Path(source), Path(reference), beam, length_penalty)
+    return _bleu(checkpoint, Path(source), Path(reference), beam, length_penalty, device)
 
 
 def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[int],
-          length_penalty: Optional[float]) -> dict[str, Any]:
+          length_penalty: Optional[float], device: str) -> dict[str, Any]:
     from taa.data import read_parallel
     from taa.tasks.translation import bleu_scores
     from taa.tasks.translation import translate as run_translation
 
     pairs = read_parallel(source, reference)
-    model, tokenizer, recipe = _load_translator(checkpoint)
+    model, tokenizer, recipe = _load_translator(checkpoint, device)
     _source_too_long(model.config, [len(tokenizer.encode_source(s)) for s, _ in pairs],
                      lambda index: f"{source}, line {index + 1}")
     settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
@@ -91,9 +94,9 @@ def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[in
             "length_penalty": settings.length_penalty}
 
 
-def _score_file(checkpoint: PathLike, data: Path, notify: Notify) -> dict[str, Any]:
+def _score_file(checkpoint: PathLike, data: Path, notify: Notify, device: str) -> dict[str, Any]:
     """``score_file`` of the checkpoint's task module (found in the registry)."""
-    pretrained = load(checkpoint)
+    pretrained = load(checkpoint, device=device)
     if "classification" in tasks_of(pretrained) and hasattr(pretrained.tokenizer, "encode_batch"):
         from taa.data.sst2 import read_labelled_file
         from taa.tasks.classification import label_names
@@ -125,7 +128,7 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
              top_k: Optional[int] = None, top_p: Optional[float] = None, beam: Optional[int] = None,
              length_penalty: Optional[float] = None, seed: Optional[int] = None, dtype: str = "float32",
              stream: Optional[Callable[[str], None]] = None,
-             notify: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+             notify: Optional[Callable[[str], None]] = None, device: str = "auto") -> dict[str, Any]:
     """Continue a prompt (a decoder-only model) or generate from a source (an encoder-decoder)
     with a model whose family generates text (:mod:`taa.registry`).
 
@@ -135,7 +138,8 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
     output for display as it is produced (a text prompt of a decoder-only model first; beam
     search gives its text at the end), ending with a newline. ``notify(line)`` receives one
     line before decoding when the prompt and the new tokens pass the model's context (default:
-    a warning). Returns ``{"tokens", "text", "prompt_tokens"}`` (``text``: None without a tokenizer).
+    a warning). ``device``: where the model decodes (auto: a GPU when there is one). Returns
+    ``{"tokens", "text", "prompt_tokens"}`` (``text``: None without a tokenizer).
     """
     sampling_options = any(option is not None for option in (temperature, top_k, top_p))
     if max_new_tokens is not None and not 0 <= max_new_tokens <= GENERATE_MAX_NEW_TOKENS:
@@ -152,7 +156,7 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
         raise cfg.ConfigError("--no-sample samples nothing: use it with no --temperature/--top-k/--top-p")
     if sample and beam is not None and beam > 1:
         raise cfg.ConfigError("--beam samples nothing: use --beam with no --sample")
-    pretrained = load(checkpoint, dtype)
+    pretrained = load(checkpoint, dtype, device)
     if not registry.family_of_architecture(pretrained.architecture).generates_text:
         generating = ", ".join(family.name for family in registry.families() if family.generates_text)
         raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture} does not generate text "
@@ -249,6 +253,7 @@ def _decode(pretrained, ids: list[int], settings, max_new_tokens: Optional[int],
 
     from taa.text import decode_tokens
     from taa.torch.decoding_steps import max_positions
+    from taa.torch.devices import model_device
     from taa.torch.generate import decode
 
     tokenizer, encoder_decoder = pretrained.tokenizer, pretrained.is_encoder_decoder
@@ -267,8 +272,8 @@ def _decode(pretrained, ids: list[int], settings, max_new_tokens: Optional[int],
         if tokenizer is not None and not encoder_decoder and shown_prompt is not None:
             stream(shown_prompt)  # the continuation follows the prompt
     try:
-        decoded = decode(pretrained.model, torch.tensor([ids]), None, settings, max_new_tokens=max_new_tokens,
-                         streamer=streamer)
+        prompt = torch.tensor([ids], device=model_device(pretrained.model))  # (1, p)
+        decoded = decode(pretrained.model, prompt, None, settings, max_new_tokens=max_new_tokens, streamer=streamer)
     except ValueError as error:  # e.g. beam search past the context
         raise cfg.ConfigError(str(error)) from None
     new_ids = decoded.tokens[0].tolist()

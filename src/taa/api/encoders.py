@@ -18,14 +18,15 @@ from taa.folders import CheckpointError
 
 
 def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float32",
-          batch_size: int = 32, notify: Optional[Notify] = None) -> list[list[float]]:
+          batch_size: int = 32, notify: Optional[Notify] = None, device: str = "auto") -> list[list[float]]:
     """Sentence embeddings (Sentence-BERT): the mean of a BERT's last hidden states over the
     real tokens, L2-normalised; a vector per sentence. A sentence longer than the model
     reads is cut to its length (its positions, or a sentence-transformers folder's
     ``max_seq_length``), as sentence-transformers does; ``notify(line)`` (default: a
-    warning) says how many were cut."""
+    warning) says how many were cut. ``device``: where the model runs (auto: a GPU when
+    there is one); the vectors come back as Python floats."""
     sentences = _check_sentences(sentences)
-    pretrained = load(checkpoint, dtype)
+    pretrained = load(checkpoint, dtype, device)
     family = registry.family_of_architecture(pretrained.architecture)
     if not family.embeds_sentences:
         raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a model that embeds sentences "
@@ -45,12 +46,13 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
 
 
 def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int = 32,
-             notify: Optional[Notify] = None) -> list[dict[str, Any]]:
+             notify: Optional[Notify] = None, device: str = "auto") -> list[dict[str, Any]]:
     """Each sentence's label and the probability of every label, by a sequence classifier
     (a ``classification`` run, or a Hugging Face BertForSequenceClassification folder).
     A sentence longer than the classifier reads (a run's ``data.max_length``, else its
     positions) is cut to that length, as in training; ``notify(line)`` (default: a
-    warning) says how many were cut.
+    warning) says how many were cut. ``device``: where the model runs (auto: a GPU when
+    there is one).
 
     Returns ``[{"sentence", "label", "label_id", "probabilities"}, ...]``: ``label`` is the
     label's name when the run has names (``data.label_names``, SST-2's ``negative`` and
@@ -60,7 +62,7 @@ def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int 
     from taa.tasks.classification import label_names, probabilities
 
     sentences = _check_sentences(sentences)
-    pretrained = _load_classifier(checkpoint)
+    pretrained = _load_classifier(checkpoint, device)
     tokenizer = _hugging_face_tokenizer(pretrained, checkpoint, "taa classify")
     _warn_truncated(tokenizer, sentences, notify or _warn)
     names = label_names(pretrained)
@@ -73,8 +75,8 @@ def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int 
     return results
 
 
-def _load_classifier(checkpoint: PathLike):
-    pretrained = load(checkpoint)
+def _load_classifier(checkpoint: PathLike, device: str):
+    pretrained = load(checkpoint, device=device)
     if "classification" not in tasks_of(pretrained):
         raise CheckpointError(f"{checkpoint}: {_what(pretrained)}, not a sentence classifier "
                               f"(a {registry.task('classification').architecture})")

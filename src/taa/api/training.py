@@ -74,10 +74,67 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     """
     from taa import folders
     from taa.tasks import task_class, task_runner
-    from taa.tasks.runner import check_recipe, check_resume, saved_recipe
+    from taa.tasks.runner import check_recipe, check_resume
+    from taa.training.launch import process_rank
+    from taa.vertex import export_model
+
+    config, folder, what, state, resume, vertex = _prepare(recipe, overrides, out, resume, resume_changed)
+    resumed = state.parent if state is not None else None
+    if process_rank() != 0:  # one of several processes (torchrun): rank 0 checks, locks, tracks and writes
+        outcome = task_runner(config.task)(config, out=folder, progress=False, resume=resume, overwrite=overwrite)
+        return _train_result(config, outcome["metrics"], folder)
+    folders.check_writable_folder(folder, what)
+    # Inside Vertex AI the lock of a container that was restarted names another host: it is gone.
+    with folders.run_folder_lock(folder, foreign_is_stale=vertex is not None):  # one run per folder, to the end
+        folders.settle_earlier_run(folder)  # one that --overwrite set aside and a kill left
+        folders.check_run_folder(folder, what, resume=resumed, overwrite=overwrite)
+        if state is not None:
+            check_resume(config, state, accept_changes=resume_changed)
+        run = task_runner(config.task)  # the task's module, imported on demand
+        check_recipe(task_class(config.task)(config))  # a bad setting starts no tracked run
+        tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional,  # named after the folder
+                                folder=folder)
+        with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
+            outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker, overwrite=overwrite)
+        if vertex is not None and vertex.model_dir is not None:  # where Vertex AI takes the model from
+            export_model(folder, vertex.model_dir)
+    return _train_result(config, outcome["metrics"], folder)
+
+
+def check_train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
+                resume: Optional[PathLike] = None, resume_changed: bool = False, overwrite: bool = False) -> None:
+    """What :func:`train` refuses before it trains, checked without training or writing:
+    the recipe and its settings, the run folder, a resume's recipe. ``taa train --nproc``
+    calls it before it starts the processes, so that a bad setting is one line, not one
+    from each process."""
+    from taa import folders
+    from taa.tasks import task_class
+    from taa.tasks.runner import check_recipe, check_resume
+
+    config, folder, what, state, _, _ = _prepare(recipe, overrides, out, resume, resume_changed)
+    folders.check_writable_folder(folder, what)
+    folders.check_run_folder(folder, what, resume=state.parent if state is not None else None, overwrite=overwrite)
+    if state is not None:
+        check_resume(config, state, accept_changes=resume_changed)
+    check_recipe(task_class(config.task)(config))
+
+
+def _prepare(recipe: Optional[PathLike], overrides: Sequence[str], out: Optional[PathLike],
+             resume: Optional[PathLike], resume_changed: bool):
+    """The recipe, the run folder and what a resume reads, as :func:`train` settles them:
+    ``(config, folder, what the folder is called in errors, state folder or None, resume,
+    the Vertex AI environment or None)``."""
+    from taa import folders
+    from taa.tasks.runner import saved_recipe
+    from taa.vertex import vertex_environment
 
     if resume_changed and resume is None:
         raise cfg.ConfigError("--resume-changed goes with --resume DIR (the run to continue)")
+    vertex = vertex_environment()  # inside a Vertex AI job: its folders
+    if vertex is not None and vertex.checkpoint_dir is not None and out is None and resume is None:
+        out = vertex.checkpoint_dir  # the run folder outlives the container: a restarted job resumes it
+        if (out / folders.STATE).is_dir():
+            resume = out
     if resume is not None and (Path(resume) / folders.EARLIER_RUN).is_dir():  # a run --overwrite set aside, killed
         with folders.run_folder_lock(resume):
             folders.settle_earlier_run(resume)  # put back if the new run left no state to resume
@@ -105,18 +162,7 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     if out is not None:
         folders.check_empty_path(out, what)  # Path("") would be the working folder
     folder = Path(out) if out is not None else (resumed or Path("runs") / (config.name or path.stem))
-    folders.check_writable_folder(folder, what)
-    with folders.run_folder_lock(folder):  # one run per folder, from here to the end
-        folders.settle_earlier_run(folder)  # one that --overwrite set aside and a kill left
-        folders.check_run_folder(folder, what, resume=resumed, overwrite=overwrite)
-        if state is not None:
-            check_resume(config, state, accept_changes=resume_changed)
-        run = task_runner(config.task)  # the task's module, imported on demand
-        check_recipe(task_class(config.task)(config))  # a bad setting starts no tracked run
-        tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional)  # the MLflow run: the folder's name
-        with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
-            outcome = run(config, out=folder, progress=progress, resume=resume, tracker=tracker, overwrite=overwrite)
-    return _train_result(config, outcome["metrics"], folder)
+    return config, folder, what, state, resume, vertex
 
 
 def _train_result(config: cfg.RecipeConfig, metrics: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -134,21 +180,31 @@ def _train_result(config: cfg.RecipeConfig, metrics: dict[str, Any], folder: Pat
             "stopped": stopped.get(reason, str(reason)) if reason is not None else None}
 
 
-def _make_tracker(kind: str, run_name: str, optional: bool = False):
+def _make_tracker(kind: str, run_name: str, optional: bool = False, folder: Optional[Path] = None):
     """The tracker ``tracking`` names; a missing package or a store that does not start is one line.
 
+    ``folder`` is the run folder: TensorBoard's event files go in its ``tensorboard/``
+    (:func:`taa.tracking.tensorboard_dir`). Inside a Vertex AI job that has a TensorBoard
+    (``AIP_TENSORBOARD_LOG_DIR`` set), ``mlflow`` with no ``MLFLOW_TRACKING_URI`` means
+    ``tensorboard``, written where that variable says: MLflow's default store would be a
+    file in the job's container, gone when the job ends.
+
     ``optional`` (``--tracking-optional``): a store that does not start (a server that
-    does not answer, a database that cannot be opened: an ``OSError`` or MLflow's own
-    error) is one warning and the run goes on untracked. A missing package or a bad
-    setting (a URI of a scheme MLflow does not know, a folder store MLflow refuses: an
-    ``ImportError`` or a ``ValueError``) is still an error: it will not go away by itself.
+    does not answer, a database that cannot be opened, a TensorBoard folder that cannot
+    be written: an ``OSError`` or MLflow's own error) is one warning and the run goes on
+    untracked. A missing package or a bad setting (a URI of a scheme MLflow does not know,
+    a folder store MLflow refuses: an ``ImportError`` or a ``ValueError``) is still an
+    error: it will not go away by itself.
     """
+    import os
     import warnings
 
-    from taa.tracking import Tracker, TrackingWarning, backend_errors, make_tracker
+    from taa.tracking import TENSORBOARD_VARIABLE, Tracker, TrackingWarning, backend_errors, make_tracker
 
+    if kind == "mlflow" and os.environ.get(TENSORBOARD_VARIABLE) and not os.environ.get("MLFLOW_TRACKING_URI"):
+        kind = "tensorboard"
     try:
-        return make_tracker(kind, run_name=run_name)
+        return make_tracker(kind, run_name=run_name, run_folder=folder)
     except (OSError, *backend_errors()) as error:  # the store: ConnectionError is an OSError
         message = _first_line(error)
         if not optional:

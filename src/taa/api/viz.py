@@ -15,16 +15,16 @@ from taa.folders import check_writable_file
 # --------------------------------------------------------------------------------------
 
 
-def attention_weights(checkpoint: PathLike, *, sentence: str) -> dict[str, Any]:
+def attention_weights(checkpoint: PathLike, *, sentence: str, device: str = "auto") -> dict[str, Any]:
     """A translation run's greedy translation of ``sentence`` (as :func:`translate` with
     ``beam=1``) and every attention layer's weights while reading it: ``{"translation",
     "source_tokens", "target_tokens", "weights"}``, ``weights[name]`` (heads, queries, keys)
-    as nested lists."""
-    found = _attention(checkpoint, sentence)
+    as nested lists. ``device``: where the model runs (auto: a GPU when there is one)."""
+    found = _attention(checkpoint, sentence, device)
     return {**found, "weights": {name: values.tolist() for name, values in found["weights"].items()}}
 
 
-def plot_attention(checkpoint: PathLike, *, sentence: str, out: PathLike) -> dict[str, Any]:
+def plot_attention(checkpoint: PathLike, *, sentence: str, out: PathLike, device: str = "auto") -> dict[str, Any]:
     """Encoder self-, decoder self- and cross-attention for ``sentence``, per layer and head,
     as a PNG at ``out``: ``{"translation", "out"}``."""
     check_writable_file(out, "--out")  # before loading anything
@@ -34,29 +34,32 @@ def plot_attention(checkpoint: PathLike, *, sentence: str, out: PathLike) -> dic
         from taa.plots import plot_attention as plot
     except ImportError:
         raise cfg.ConfigError("plots need matplotlib: pip install 'taa[eval]'") from None
-    found = _attention(checkpoint, sentence)
+    found = _attention(checkpoint, sentence, device)
     plot(found["weights"], found["source_tokens"], found["target_tokens"], out)
     return {"translation": found["translation"], "out": str(out)}
 
 
-def _attention(checkpoint: PathLike, sentence: str) -> dict[str, Any]:
+def _attention(checkpoint: PathLike, sentence: str, device: str) -> dict[str, Any]:
     import torch
 
     from taa.tasks.translation import translate as run_translation
     from taa.torch.attention import capture_attention
+    from taa.torch.devices import model_device
 
     (sentence,) = _check_sentences([sentence])  # text, and no longer than the encoder reads
-    model, tokenizer, recipe = _load_translator(checkpoint)
+    model, tokenizer, recipe = _load_translator(checkpoint, device)
     source_ids = tokenizer.encode_source(sentence)
     _source_too_long(model.config, [len(source_ids)], lambda _: "the sentence")
     settings = _decoding(recipe, beam=1)  # greedy, within the recipe's max_extra
     translation = run_translation(model, tokenizer, [sentence], beam=1, max_extra=settings.max_extra)[0]
     target_ids = tokenizer.encode_target(translation)[:-1]  # what the decoder reads: <s> + translation
+    where = model_device(model)
     with torch.no_grad(), capture_attention(model) as recorded:
-        model(torch.tensor([source_ids]), torch.tensor([target_ids]))
+        model(torch.tensor([source_ids], device=where), torch.tensor([target_ids], device=where))
     return {
         "translation": translation,
         "source_tokens": tokenizer.tokens(sentence, "source") + ["</s>"],
         "target_tokens": ["<s>"] + tokenizer.tokens(translation, "target"),
-        "weights": {name: values[0][0].numpy() for name, values in recorded.items() if values},  # (h, queries, keys)
+        # (heads, queries, keys) of each attention layer, as NumPy arrays on the CPU
+        "weights": {name: values[0][0].cpu().numpy() for name, values in recorded.items() if values},
     }

@@ -59,11 +59,19 @@ from taa.config.tasks import (
     TextToTextTaskConfig,
     TranslationTaskConfig,
 )
-from taa.config.training import DEFAULT_SELECT_METRIC, MAX_THREADS, TrainConfig
+from taa.config.training import (
+    DEFAULT_SELECT_METRIC,
+    DEVICE_NAMES,
+    MAX_THREADS,
+    ParallelName,
+    TrainConfig,
+    check_device_name,
+)
 
 __all__ = [
     "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig",
-    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "GPTConfig", "MAX_THREADS",
+    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
+    "MAX_THREADS", "ParallelName", "check_device_name",
     "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig",
     "TrainConfig", "TransformerConfig", "TranslationTaskConfig", "dumps", "from_dict", "merge",
     "model_config_from_dict", "model_config_to_dict", "model_type", "parse_overrides", "preset",

@@ -44,9 +44,11 @@ from taa.data.text import DataError
 from taa.folders import HF_CONFIG, HF_TOKENIZER, CheckpointError, read_json
 from taa.tasks.runner import Task, run_function
 from taa.text import load_tokenizer
+from taa.torch.devices import model_device
 from taa.torch.hub import Pretrained, load_run
 from taa.torch.models.bert import BertForSequenceClassification
 from taa.torch.training import TrainResult
+from taa.torch.devices import to_device
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
 
@@ -163,15 +165,16 @@ def evaluate_classifier(model: nn.Module, encoded: list[list[int]], labels: list
     ``confusion``: also the confusion matrix, ``confusion[true][predicted]`` sentences."""
     model.eval()
     total = 0.0
-    counts = torch.zeros(model.config.num_labels, model.config.num_labels, dtype=torch.long)  # (c, c)
+    device = model_device(model)
+    counts = torch.zeros(model.config.num_labels, model.config.num_labels, dtype=torch.long, device=device)  # (c, c)
     batcher = SortishBatcher([len(ids) for ids in encoded], batch_size, shuffle=False)
-    with autocast(dtype, next(model.parameters()).device):
+    with autocast(dtype, device):
         for indices in batcher.epoch_batches(0):
-            batch = to_batch([encoded[i] for i in indices], [labels[i] for i in indices], pad_id)
+            batch = to_device(to_batch([encoded[i] for i in indices], [labels[i] for i in indices], pad_id), device)
             logits = model(batch.input_ids, batch.attention_mask).float()  # (b, c)
             loss, _ = label_smoothed_cross_entropy(logits[:, None, :], batch.labels[:, None])
             total += float(loss)
-            counts.index_put_((batch.labels, logits.argmax(dim=-1)), torch.tensor(1), accumulate=True)
+            counts.index_put_((batch.labels, logits.argmax(dim=-1)), torch.ones_like(batch.labels), accumulate=True)
     result: dict[str, Any] = {"val_accuracy": int(counts.trace()) / len(encoded), "val_loss": total / len(encoded)}
     if confusion:
         result["confusion"] = counts.tolist()
@@ -286,7 +289,8 @@ def probabilities(model: BertForSequenceClassification, tokenizer: Tokenizer, se
     if not encoded:
         return rows
     for indices in SortishBatcher([len(ids) for ids in encoded], batch_size, shuffle=False).epoch_batches(0):
-        batch = to_batch([encoded[i] for i in indices], [0] * len(indices), model.config.pad_id)
+        batch = to_device(to_batch([encoded[i] for i in indices], [0] * len(indices), model.config.pad_id),
+                          model_device(model))
         logits = model(batch.input_ids, batch.attention_mask).float()  # (b, c)
         for i, row in zip(indices, logits.softmax(dim=-1).tolist()):
             rows[i] = row

@@ -16,6 +16,7 @@ from torch import Tensor
 from taa import config as cfg
 from taa.config import CopyTaskConfig
 from taa.tasks.runner import Task, run_function
+from taa.torch.devices import model_device
 from taa.torch.generate import greedy_decode
 from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
@@ -55,6 +56,7 @@ class CopyBatches:
 def exact_match(model: Transformer, sources: Tensor) -> float:
     """Fraction of sequences that greedy decoding reproduces exactly."""
     model.eval()
+    sources = sources.to(model_device(model))
     length = sources.shape[1]
     # The copy task has no end token: decode exactly `length` tokens (-1 never matches).
     decoded = greedy_decode(model, sources, max_length=length, start_id=sources[0, 0].item(), end_id=-1)

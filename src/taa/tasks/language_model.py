@@ -46,10 +46,12 @@ from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, train_bpe
 from taa.tasks.runner import Task, run_function
 from taa.folders import CheckpointError
 from taa.text import encode_text, load_tokenizer
+from taa.torch.devices import model_device
 from taa.torch.generate import sample
 from taa.torch.hub import Pretrained, load_run
 from taa.torch.models.gpt import GPT
 from taa.torch.training import TrainResult
+from taa.torch.devices import to_device
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.training.progress import counted
@@ -134,9 +136,10 @@ def validation_loss(model: nn.Module, windows: list[np.ndarray], dtype: str = "f
     model.eval()
     compute_loss = language_model_loss()
     total, count = 0.0, 0
-    with autocast(dtype, next(model.parameters()).device):
+    device = model_device(model)
+    with autocast(dtype, device):
         for batch in windows:
-            loss, n = compute_loss(model, to_batch(batch))
+            loss, n = compute_loss(model, to_device(to_batch(batch), device))
             total, count = total + float(loss), count + int(n)
     return total / max(1, count)
 
@@ -170,7 +173,7 @@ def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTas
     """
     if task.sample_tokens == 0:
         return None
-    prompt = torch.tensor([tokenizer.encode(task.sample_prompt)])  # (1, p)
+    prompt = torch.tensor([tokenizer.encode(task.sample_prompt)], device=model_device(model))  # (1, p)
     ids = sample(
         model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
         top_k=task.top_k or None, seed=seed,

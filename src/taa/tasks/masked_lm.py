@@ -42,9 +42,11 @@ from taa.data.text_corpus import (
 )
 from taa.data.tokenizer import SubwordTokenizer, train_bpe
 from taa.tasks.runner import Task, run_function
+from taa.torch.devices import model_device
 from taa.torch.hub import load_run
 from taa.torch.models.bert import BertForMaskedLM
 from taa.torch.training import TrainResult
+from taa.torch.devices import to_device
 from taa.torch.training.loop import autocast
 from taa.torch.training.losses import label_smoothed_cross_entropy
 
@@ -158,8 +160,10 @@ def evaluate_masked_lm(model: nn.Module, batches: list[MaskedLMBatch], dtype: st
     """Mean loss and accuracy at the chosen positions (no dropout)."""
     model.eval()
     total, correct, count = 0.0, 0, 0
-    with autocast(dtype, next(model.parameters()).device):
+    device = model_device(model)
+    with autocast(dtype, device):
         for batch in batches:
+            batch = to_device(batch, device)
             logits = model(batch.inputs)  # (b, n, v)
             loss, n = label_smoothed_cross_entropy(logits, batch.labels, 0.0, ignore_index=IGNORE_INDEX)
             chosen = batch.labels != IGNORE_INDEX

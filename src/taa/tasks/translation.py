@@ -31,10 +31,12 @@ from taa.data import (
 )
 from taa.tasks.runner import Task, run_function
 from taa.decoding import DEFAULTS
+from taa.torch.devices import model_device
 from taa.torch.generate import decode
 from taa.torch.hub import load_run
 from taa.torch.models.transformer import Transformer
 from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
+from taa.torch.devices import to_device
 from taa.torch.training.loop import autocast
 from taa.training.progress import counted
 
@@ -148,7 +150,7 @@ def translate(
     outputs: list[str] = [""] * len(encoded)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        source = torch.from_numpy(pad([encoded[i] for i in chunk], tokenizer.pad_id))  # (b, m)
+        source = torch.from_numpy(pad([encoded[i] for i in chunk], tokenizer.pad_id)).to(model_device(model))  # (b, m)
         decoded = decode(model, source, None, settings, max_new_tokens=new_tokens)
         for i, ids in zip(chunk, decoded.sequences().tolist()):  # <s>, tokens, </s>, padding
             outputs[i] = tokenizer.decode_target(ids)
@@ -181,9 +183,10 @@ def validation_loss(model: Transformer, encoded: list[tuple[list[int], list[int]
     compute_loss = compute_loss or seq2seq_loss(0.0, pad_id)
     batcher = TokenBatcher.from_pairs(encoded, max_tokens, shuffle=False)
     total, count = 0.0, 0
-    with autocast(dtype, next(model.parameters()).device):
+    device = model_device(model)
+    with autocast(dtype, device):
         for indices in batcher.epoch_batches(0):
-            batch = to_batch([encoded[i] for i in indices], pad_id)
+            batch = to_device(to_batch([encoded[i] for i in indices], pad_id), device)
             loss, n = compute_loss(model, batch)
             total, count = total + float(loss), count + int(n)
     return total / max(1, count)

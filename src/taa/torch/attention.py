@@ -90,15 +90,17 @@ def attention_mask(
     key_padding: Optional[Tensor] = None,
     causal: bool = False,
     query_length: Optional[int] = None,
+    device=None,
 ) -> Optional[Tensor]:
-    """Padding and causal masks combined into one (b, 1, q, k) or (q, k) boolean mask."""
+    """Padding and causal masks combined into one (b, 1, q, k) or (q, k) boolean mask, on the
+    padding mask's device (``device`` when there is none)."""
     mask = key_padding_to_attention_mask(key_padding) if key_padding is not None else None
     if causal:
         if query_length is None and key_padding is None:
             raise ValueError("attention_mask(causal=True) needs query_length or key_padding")
         key_length = key_padding.shape[-1] if key_padding is not None else query_length
         query_length = key_length if query_length is None else query_length
-        device = key_padding.device if key_padding is not None else None
+        device = key_padding.device if key_padding is not None else device
         mask = combine_masks(mask, causal_mask(query_length, key_length, device))
     return mask
 
@@ -359,7 +361,7 @@ class MultiHeadAttention(nn.Module):
         weights (b, h, q, k) or None).
         """
         batch, query_length, _ = x.shape
-        stacked = context is None and kernels.stack_qkv_projections(batch * query_length)
+        stacked = context is None and kernels.stack_qkv_projections(batch * query_length, x.device)
         if stacked:  # self-attention over many rows: Q, K and V from one product
             queries, keys, values = self._project_together(x)
         else:

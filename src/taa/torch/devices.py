@@ -9,9 +9,11 @@ line (:class:`~taa.config.ConfigError`), before any work.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from dataclasses import fields, is_dataclass, replace
+from typing import Any, Optional
 
 import torch
+from torch import Tensor
 
 from taa.config import ConfigError
 from taa.config.training import check_device_name
@@ -74,3 +76,16 @@ def model_device(model: torch.nn.Module) -> Optional[torch.device]:
     """The device of the model's weights (None for a model without any)."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else None
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Every tensor of ``batch`` (a tensor, a dataclass, a tuple or a dict of them) on ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if is_dataclass(batch):
+        return replace(batch, **{f.name: to_device(getattr(batch, f.name), device) for f in fields(batch)})
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from taa.decoding import DEFAULTS, HF_EARLY_STOPPING, DecodingConfig, length_penalty
 from taa.torch.decoding_steps import DecoderOnlySteps, EncoderDecoderSteps, is_encoder_decoder, max_positions
+from taa.torch.devices import model_device
 from taa.torch.search import (
     Hypothesis,
     Steps,
@@ -95,11 +96,10 @@ def _eval_mode(model):
 
 
 def _pad_rows(rows: list[list[int]], pad_id: int, device) -> Tensor:
+    """(len(rows), longest) token ids on ``device``, each row padded with ``pad_id``: one copy to the device."""
     longest = max((len(row) for row in rows), default=0)
-    output = torch.full((len(rows), longest), pad_id, dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        output[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return output
+    padded = [row + [pad_id] * (longest - len(row)) for row in rows]
+    return torch.tensor(padded, dtype=torch.long, device=device).view(len(rows), longest)
 
 
 # --------------------------------------------------------------------------------------
@@ -183,7 +183,8 @@ def decode(
       or sampling otherwise). A beam of one ranks its finished hypotheses by
       log P / lp(Y), so with alpha != 0 it may keep going after the greedy answer ended.
 
-    Runs under ``torch.inference_mode`` with dropout off; the model's mode is restored.
+    Runs under ``torch.inference_mode`` with dropout off; the model's mode is restored. The
+    inputs are moved to the model's device, where the search runs; the tokens come back there.
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}, expected (batch, length)")
@@ -197,7 +198,9 @@ def decode(
     if pad_id is None:
         pad_id = getattr(config, "pad_id", None)
         pad_id = pad_id if pad_id is not None else (end_id if end_id is not None else 0)
-    device = input_ids.device
+    device = model_device(model) or input_ids.device
+    input_ids = input_ids.to(device)
+    attention_mask = attention_mask.to(device) if attention_mask is not None else None
     choose = greedy_choice
     if settings.sample:
         if generator is None and settings.seed is not None:

@@ -208,16 +208,22 @@ def _load_taa_model(folder: Path) -> tuple[nn.Module, Any]:
 
 
 def from_pretrained(folder: str | Path, dtype: Optional[torch.dtype | str] = None, *,
-                    task: Optional[str] = None) -> Pretrained:
+                    task: Optional[str] = None, device: Optional[torch.device | str] = None) -> Pretrained:
     """Load the model (in eval mode) and tokenizer of a Hugging Face folder or a taa checkpoint folder.
 
     ``dtype`` (``torch.bfloat16`` or ``"bfloat16"``) casts the weights once after loading:
     on a CPU with bf16 units that halves the bytes each matrix product reads. ``task``
     (``"translation"``, ...) asks for a training run of that task, with its tokenizer.
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a torch device;
+    None: the CPU) is where the model goes: the weights are read to the CPU, whatever device
+    wrote them, then moved once. A GPU the machine lacks is a ConfigError before anything loads.
     Anything wrong with the folder is one :class:`~taa.folders.CheckpointError`.
     """
+    from taa.torch.devices import resolve_device
     from taa.torch.generate import resolve_dtype
 
+    if isinstance(device, str):
+        device = resolve_device(device)
     folder = Path(folder)
     kind = folders.folder_kind(folder)
     if task is not None and kind != folders.TAA_RUN:
@@ -232,6 +238,8 @@ def from_pretrained(folder: str | Path, dtype: Optional[torch.dtype | str] = Non
     dtype = resolve_dtype(dtype)
     if dtype is not None:
         model = model.to(dtype)
+    if device is not None:
+        model = model.to(device)
     return Pretrained(model.eval(), tokenizer, model.config, type(model).__name__, folder, kind, recipe)
 
 

@@ -20,10 +20,11 @@ The choices, each with the measurement that justified it (PyTorch 2.13):
   Other devices always keep the fused kernel.
 - Empty query rows (:func:`empty_query_rows`): whether any query sees no key at all is
   decided on CPUs only, where reading the answer costs no device synchronisation.
-- Stacked Q, K, V (:func:`stack_qkv_projections`): self-attention computes the three
-  projections with one product from :data:`STACKED_PROJECTION_ROWS` rows (batch x length)
-  up: a training step at nanoGPT's CPU shape then runs 16 products forward instead of 24.
-  Below it (a decoding step) rebuilding the stacked weight costs more than it saves.
+- Stacked Q, K, V (:func:`stack_qkv_projections`): on CPUs, self-attention computes the
+  three projections with one product from :data:`STACKED_PROJECTION_ROWS` rows (batch x
+  length) up: a training step at nanoGPT's CPU shape then runs 16 products forward instead
+  of 24. Below it (a decoding step) rebuilding the stacked weight costs more than it saves.
+  It was measured on CPUs only: other devices keep the three products.
 - The tanh GELU (:func:`gelu_tanh`): training in float32 on CPUs computes the derivative in
   the forward pass (:class:`TanhGeluWithSlope`); ATen's float32 tanh-GELU backward cost more
   than that whole forward pass (0.8 against 0.53 ms forward + backward for 768 x 512 values
@@ -82,9 +83,10 @@ def cpu_has_amx() -> bool:
 STACKED_PROJECTION_ROWS = 64  # self-attention's Q, K, V come from one product from this many rows up
 
 
-def stack_qkv_projections(rows: int) -> bool:
-    """Whether self-attention over ``rows`` (batch x length) rows computes Q, K, V with one product."""
-    return rows >= STACKED_PROJECTION_ROWS
+def stack_qkv_projections(rows: int, device: torch.device) -> bool:
+    """Whether self-attention over ``rows`` (batch x length) rows on ``device`` computes Q, K, V
+    with one product: on a CPU from :data:`STACKED_PROJECTION_ROWS` rows up, elsewhere never."""
+    return device.type == "cpu" and rows >= STACKED_PROJECTION_ROWS
 
 
 def use_fused_attention(query: Tensor) -> bool:

@@ -27,7 +27,8 @@ import torch
 from safetensors.torch import load_file
 
 from taa.data import find_data_dir
-from taa.torch.training.distributed import Parallel, _slice, to_device
+from taa.torch.devices import to_device
+from taa.torch.training.distributed import Parallel, _slice
 from taa.training.launch import check_launch, process_count, process_rank, threads_per_process
 from taa.config import ConfigError
 
@@ -143,6 +144,33 @@ def test_a_state_saved_on_one_process_resumes_on_two(copy_recipe, one_process, t
     result = taa(str(copy_recipe), "--resume", str(half), "--resume-changed", "--nproc", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_model(one_process, half)
+
+
+# ---------------------------------------------------------------- several machines
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+def test_two_machines_of_one_process_each_equal_one_process(copy_recipe, one_process, tmp_path):
+    """Two "machines" on this one (--nnodes 2, each its --node-rank, machine 0's address as
+    the rendezvous): the launch a multi-machine job makes; machine 0 writes the run."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    out = tmp_path / "run"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    machines = [subprocess.Popen(
+        [sys.executable, "-m", "taa", "train", str(copy_recipe), "--out", str(out), "--nproc", "1", "--nnodes", "2",
+         "--node-rank", str(rank), "--rdzv-endpoint", endpoint, "--tracking", "none", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment) for rank in (0, 1)]
+    for machine in machines:
+        _, errors = machine.communicate(timeout=300)
+        assert machine.returncode == 0, errors[-3000:]
+    assert_same_model(one_process, out)
 
 
 # ---------------------------------------------------------------- a process that dies

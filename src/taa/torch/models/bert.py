@@ -220,27 +220,26 @@ def sentence_embeddings(
 
     ``tokenizer`` is a ``tokenizers.Tokenizer`` that adds [CLS]/[SEP] and truncates
     (:func:`taa.text.load_tokenizer`). Sentences are batched by length, so each
-    batch pads little; the result is in the input order.
+    batch pads little; the result is in the input order, on the CPU (the model runs on
+    its own device).
     """
     model.eval()
     device = next(model.parameters()).device
     encodings = tokenizer.encode_batch(list(sentences))
     order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))  # longest first
-    output = torch.empty(len(encodings), model.config.d_model)
+    output = torch.empty(len(encodings), model.config.d_model, device="cpu")
     pad_id = model.config.pad_id
+
+    def padded(rows: list[list[int]], value: int) -> Tensor:  # (b, longest) on the model's device
+        longest = max(len(row) for row in rows)
+        return torch.tensor([row + [value] * (longest - len(row)) for row in rows], dtype=torch.long, device=device)
+
     for start in range(0, len(order), batch_size):
         batch = [encodings[i] for i in order[start : start + batch_size]]
-        longest = max(len(e.ids) for e in batch)
-        input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-        token_types = torch.zeros((len(batch), longest), dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, encoding in enumerate(batch):
-            length = len(encoding.ids)
-            input_ids[row, :length] = torch.tensor(encoding.ids)
-            token_types[row, :length] = torch.tensor(encoding.type_ids)
-            attention_mask[row, :length] = torch.tensor(encoding.attention_mask)
-        input_ids, token_types, attention_mask = input_ids.to(device), token_types.to(device), attention_mask.to(device)
+        input_ids = padded([e.ids for e in batch], pad_id)
+        token_types = padded([e.type_ids for e in batch], 0)
+        attention_mask = padded([e.attention_mask for e in batch], 0)
         hidden = model(input_ids, attention_mask, token_types)  # (b, n, d)
         pooled = mean_pool(hidden.float(), attention_mask, normalize)
-        output[torch.tensor(order[start : start + batch_size])] = pooled.cpu()
+        output[torch.tensor(order[start : start + batch_size], device="cpu")] = pooled.cpu()
     return output

@@ -353,19 +353,6 @@ def _slice(rows: int, parts: int, index: int) -> tuple[int, int]:
     return start, start + size + (1 if index < extra else 0)
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Every tensor of ``batch`` (a tensor, a dataclass, a tuple or a dict of them) on ``device``."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if is_dataclass(batch):
-        return replace(batch, **{f.name: to_device(getattr(batch, f.name), device) for f in fields(batch)})
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(value, device) for value in batch)
-    return batch
-
-
 def setup(train: TrainConfig) -> Parallel:
     """The device this process computes on (``train.device``) and its place among the
     processes: a :class:`DistributedParallel` that has joined the group when torchrun

@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from taa import folders
 from taa.config import TrainConfig
 from taa.torch.training import checkpoint as ckpt
-from taa.torch.training.distributed import Parallel, to_device
+from taa.torch.devices import to_device
+from taa.torch.training.distributed import Parallel
 from taa.torch.training.losses import label_smoothed_cross_entropy
 from taa.torch.training.muon import Muon
 from taa.training.batches import BatchStream  # re-exported: its home is framework-neutral
