@@ -302,7 +302,7 @@ def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resum
     is the whole batch, split between them, so the same recipe gives the same model on any
     number of processes; `torchrun --nproc_per_node N -m taa train RECIPE` does the same.
     """
-    from taa.training.launch import process_rank
+    from taa.training.launch import process_rank, under_torchrun
 
     if nproc is not None or nnodes > 1 or node_rank is not None or rdzv_endpoint is not None:
         from taa.training.launch import launch_training
@@ -324,19 +324,93 @@ def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resum
             from taa.api.training import check_train
 
             _call(check_train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
-                  overwrite=overwrite)
+                  overwrite=overwrite, processes=nproc)
         _call(launch_training, arguments, nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
         return
-    if process_rank() != 0:  # one of several processes: rank 0 prints the run's figures
-        _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
-              overwrite=overwrite, tracking="none", progress=False)
-        return
-    result = _call(api.train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
-                   overwrite=overwrite, tracking=tracking, tracking_optional=tracking_optional, progress=progress)
+    options = dict(overrides=overrides, out=out, resume=resume, resume_changed=resume_changed, overwrite=overwrite,
+                   tracking=tracking, tracking_optional=tracking_optional, progress=progress)
+    if under_torchrun():
+        result = _train_process(lambda: api.train(recipe, **options), process_rank())
+        if result is None:  # a process other than rank 0: rank 0 prints the run's figures
+            return
+    else:
+        result = _call(api.train, recipe, **options)
     if as_json:
         _echo_json(result)
     else:
         _print_summary(result)
+
+
+def _train_process(run: Callable[[], dict[str, Any]], rank: int) -> dict[str, Any] | None:
+    """``taa train`` in one of the processes torchrun started: ``run()``, with the errors of
+    several processes told once. Rank 0 says what every process meets alike (a divergence,
+    a damaged state: the others leave quietly), another rank only what is its own, naming
+    itself (``Error: process 1: ...``); a process whose peer is gone (a collective that
+    failed because another process died) leaves quietly with
+    :data:`~taa.training.launch.FOLLOWER_STATUS`, so the launcher names the process that
+    failed first. Warnings come from rank 0 alone. SIGTERM (torchrun stopping its processes)
+    ends the run as Ctrl-C does: the run folder's lock is released. Returns what
+    ``api.train`` returned on rank 0, None on the others."""
+    import signal
+
+    from taa.data.text import DataError
+    from taa.folders import CheckpointError
+    from taa.training.divergence import DivergenceError
+    from taa.training.launch import watch_launcher
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    watch_launcher()  # a launcher killed outright: stop too
+    if rank:
+        warnings.simplefilter("ignore")
+    try:
+        result = run()
+    except KeyboardInterrupt:  # Ctrl-C reaches every process: the launcher says it once
+        sys.exit(128 + signal.SIGINT)
+    except (DivergenceError, CheckpointError) as error:  # the same on every process
+        if rank:
+            _leave_as_follower()
+        raise click.ClickException(str(error)) from None
+    except (ConfigError, DataError) as error:
+        raise click.ClickException(f"process {rank}: {error}" if rank else str(error)) from None
+    except Exception as error:
+        if _peer_lost(error):
+            _leave_as_follower()
+        message = _out_of_memory(error) if isinstance(error, (MemoryError, RuntimeError)) else None
+        if message is None:
+            raise
+        raise click.ClickException(f"process {rank}: {message}" if rank else message) from None
+    return None if rank else result
+
+
+# How long a process that stops because of another's failure waits before it exits, so that
+# the launcher sees the failure that caused it first (the launcher stops it meanwhile).
+FOLLOWER_GRACE_SECONDS = 3.0
+
+
+def _leave_as_follower() -> None:
+    """Exit quietly with :data:`~taa.training.launch.FOLLOWER_STATUS`, after the grace period."""
+    import time
+
+    from taa.training.launch import FOLLOWER_STATUS
+
+    time.sleep(FOLLOWER_GRACE_SECONDS)
+    sys.exit(FOLLOWER_STATUS)
+
+
+# What a collective says when a process it waited for has gone (gloo's and the store's words).
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Connection refused",
+             "failed to recv", "Socket Timeout")
+
+
+def _peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process died."""
+    import torch.distributed as dist
+
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError)
+                                                  and any(words in str(error) for words in PEER_LOST))
 
 
 def _print_summary(result: dict[str, Any]) -> None:

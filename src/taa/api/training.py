@@ -102,11 +102,14 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
 
 
 def check_train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
-                resume: Optional[PathLike] = None, resume_changed: bool = False, overwrite: bool = False) -> None:
+                resume: Optional[PathLike] = None, resume_changed: bool = False, overwrite: bool = False,
+                processes: int = 1) -> None:
     """What :func:`train` refuses before it trains, checked without training or writing:
-    the recipe and its settings, the run folder, a resume's recipe. ``taa train --nproc``
-    calls it before it starts the processes, so that a bad setting is one line, not one
-    from each process."""
+    the recipe and its settings, the run folder, a resume's recipe, and a device for each of
+    ``processes`` processes on this machine. ``taa train --nproc`` calls it before it starts
+    the processes, so that a bad setting is one line, not one from each process."""
+    from taa.torch.devices import check_processes
+
     from taa import folders
     from taa.tasks import task_class
     from taa.tasks.runner import check_recipe, check_resume
@@ -117,6 +120,7 @@ def check_train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] =
     if state is not None:
         check_resume(config, state, accept_changes=resume_changed)
     check_recipe(task_class(config.task)(config))
+    check_processes(config.train.device, processes)
 
 
 def _prepare(recipe: Optional[PathLike], overrides: Sequence[str], out: Optional[PathLike],
@@ -126,6 +130,7 @@ def _prepare(recipe: Optional[PathLike], overrides: Sequence[str], out: Optional
     the Vertex AI environment or None)``."""
     from taa import folders
     from taa.tasks.runner import saved_recipe
+    from taa.training.launch import process_rank
     from taa.vertex import vertex_environment
 
     if resume_changed and resume is None:
@@ -135,7 +140,8 @@ def _prepare(recipe: Optional[PathLike], overrides: Sequence[str], out: Optional
         out = vertex.checkpoint_dir  # the run folder outlives the container: a restarted job resumes it
         if (out / folders.STATE).is_dir():
             resume = out
-    if resume is not None and (Path(resume) / folders.EARLIER_RUN).is_dir():  # a run --overwrite set aside, killed
+    if resume is not None and (Path(resume) / folders.EARLIER_RUN).is_dir() and process_rank() == 0:
+        # a run --overwrite set aside, killed (rank 0 alone settles the folder)
         with folders.run_folder_lock(resume):
             folders.settle_earlier_run(resume)  # put back if the new run left no state to resume
     state = folders.find_state_folder(resume) if resume is not None else None

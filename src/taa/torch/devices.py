@@ -72,6 +72,23 @@ def resolve_device(name: str = "auto", what: str = "device") -> torch.device:
     return torch.device("cuda", index)
 
 
+def check_processes(name: str, processes: int, what: str = "train.device") -> torch.device:
+    """The device of the first of ``processes`` processes on this machine, once every one
+    of them has its own (one line otherwise): under torchrun each takes ``cuda:LOCAL_RANK``,
+    so CUDA needs a GPU a process; Apple's MPS serves one process only."""
+    device = resolve_device(name, what)
+    if processes > 1 and device.type == "mps":
+        raise ConfigError(f"{what}={name}: several processes train on CPUs (gloo) or CUDA GPUs (nccl), not on MPS")
+    if processes > 1 and device.type == "cuda":
+        if ":" in name:
+            raise ConfigError(f"{what}={name}: each of {processes} processes takes its own GPU (cuda:LOCAL_RANK); "
+                              f"give {what}=cuda")
+        if cuda_count() < processes:
+            raise ConfigError(f"{what}={name}: {processes} processes need a GPU each; this machine has "
+                              f"{cuda_count()} (use --nproc {cuda_count()} or {what}=cpu)")
+    return device
+
+
 def model_device(model: torch.nn.Module) -> Optional[torch.device]:
     """The device of the model's weights (None for a model without any)."""
     parameter = next(model.parameters(), None)

@@ -30,6 +30,10 @@ from typing import Optional
 
 from taa.config import ConfigError
 
+# The exit status of a process that stops because another one failed (a collective whose
+# peer is gone, or a failure the first process reports too): the launcher blames another.
+FOLLOWER_STATUS = 3
+
 # The most processes one machine may start (a typo such as --nproc 800 would fork that many).
 MAX_NPROC = 64
 
@@ -50,6 +54,23 @@ def under_torchrun() -> bool:
     """Whether torchrun started this process (it sets ``TORCHELASTIC_RUN_ID`` and
     ``LOCAL_RANK``; ``WORLD_SIZE`` alone may be Vertex AI's count of machines)."""
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def watch_launcher(interval: float = 1.0) -> None:
+    """In a process torchrun started: if the launcher dies (killed outright, it cannot stop
+    its processes), this process gets a SIGTERM within ``interval`` seconds instead of
+    training on alone. A daemon thread."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="taa-launcher-watch", daemon=True).start()
 
 
 def threads_per_process(nproc: int) -> int:
@@ -88,27 +109,40 @@ def launch_training(arguments: Sequence[str], nproc: int, nnodes: int = 1, node_
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):  # its own report would repeat ours
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for name in [*logging.root.manager.loggerDict]:  # torchrun's own reports would repeat ours
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))
-    if nnodes == 1:
-        backend, endpoint, configs = "c10d", "localhost:0", {}
-    else:
-        backend, endpoint, configs = "static", rdzv_endpoint, {"rank": node_rank}
+    if nnodes == 1:  # a rendezvous of this machine's processes, on a free port
+        backend, endpoint, configs, run_id = "c10d", "localhost:0", {}, str(uuid.uuid4())
+    else:  # machine 0 hosts it; every machine must name the same run
+        backend, endpoint, configs, run_id = "static", rdzv_endpoint, {"rank": node_rank}, f"taa-{rdzv_endpoint}"
     config = LaunchConfig(
-        min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+        min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc, run_id=run_id,
         rdzv_backend=backend, rdzv_endpoint=endpoint, rdzv_configs=configs, max_restarts=0, monitor_interval=0.1,
     )
     command = [sys.executable, "-m", "taa", "train", *arguments]
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     try:
         elastic_launch(config, command[0])(*command[1:])
     except ChildFailedError as error:
         raise ConfigError(f"training on {nproc * nnodes} processes failed: {describe_failure(error)}") from None
+    except (SignalException, KeyboardInterrupt) as error:
+        how = getattr(getattr(error, "sigval", None), "name", "SIGINT")
+        raise ConfigError(f"training on {nproc * nnodes} processes stopped by {how}: the processes were stopped; "
+                          "the last state saved resumes (--resume)") from None
 
 
 def describe_failure(error) -> str:
-    """The first process that failed, in words: its rank and how it ended."""
-    rank, failure = error.get_first_failure()
+    """The process that failed first, in words: its rank and how it ended. A process that
+    stopped because another failed (:data:`FOLLOWER_STATUS`, or the launcher's SIGTERM) is
+    named only when no other failed."""
+    followers = (FOLLOWER_STATUS, -signal.SIGTERM, 128 + signal.SIGTERM)
+    failures = error.failures
+    causes = {rank: failure for rank, failure in failures.items() if failure.exitcode not in followers} or failures
+    rank = min(causes, key=lambda r: (causes[r].timestamp, r))
+    failure = causes[rank]
     code = failure.exitcode
     if code is not None and code < 0:
         try:

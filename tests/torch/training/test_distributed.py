@@ -167,9 +167,13 @@ def test_two_machines_of_one_process_each_equal_one_process(copy_recipe, one_pro
         [sys.executable, "-m", "taa", "train", str(copy_recipe), "--out", str(out), "--nproc", "1", "--nnodes", "2",
          "--node-rank", str(rank), "--rdzv-endpoint", endpoint, "--tracking", "none", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment) for rank in (0, 1)]
-    for machine in machines:
-        _, errors = machine.communicate(timeout=300)
-        assert machine.returncode == 0, errors[-3000:]
+    try:
+        for machine in machines:
+            _, errors = machine.communicate(timeout=300)
+            assert machine.returncode == 0, errors[-3000:]
+    finally:
+        for machine in machines:
+            machine.kill()
     assert_same_model(one_process, out)
 
 
@@ -290,3 +294,79 @@ def test_nnodes_without_nproc_is_one_line(tmp_path):
                             text=True)
     assert result.returncode == 1 and result.stderr.strip() == \
         "Error: --nnodes, --node-rank and --rdzv-endpoint go with --nproc N"
+
+
+# ---------------------------------------------------------------- errors, told once
+
+
+def _error_lines(errors: str) -> list[str]:
+    return [line for line in errors.splitlines() if line.startswith("Error")]
+
+
+def test_an_error_every_process_meets_is_told_once(copy_recipe, tmp_path):
+    """A divergence (every process sees the same sums) comes from rank 0 alone."""
+    result = taa(str(copy_recipe), "--out", str(tmp_path / "run"), "--nproc", "2", "--set", "train.lr=1e30")
+    assert result.returncode == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 2 and lines[0].startswith("Error: training diverged at step "), result.stderr[-2000:]
+    assert lines[1].startswith("Error: training on 2 processes failed: process 0 exited with status 1")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failure_of_rank_0_is_blamed_on_rank_0(tmp_path):
+    """Rank 0 reads the data first; the others, waiting for it, leave quietly."""
+    result = taa(str(ROOT / "recipes" / "translate-tiny.yaml"), "--out", str(tmp_path / "run"), "--nproc", "3",
+                 "--set", f"data.dir={tmp_path / 'nowhere'}")
+    assert result.returncode == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 2 and "missing train.de.gz" in lines[0], result.stderr[-2000:]
+    assert lines[1].startswith("Error: training on 3 processes failed: process 0 exited with status 1")
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_bad_settings_are_one_line_before_any_process_starts(copy_recipe, tmp_path):
+    for setting, words in [("train.device=cuda", "no CUDA GPU here"), ("train.lr=-1", "lr=-1.0 must be positive")]:
+        result = taa(str(copy_recipe), "--out", str(tmp_path / "run"), "--nproc", "2", "--set", setting, timeout=60)
+        assert result.returncode == 1 and _error_lines(result.stderr) == [result.stderr.strip()], result.stderr
+        assert words in result.stderr and not (tmp_path / "run").exists()
+
+
+def _start_long_run(copy_recipe, out: Path, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "taa", "train", str(copy_recipe), "--out", str(out), "--nproc", "2",
+               "--set", "train.steps=100000", "--tracking", "none", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TAA_TEST_PARENT": str(os.getpid()), "OMP_NUM_THREADS": "1"},
+                               **popen)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if (out / "state" / "trainer.json").is_file():
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the run saved no state")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the processes' environment in /proc")
+def test_ctrl_c_stops_every_process_with_one_line_and_releases_the_folder(copy_recipe, tmp_path):
+    out = tmp_path / "run"
+    process = _start_long_run(copy_recipe, out, start_new_session=True)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert _error_lines(errors) == ["Error: training on 2 processes stopped by SIGINT: the processes were stopped; "
+                                    "the last state saved resumes (--resume)"], errors[-2000:]
+    assert "Traceback" not in errors and "Aborted" not in errors
+    assert not (out / "run.lock").exists() and not _ranks(os.getpid())
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the processes' environment in /proc")
+def test_processes_whose_launcher_was_killed_stop(copy_recipe, tmp_path):
+    out = tmp_path / "run"
+    process = _start_long_run(copy_recipe, out)
+    process.kill()  # SIGKILL: the launcher cannot stop its processes
+    process.communicate()
+    deadline = time.time() + 20
+    while _ranks(os.getpid()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _ranks(os.getpid())
+    assert not (out / "run.lock").exists()  # they ended as on SIGTERM: the lock released
