@@ -13,8 +13,9 @@ FROM ${BASE}
 
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.*
-# taa's optional dependencies to add: eval (sacreBLEU, the training curves' matplotlib), hf, tracking
-ARG EXTRAS=eval
+# taa's optional dependencies to add: eval (sacreBLEU, the training curves' matplotlib),
+# tracking (TensorBoard's event files, which the job spec asks for, and MLflow), hf
+ARG EXTRAS=eval,tracking
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

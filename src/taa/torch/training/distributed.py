@@ -159,9 +159,12 @@ class DistributedParallel(Parallel):
             self.whole = model
             # No buffer sync in forward: taa's buffers (position tables) never change, and
             # rank 0 validates alone, which a sync in forward would wait on for ever.
+            # find_unused_parameters: some models hold weights a task's loss never reaches
+            # (BERT's pooler when a classifier pools the mean); DDP would wait for their
+            # gradients for ever. (static_graph would find them once, but breaks no_sync.)
             return nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                forward_sync_buffers=False)
+                forward_sync_buffers=False, find_unused_parameters=True)
         from torch.distributed.fsdp import fully_shard
 
         sharded = copy.deepcopy(model)
