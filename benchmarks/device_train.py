@@ -64,9 +64,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -78,6 +76,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (the 
 from distributed_cpu import (  # noqa: E402  (the machine, the runs and the figures, shared)
     ROOT,
     _number,
+    add_run_options,
+    compare_recipes,
     machine,
     recipe_label,
     recipe_path,
@@ -200,19 +200,11 @@ def report(summary: dict[str, Any]) -> str:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipes", nargs="+", default=[name for name, _ in DEFAULT_RECIPES],
-                        help="recipe files or names (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps of every recipe (default: copy 1000, translate-multi30k-small 150, "
-                             "gpt-shakespeare-char 500, another recipe its own)")
+    add_run_options(parser, DEFAULT_RECIPES)
     parser.add_argument("--device", default="cuda",
                         help="the device the CPU is set against: cuda, cuda:N, mps, cpu (default: %(default)s)")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="train.threads of both runs (default: every core this process may use)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a recipe setting for every run (repeatable)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--keep", action="store_true", help="keep the run folders (their location is printed)")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -226,18 +218,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     problem = device_problem(args.device)
     if problem is not None:
         raise SystemExit(problem)  # one line on stderr, exit status 1
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
     threads = args.cpu_threads if args.cpu_threads is not None else usable_cores()
-    folder = Path(tempfile.mkdtemp(prefix="taa-device-train-"))
-    try:
-        results = [compare(recipe, folder, args, threads, log) for recipe in args.recipes]
-    finally:
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+    results, kept = compare_recipes(args, compare, threads, "taa-device-train-")
     summary = {
         "benchmark": "device_train", "machine": {**machine(), "gpu": gpu_name(args.device)},
         "device": args.device, "threads": threads, "threads_given": args.cpu_threads is not None,
-        "overrides": args.overrides, "results": results, "kept": str(folder) if args.keep else None,
+        "overrides": args.overrides, "results": results, "kept": kept,
     }
     print(json.dumps(summary) if args.json else report(summary), flush=True)
     if any("error" in r["cpu"] or "error" in r["device"] for r in results):

@@ -290,21 +290,39 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 # ------------------------------------------------------------------------------ the command
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipes", nargs="+", default=[name for name, _ in DEFAULT_RECIPES],
+def add_run_options(parser: argparse.ArgumentParser, recipes: tuple[tuple[str, int], ...]) -> None:
+    """The options every recipe-running benchmark takes: --recipes, --steps, --set, --json, --keep."""
+    steps = ", ".join(f"{name} {count}" for name, count in recipes)
+    parser.add_argument("--recipes", nargs="+", default=[name for name, _ in recipes],
                         help="recipe files or names (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps of every recipe (default: copy 200, translate-multi30k-small 100, "
-                             "gpt-shakespeare-char 200, another recipe its own)")
-    parser.add_argument("--nproc", type=int, default=2, help="processes of the second run (default: 2)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads per process, both runs (default: all cores for 1 process, cores / nproc each "
-                             "for nproc)")
+                        help=f"training steps of every recipe (default: {steps}, another recipe its own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe setting for every run (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (their location is printed)")
+
+
+def compare_recipes(args: argparse.Namespace, compare: Any, threads: Any, prefix: str) -> tuple[list, Optional[str]]:
+    """``compare(recipe, folder, args, threads, log)`` for each recipe, in a temporary folder
+    removed afterwards unless ``--keep``: the results and the kept folder."""
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        results = [compare(recipe, folder, args, threads, log) for recipe in args.recipes]
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return results, str(folder) if args.keep else None
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_run_options(parser, DEFAULT_RECIPES)
+    parser.add_argument("--nproc", type=int, default=2, help="processes of the second run (default: 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per process, both runs (default: all cores for 1 process, cores / nproc each "
+                             "for nproc)")
     args = parser.parse_args(argv)
     if args.nproc < 2:
         parser.error("--nproc must be at least 2 (the first run is the 1-process one)")
@@ -317,19 +335,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
     threads = thread_plan(args)
-    folder = Path(tempfile.mkdtemp(prefix="taa-distributed-cpu-"))
-    try:
-        results = [compare(recipe, folder, args, threads, log) for recipe in args.recipes]
-    finally:
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+    results, kept = compare_recipes(args, compare, threads, "taa-distributed-cpu-")
     summary = {
         "benchmark": "distributed_cpu", "machine": machine(), "nproc": args.nproc,
         "threads": {str(k): v for k, v in threads.items()}, "threads_given": args.threads is not None,
         "overrides": args.overrides, "loss_tolerance": LOSS_TOLERANCE, "results": results,
-        "kept": str(folder) if args.keep else None,
+        "kept": kept,
     }
     print(json.dumps(summary) if args.json else report(summary), flush=True)
     if any("error" in r["one_process"] or "error" in r["n_processes"] for r in results):

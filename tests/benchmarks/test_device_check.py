@@ -1,19 +1,17 @@
 """benchmarks/device_check.py: its quick run on the CPU with tiny models, a failing check, a missing GPU."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.benchmarks.scripts import load_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_check.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("device_check_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("device_check")
 
 
 @pytest.fixture

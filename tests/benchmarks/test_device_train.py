@@ -4,7 +4,6 @@ with taa's one-line message. No timing is checked."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,17 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.benchmarks.scripts import load_benchmark, unload_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_train.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("device_train_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("device_train")
     yield module
-    sys.modules.pop(spec.name, None)
+    unload_benchmark(module)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ figure, and the two runs end at the same loss. No timing is checked."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.scripts import load_benchmark, unload_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "distributed_cpu.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("distributed_cpu_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("distributed_cpu")
     yield module
-    sys.modules.pop(spec.name, None)
+    unload_benchmark(module)
 
 
 @pytest.fixture(scope="module")

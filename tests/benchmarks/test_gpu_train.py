@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -15,17 +13,16 @@ import torch
 from taa import config as cfg
 from taa.torch.models.gpt import GPT
 
+from tests.benchmarks.scripts import load_benchmark, unload_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_train.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("gpu_train_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("gpu_train")
     yield module
-    sys.modules.pop(spec.name, None)
+    unload_benchmark(module)
 
 
 @pytest.fixture
