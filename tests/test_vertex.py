@@ -422,3 +422,16 @@ def test_the_entrypoint_on_two_processes_writes_where_vertex_says_and_resumes_af
                            cwd=working, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((model / folders.METRICS).read_text())["steps"] == 4
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--set", "train.device=cuda"], "train.device=cuda: the job's machines have no GPU; give --accelerator"),
+    (["--set", "train.device=mps", "--replicas", "2"], "train.device=mps: Vertex AI's machines have no Apple GPU"),
+    (["--set", "train.device=cuda:1", "--accelerator", "NVIDIA_L4", "--accelerator-count", "2"],
+     "each of the 2 processes a machine takes its own GPU"),
+])
+def test_a_device_the_machines_cannot_give_is_one_line(tmp_path, options, message):
+    result = CliRunner().invoke(main, ["vertex-job", "copy", "--image", "example/taa:1", *options,
+                                       "--out", str(tmp_path / "job.yaml")])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "job.yaml").exists()

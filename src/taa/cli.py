@@ -278,9 +278,9 @@ def main(context: click.Context) -> None:
               help="Train on N processes on this machine (torchrun; gloo on CPUs, NCCL on GPUs).")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --nproc: the machines taking part; run the same command on each.")
-@click.option("--node-rank", "node_rank", type=click.IntRange(min=0), default=None,
+@click.option("--node-rank", "--node_rank", "node_rank", type=click.IntRange(min=0), default=None,
               help="With --nnodes: this machine's index, 0 on the one --rdzv-endpoint names.")
-@click.option("--rdzv-endpoint", "rdzv_endpoint", default=None, metavar="HOST:PORT",
+@click.option("--rdzv-endpoint", "--rdzv_endpoint", "rdzv_endpoint", default=None, metavar="HOST:PORT",
               help="With --nnodes: where machine 0 listens for the others.")
 @JSON
 def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resume: str | None, resume_changed: bool,
@@ -351,11 +351,16 @@ def _train_process(run: Callable[[], dict[str, Any]], rank: int) -> dict[str, An
     :data:`~taa.training.launch.FOLLOWER_STATUS`, so the launcher names the process that
     failed first. Warnings come from rank 0 alone. SIGTERM (torchrun stopping its processes)
     ends the run as Ctrl-C does: the run folder's lock is released. Returns what
-    ``api.train`` returned on rank 0, None on the others."""
+    ``api.train`` returned on rank 0, None on the others.
+
+    A bad input another rank meets (a state folder, a data file) is usually rank 0's too:
+    such a rank waits :data:`FOLLOWER_GRACE_SECONDS` first, in which the launcher stops it
+    when rank 0 failed alike, and only then tells its own (a machine whose run folder lacks
+    the state the others resume from, when the folder is not shared)."""
     import signal
+    import time
 
     from taa.data.text import DataError
-    from taa.folders import CheckpointError
     from taa.training.divergence import DivergenceError
     from taa.training.launch import watch_launcher
 
@@ -364,18 +369,29 @@ def _train_process(run: Callable[[], dict[str, Any]], rank: int) -> dict[str, An
 
     signal.signal(signal.SIGTERM, stop)
     watch_launcher()  # a launcher killed outright: stop too
+    try:
+        from taa.torch.training.distributed import join
+
+        join()  # first: a process that fails from here on is noticed by the others
+    except Exception as error:
+        if _peer_lost(error):
+            _leave_as_follower()
+        raise
     if rank:
         warnings.simplefilter("ignore")
     try:
         result = run()
     except KeyboardInterrupt:  # Ctrl-C reaches every process: the launcher says it once
         sys.exit(128 + signal.SIGINT)
-    except (DivergenceError, CheckpointError) as error:  # the same on every process
+    except DivergenceError as error:  # decided on sums over every process: the same on each
         if rank:
             _leave_as_follower()
         raise click.ClickException(str(error)) from None
-    except (ConfigError, DataError) as error:
-        raise click.ClickException(f"process {rank}: {error}" if rank else str(error)) from None
+    except (ConfigError, DataError) as error:  # a damaged state, a missing file: likely rank 0's too
+        if rank:  # rank 0 tells it, and the launcher stops this process meanwhile; else it is this one's own
+            time.sleep(FOLLOWER_GRACE_SECONDS)
+            raise click.ClickException(f"process {rank}: {error}") from None
+        raise click.ClickException(str(error)) from None
     except Exception as error:
         if _peer_lost(error):
             _leave_as_follower()

@@ -328,3 +328,9 @@ def test_a_task_loader_asks_for_a_run_of_its_task(tmp_path):
     _gpt_model_folder(tmp_path / "converted")
     with pytest.raises(CheckpointError, match="not a taa training run"):
         load_language_model(tmp_path / "converted")
+
+
+def test_a_missing_gpu_given_as_a_torch_device_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(cfg.ConfigError, match=r"^device=cuda:0: no CUDA GPU here"):
+        from_pretrained(tmp_path / "nowhere", device=torch.device("cuda", 0))

@@ -31,19 +31,35 @@ def vertex_job(recipe: PathLike, *, image: Optional[str], out: PathLike, machine
     if accelerator_count is not None and accelerator is None:
         raise cfg.ConfigError("--accelerator-count goes with --accelerator TYPE (the GPUs to count)")
     name = _builtin_name(recipe)
-    cfg.RecipeConfig.load(builtin_recipe(name), list(overrides))  # every field checked, --set included
+    config = cfg.RecipeConfig.load(builtin_recipe(name), list(overrides))  # every field checked, --set included
     options = dict(image=image, machine=machine, accelerator=accelerator, replicas=replicas, nproc=nproc,
                    overrides=list(overrides), base_output_dir=base_output_dir, data=data)
     spec = vertex.job_spec(name, **options, accelerator_count=1 if accelerator_count is None else accelerator_count)
+    arguments = spec["workerPoolSpecs"][0]["containerSpec"]["args"]
+    processes = int(arguments[arguments.index("--nproc") + 1]) if "--nproc" in arguments else 1
+    _check_device(config.train.device, accelerator, processes)
     comment = (f"A Vertex AI CustomJobSpec for gcloud ai custom-jobs create --config FILE, written by\n"
                f"{vertex.command_line(name, **options, accelerator_count=accelerator_count)}")
     path = vertex.write_job_spec(spec, out, overwrite=overwrite, comment=comment)
     chief = spec["workerPoolSpecs"][0]
-    arguments = chief["containerSpec"]["args"]
     return {"out": str(path), "recipe": name, "image": image, "replicas": replicas, "machine": machine,
             "accelerator": accelerator, "accelerator_count": chief["machineSpec"].get("acceleratorCount", 0),
-            "nproc": int(arguments[arguments.index("--nproc") + 1]) if "--nproc" in arguments else None,
+            "nproc": processes if "--nproc" in arguments else None,
             "base_output_dir": base_output_dir, "spec": spec}
+
+
+def _check_device(device: str, accelerator: Optional[str], processes: int) -> None:
+    """``train.device`` must fit the job's machines, checked here rather than on Google's:
+    a GPU needs ``--accelerator``, Vertex AI has no Apple GPU, and each of several processes
+    a machine takes its own GPU (``cuda``, not ``cuda:N``)."""
+    if device == "mps":
+        raise cfg.ConfigError("train.device=mps: Vertex AI's machines have no Apple GPU (use auto, cpu or cuda)")
+    if device.startswith("cuda") and accelerator is None:
+        raise cfg.ConfigError(f"train.device={device}: the job's machines have no GPU; give --accelerator TYPE "
+                              "(or leave train.device at auto)")
+    if ":" in device and processes > 1:
+        raise cfg.ConfigError(f"train.device={device}: each of the {processes} processes a machine takes its own GPU "
+                              "(cuda:LOCAL_RANK); give train.device=cuda")
 
 
 def _builtin_name(recipe: PathLike) -> str:

@@ -222,8 +222,8 @@ def from_pretrained(folder: str | Path, dtype: Optional[torch.dtype | str] = Non
     from taa.torch.devices import resolve_device
     from taa.torch.generate import resolve_dtype
 
-    if isinstance(device, str):
-        device = resolve_device(device)
+    if isinstance(device, str) or (isinstance(device, torch.device) and device.type in ("cuda", "mps")):
+        device = resolve_device(str(device))  # a GPU this machine lacks: one line, before anything is read
     folder = Path(folder)
     kind = folders.folder_kind(folder)
     if task is not None and kind != folders.TAA_RUN:

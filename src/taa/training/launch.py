@@ -127,20 +127,24 @@ def launch_training(arguments: Sequence[str], nproc: int, nnodes: int = 1, node_
     try:
         elastic_launch(config, command[0])(*command[1:])
     except ChildFailedError as error:
-        raise ConfigError(f"training on {nproc * nnodes} processes failed: {describe_failure(error)}") from None
+        raise ConfigError(f"training on {nproc * nnodes} processes failed: {describe_failure(error, nnodes)}") from None
     except (SignalException, KeyboardInterrupt) as error:
         how = getattr(getattr(error, "sigval", None), "name", "SIGINT")
         raise ConfigError(f"training on {nproc * nnodes} processes stopped by {how}: the processes were stopped; "
                           "the last state saved resumes (--resume)") from None
 
 
-def describe_failure(error) -> str:
+def describe_failure(error, nnodes: int = 1) -> str:
     """The process that failed first, in words: its rank and how it ended. A process that
     stopped because another failed (:data:`FOLLOWER_STATUS`, or the launcher's SIGTERM) is
     named only when no other failed."""
     followers = (FOLLOWER_STATUS, -signal.SIGTERM, 128 + signal.SIGTERM)
     failures = error.failures
-    causes = {rank: failure for rank, failure in failures.items() if failure.exitcode not in followers} or failures
+    causes = {rank: failure for rank, failure in failures.items() if failure.exitcode not in followers}
+    if not causes and nnodes > 1:
+        return ("a process on another machine failed first (its error is in that machine's output); this machine's "
+                "processes were stopped")
+    causes = causes or failures
     rank = min(causes, key=lambda r: (causes[r].timestamp, r))
     failure = causes[rank]
     code = failure.exitcode

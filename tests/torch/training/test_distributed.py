@@ -202,6 +202,39 @@ def test_two_machines_of_one_process_each_equal_one_process(copy_recipe, one_pro
     assert_same_model(one_process, out)
 
 
+def test_a_machine_without_the_state_stops_both_machines_in_seconds(copy_recipe, tmp_path):
+    """Resuming on two machines whose run folders are not shared: machine 1 has no state.
+    It says so in one line; machine 0, waiting for it, stops too instead of waiting for ever."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def machines(*settings: str) -> list[subprocess.CompletedProcess]:
+        endpoint = f"127.0.0.1:{_free_port()}"
+        started = [subprocess.Popen(
+            [sys.executable, "-m", "taa", "train", str(copy_recipe), *settings, "--nproc", "1", "--nnodes", "2",
+             "--node-rank", str(rank), "--rdzv-endpoint", endpoint, "--tracking", "none", "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=tmp_path / f"m{rank}")
+            for rank in (0, 1)]
+        try:
+            return [(machine, *machine.communicate(timeout=120)) for machine in started]
+        finally:
+            for machine in started:
+                machine.kill()
+
+    for rank in (0, 1):
+        (tmp_path / f"m{rank}").mkdir()
+    assert all(machine.returncode == 0 for machine, _, _ in machines("--out", "run", "--set", "train.steps=10"))
+    assert not (tmp_path / "m1" / "run" / "state").exists()  # machine 0 alone writes
+    started = time.time()
+    (first, _, first_errors), (second, _, second_errors) = machines(
+        "--resume", "run", "--resume-changed", "--set", "train.steps=20")
+    assert time.time() - started < 90
+    assert first.returncode == second.returncode == 1
+    assert _error_lines(second_errors)[0] == "Error: process 1: run: no resumable training state (state/trainer.json)"
+    assert _error_lines(first_errors) == ["Error: training on 2 processes failed: a process on another machine failed "
+                                          "first (its error is in that machine's output); this machine's processes "
+                                          "were stopped"], first_errors[-2000:]
+
+
 # ---------------------------------------------------------------- a process that dies
 
 

@@ -41,14 +41,14 @@ import copy
 from contextlib import contextmanager, nullcontext
 from dataclasses import fields, is_dataclass, replace
 from datetime import timedelta
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from taa.config import ConfigError, TrainConfig
-from taa.torch.devices import resolve_device
+from taa.torch.devices import cuda_count, local_rank, resolve_device
 from taa.training.launch import process_count
 
 # How long a process waits for the others at a collective before giving up. Validation and
@@ -73,8 +73,9 @@ class Parallel:
         """Rank 0: the process that evaluates, writes, tracks and shows progress."""
         return self.rank == 0
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The module the training steps call; the model itself on one process."""
+    def wrap(self, model: nn.Module, unused: Optional[Callable[[nn.Module], set[str]]] = None) -> nn.Module:
+        """The module the training steps call; the model itself on one process. ``unused(model)``
+        names the weights a training step leaves without a gradient (None: unknown)."""
         self.whole = model
         return model
 
@@ -147,24 +148,30 @@ class DistributedParallel(Parallel):
 
     # ---------------------------------------------------------------- the model
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module, unused: Optional[Callable[[nn.Module], set[str]]] = None) -> nn.Module:
         """DistributedDataParallel around ``model``, or a sharded copy of it (fsdp).
 
         Rank 0's initial weights go to every process first, so they start equal however
-        each process's random generators were used before."""
+        each process's random generators were used before. Some models hold weights a
+        task's loss never reaches (BERT's pooler under a classifier that pools the mean):
+        DDP would wait for their gradients for ever, unless told to look for them after
+        every step, a walk over the autograd graph that costs time; ``unused(model)`` (a
+        trial step, :meth:`Trainer.unused_weights`) says whether there are any, on any process."""
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
         if self.kind == "ddp":
             self.whole = model
+            names = unused(model) if unused is not None else None
+            gathered: list[Optional[set[str]]] = [None] * self.world_size
+            dist.all_gather_object(gathered, names)
+            look = any(found is None or found for found in gathered)
             # No buffer sync in forward: taa's buffers (position tables) never change, and
             # rank 0 validates alone, which a sync in forward would wait on for ever.
-            # find_unused_parameters: some models hold weights a task's loss never reaches
-            # (BERT's pooler when a classifier pools the mean); DDP would wait for their
-            # gradients for ever. (static_graph would find them once, but breaks no_sync.)
+            # (static_graph would find unused weights once, but it breaks no_sync.)
             return nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                forward_sync_buffers=False, find_unused_parameters=True)
+                forward_sync_buffers=False, find_unused_parameters=look)
         from torch.distributed.fsdp import fully_shard
 
         sharded = copy.deepcopy(model)
@@ -365,13 +372,28 @@ def setup(train: TrainConfig) -> Parallel:
         return Parallel(device)
     if not dist.is_available():
         raise ConfigError("this torch has no torch.distributed: train on one process")
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"train.device={train.device}: several processes train on CPUs (gloo) or CUDA GPUs "
+                          f"(nccl), not on {device.type}")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type not in ("cuda", "cpu"):
-            raise ConfigError(f"train.device={train.device}: several processes train on CPUs (gloo) or CUDA GPUs "
-                              f"(nccl), not on {device.type}")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         dist.init_process_group(backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT,
                                 **({"device_id": device} if device.type == "cuda" else {}))
     return DistributedParallel(device, train.parallel)
+
+
+def join() -> None:
+    """Join the group of processes torchrun started this one in, before the recipe is read:
+    a process that then fails on its own (a state folder another machine lacks) leaves a
+    group whose other members notice at their next collective, instead of waiting for it
+    to join (:data:`COLLECTIVE_TIMEOUT`). CPUs talk through gloo, GPUs through NCCL: the
+    group serves both, whichever ``train.device`` the recipe names. Nothing on one process."""
+    if process_count() == 1 or not dist.is_available() or dist.is_initialized():
+        return
+    gpus, index = cuda_count(), local_rank()
+    if gpus and index is not None and index < gpus:
+        torch.cuda.set_device(index)
+    backend = "cpu:gloo,cuda:nccl" if gpus else "gloo"
+    dist.init_process_group(backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)

@@ -242,7 +242,7 @@ class Trainer:
         self.progress, self.rate_unit = progress, rate_unit
         self.parallel = parallel or Parallel(next(model.parameters()).device)
         self.device = self.parallel.device
-        self.wrapped = self.parallel.wrap(model.to(self.device))  # what the steps call
+        self.wrapped = self.parallel.wrap(model.to(self.device), self.unused_weights)  # what the steps call
         self.model = self.parallel.whole  # the whole model: validated, saved, handed back
         self.optimizer = make_optimizer(self.wrapped, train)
         self.schedule = schedule_from_config(train, d_model)  # multiplier of train.lr at a step
@@ -267,6 +267,26 @@ class Trainer:
         return train.lr * self.schedule(min(position, train.steps)) * lowered
 
     # ---------------------------------------------------------------- one step
+
+    def unused_weights(self, model: nn.Module) -> Optional[set[str]]:
+        """The weights a training step leaves without a gradient, from a trial step on this
+        process's share of the first batch that changes nothing: the batch stream is put back
+        where it was, the random generators too, and the gradients are dropped. None when the
+        stream cannot be put back."""
+        if not hasattr(self.batches, "state_dict"):
+            return None
+        position = self.batches.state_dict()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            share, _ = self.parallel.share(next(self.batches))
+            model.train()
+            with autocast(self.train.dtype, self.device):
+                loss, _ = self.compute_loss(model, to_device(share, self.device))
+            loss.backward()
+        self.batches.load_state_dict(position)
+        names = {name for name, p in model.named_parameters() if p.requires_grad and p.grad is None}
+        model.zero_grad(set_to_none=True)
+        return names
 
     def _step(self) -> tuple[float, int, float, str]:
         """One optimizer step over ``grad_accumulation`` batches: (loss sum, tokens, lr,
