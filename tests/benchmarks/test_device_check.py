@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.benchmarks.scripts import load_benchmark
@@ -14,12 +13,6 @@ def _script():
     return load_benchmark("device_check")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_device_check_runs_on_the_cpu(capsys, one_thread) -> None:

@@ -25,12 +25,6 @@ def bench():
     unload_benchmark(module)
 
 
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # The smoke shape: 2 layers, d 64, 4 heads, d_ff 256, context 64, batch 2; vocabulary 96.
@@ -46,7 +40,7 @@ def hand_count_n() -> int:
     return L * (attention + feed_forward + norms) + 2 * D + V * D  # + final norm + tied token embedding
 
 
-def test_smoke_run_on_a_cpu_prints_every_field(bench, capsys, single_thread) -> None:
+def test_smoke_run_on_a_cpu_prints_every_field(bench, capsys, one_thread) -> None:
     bench.main(SMOKE)
     out = capsys.readouterr().out
     for label in ("device", "parameters", "tokens/step", "step time", "tokens/s", "FLOPs/token", "MFU",
@@ -57,7 +51,7 @@ def test_smoke_run_on_a_cpu_prints_every_field(bench, capsys, single_thread) -> 
     assert "6N + 12*L*d*T" in out
 
 
-def test_flops_and_mfu_against_a_hand_count(bench, capsys, single_thread) -> None:
+def test_flops_and_mfu_against_a_hand_count(bench, capsys, one_thread) -> None:
     summary = bench.main([*SMOKE, "--peak-tflops", "2", "--json"])
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(summary))  # one JSON object
     n = hand_count_n()
