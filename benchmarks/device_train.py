@@ -77,6 +77,7 @@ from distributed_cpu import (  # noqa: E402  (the machine, the runs and the figu
     ROOT,
     _number,
     add_run_options,
+    check_counts,
     compare_recipes,
     machine,
     recipe_label,
@@ -206,10 +207,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="train.threads of both runs (default: every core this process may use)")
     args = parser.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be at least 1")
-    if args.cpu_threads is not None and args.cpu_threads < 1:
-        parser.error("--cpu-threads must be at least 1")
+    check_counts(parser, args, "steps", "cpu_threads")
     return args
 
 

@@ -303,6 +303,14 @@ def add_run_options(parser: argparse.ArgumentParser, recipes: tuple[tuple[str, i
     parser.add_argument("--keep", action="store_true", help="keep the run folders (their location is printed)")
 
 
+def check_counts(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """Each of the options ``names`` (as attributes: ``cpu_threads``), when given, is at least 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
 def compare_recipes(args: argparse.Namespace, compare: Any, threads: Any, prefix: str) -> tuple[list, Optional[str]]:
     """``compare(recipe, folder, args, threads, log)`` for each recipe, in a temporary folder
     removed afterwards unless ``--keep``: the results and the kept folder."""
@@ -326,10 +334,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.nproc < 2:
         parser.error("--nproc must be at least 2 (the first run is the 1-process one)")
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be at least 1")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
+    check_counts(parser, args, "steps", "threads")
     return args
 
 

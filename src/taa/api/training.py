@@ -73,13 +73,11 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     (as its ``metrics.json``) and why training stopped, in words.
     """
     from taa import folders
-    from taa.tasks import task_class, task_runner
-    from taa.tasks.runner import check_recipe, check_resume
+    from taa.tasks import task_runner
     from taa.training.launch import process_rank
     from taa.vertex import export_model
 
     config, folder, what, state, resume, vertex = _prepare(recipe, overrides, out, resume, resume_changed)
-    resumed = state.parent if state is not None else None
     if process_rank() != 0:  # one of several processes (torchrun): rank 0 checks, locks, tracks and writes
         outcome = task_runner(config.task)(config, out=folder, progress=False, resume=resume, overwrite=overwrite)
         return _train_result(config, outcome["metrics"], folder)
@@ -87,11 +85,8 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     # Inside Vertex AI the lock of a container that was restarted names another host: it is gone.
     with folders.run_folder_lock(folder, foreign_is_stale=vertex is not None):  # one run per folder, to the end
         folders.settle_earlier_run(folder)  # one that --overwrite set aside and a kill left
-        folders.check_run_folder(folder, what, resume=resumed, overwrite=overwrite)
-        if state is not None:
-            check_resume(config, state, accept_changes=resume_changed)
+        _refusals(config, folder, what, state, resume_changed, overwrite)  # a bad setting starts no tracked run
         run = task_runner(config.task)  # the task's module, imported on demand
-        check_recipe(task_class(config.task)(config))  # a bad setting starts no tracked run
         tracker = _make_tracker(tracking, folder.resolve().name, tracking_optional,  # named after the folder
                                 folder=folder)
         with tracker:  # ends the tracked run FINISHED, FAILED or KILLED
@@ -108,19 +103,27 @@ def check_train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] =
     the recipe and its settings, the run folder, a resume's recipe, and a device for each of
     ``processes`` processes on this machine. ``taa train --nproc`` calls it before it starts
     the processes, so that a bad setting is one line, not one from each process."""
+    from taa import folders
     from taa.torch.devices import check_processes
 
+    config, folder, what, state, _, _ = _prepare(recipe, overrides, out, resume, resume_changed)
+    folders.check_writable_folder(folder, what)
+    _refusals(config, folder, what, state, resume_changed, overwrite)
+    check_processes(config.train.device, processes)
+
+
+def _refusals(config: cfg.RecipeConfig, folder: Path, what: str, state: Optional[Path], resume_changed: bool,
+              overwrite: bool) -> None:
+    """What :func:`train` refuses once it knows its recipe and folder: a folder holding
+    another run or model, a resume with a recipe that trains differently, a bad setting."""
     from taa import folders
     from taa.tasks import task_class
     from taa.tasks.runner import check_recipe, check_resume
 
-    config, folder, what, state, _, _ = _prepare(recipe, overrides, out, resume, resume_changed)
-    folders.check_writable_folder(folder, what)
     folders.check_run_folder(folder, what, resume=state.parent if state is not None else None, overwrite=overwrite)
     if state is not None:
         check_resume(config, state, accept_changes=resume_changed)
     check_recipe(task_class(config.task)(config))
-    check_processes(config.train.device, processes)
 
 
 def _prepare(recipe: Optional[PathLike], overrides: Sequence[str], out: Optional[PathLike],

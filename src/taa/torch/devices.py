@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import fields, is_dataclass, replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -97,12 +97,18 @@ def model_device(model: torch.nn.Module) -> Optional[torch.device]:
 
 def to_device(batch: Any, device: torch.device) -> Any:
     """Every tensor of ``batch`` (a tensor, a dataclass, a tuple or a dict of them) on ``device``."""
+    return map_tensors(batch, lambda tensor: tensor.to(device, non_blocking=True))
+
+
+def map_tensors(batch: Any, function: Callable[[Tensor], Any]) -> Any:
+    """``batch`` (a tensor, a dataclass, a tuple or a dict of them, nested) with ``function``
+    applied to each tensor; everything else as it is."""
     if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
+        return function(batch)
     if is_dataclass(batch):
-        return replace(batch, **{f.name: to_device(getattr(batch, f.name), device) for f in fields(batch)})
+        return replace(batch, **{f.name: map_tensors(getattr(batch, f.name), function) for f in fields(batch)})
     if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
+        return {key: map_tensors(value, function) for key, value in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(value, device) for value in batch)
+        return type(batch)(map_tensors(value, function) for value in batch)
     return batch

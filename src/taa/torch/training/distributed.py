@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager, nullcontext
-from dataclasses import fields, is_dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Optional
 
@@ -48,7 +47,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from taa.config import ConfigError, TrainConfig
-from taa.torch.devices import cuda_count, local_rank, resolve_device
+from taa.torch.devices import cuda_count, local_rank, map_tensors, resolve_device
 from taa.training.launch import process_count
 
 # How long a process waits for the others at a collective before giving up. Validation and
@@ -324,36 +323,14 @@ def _layers(model: nn.Module) -> list[nn.Module]:
 
 def _rows(batch: Any) -> Optional[int]:
     """The number of rows of the first tensor in ``batch``."""
-    if isinstance(batch, Tensor):
-        return batch.shape[0]
-    for value in _values(batch):
-        rows = _rows(value)
-        if rows is not None:
-            return rows
-    return None
-
-
-def _values(batch: Any) -> list[Any]:
-    if is_dataclass(batch):
-        return [getattr(batch, f.name) for f in fields(batch)]
-    if isinstance(batch, dict):
-        return list(batch.values())
-    if isinstance(batch, (list, tuple)):
-        return list(batch)
-    return []
+    rows: list[int] = []
+    map_tensors(batch, lambda tensor: rows.append(tensor.shape[0]))
+    return rows[0] if rows else None
 
 
 def _take(batch: Any, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of every tensor in ``batch``; everything else as it is."""
-    if isinstance(batch, Tensor):
-        return batch[start:stop]
-    if is_dataclass(batch):
-        return replace(batch, **{f.name: _take(getattr(batch, f.name), start, stop) for f in fields(batch)})
-    if isinstance(batch, dict):
-        return {key: _take(value, start, stop) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_take(value, start, stop) for value in batch)
-    return batch
+    return map_tensors(batch, lambda tensor: tensor[start:stop])
 
 
 def _slice(rows: int, parts: int, index: int) -> tuple[int, int]:

@@ -32,7 +32,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -349,17 +349,17 @@ class Trainer:
         skip_or_stop(self.train, step, problem, lr, self.state.skipped_steps, self._last_state())
         self.state.skipped_steps.append(step)
 
-    @torch.no_grad()
     def weights_are_finite(self) -> bool:
         """No parameter holds an inf or a nan (on any process: a collective on several)."""
-        local = [_local(p) for p in self.wrapped.parameters()]
-        finite = [torch.isfinite(p).all() for p in local if p.numel()]
-        here = bool(torch.stack(finite).all()) if finite else True
+        here = _all_finite(_local(p) for p in self.wrapped.parameters())
         return not self.parallel.any(not here) if self.parallel.world_size > 1 else here
 
-    def _check_weights(self) -> None:
-        """The last guard before weights are written or handed back: finite, or a DivergenceError."""
-        if not self.weights_are_finite():
+    def _check_weights(self, model: Optional[nn.Module] = None) -> None:
+        """The last guard before weights are written or handed back: finite, or a DivergenceError.
+        ``model``: that whole model, on this process alone; else the trained weights, on every
+        process (a collective on several)."""
+        finite = _all_finite(model.parameters()) if model is not None else self.weights_are_finite()
+        if not finite:
             lr = self.lr if self.lr is not None else self.learning_rate()
             raise diverged(self.state.step, WEIGHTS_NOT_FINITE, lr, self._last_state())
 
@@ -489,24 +489,23 @@ class Trainer:
             return  # the KeyError below says so
         kept, _ = self._ranking(value)
         if (value, self.state.step) in kept:
-            if not _finite(self.model):
-                lr = self.lr if self.lr is not None else self.learning_rate()
-                raise diverged(self.state.step, WEIGHTS_NOT_FINITE, lr, self._last_state())
+            self._check_weights(self.model)
             ckpt.save_weights(self.model, folders.best_weights(self.out, self.state.step))
 
     def finish(self) -> TrainResult:
         """Load the best (or the average of the best k) weights, if any were kept."""
         state = self.state
-        self._check_weights()
         self.model = self.parallel.finish(self.wrapped)  # the whole model, on the run's device
-        if self.out is not None and state.best and self.parallel.is_main:
-            paths = [folders.best_weights(self.out, step) for _, step in state.best]
-            if self.train.average_best:
-                ckpt.load_average(self.model, paths)
-            else:
-                ckpt.load_weights_file(self.model, paths[0])
-            if not _finite(self.model):
-                raise diverged(state.step, WEIGHTS_NOT_FINITE, self.lr or self.learning_rate(), self._last_state())
+        if self.out is not None and state.best:  # the same on every process
+            if self.parallel.is_main:  # the model it hands back: the best weights
+                paths = [folders.best_weights(self.out, step) for _, step in state.best]
+                if self.train.average_best:
+                    ckpt.load_average(self.model, paths)
+                else:
+                    ckpt.load_weights_file(self.model, paths[0])
+                self._check_weights(self.model)
+        else:
+            self._check_weights()
         self.model.eval()
         return TrainResult(
             steps=state.step,
@@ -612,9 +611,9 @@ def _number(norm: Tensor) -> float:
 
 
 @torch.no_grad()
-def _finite(model: nn.Module) -> bool:
-    """No weight of ``model`` (whole, on this process) holds an inf or a nan."""
-    finite = [torch.isfinite(p).all() for p in model.parameters()]
+def _all_finite(tensors: Iterable[Tensor]) -> bool:
+    """No tensor holds an inf or a nan."""
+    finite = [torch.isfinite(t).all() for t in tensors if t.numel()]
     return bool(torch.stack(finite).all()) if finite else True
 
 
