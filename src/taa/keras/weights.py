@@ -98,7 +98,7 @@ def state_dict(model: keras.layers.Layer) -> dict[str, np.ndarray]:
     """The weights as numpy arrays under torch's names and layouts, tied aliases included."""
     arrays: dict[str, np.ndarray] = {}
     for name, (variable, transposed) in variables(model).items():
-        value = keras.ops.convert_to_numpy(variable.value)
+        value = np.asarray(variable.numpy())  # (convert_to_numpy warns about numpy 2's copy keyword on TensorFlow)
         arrays[name] = np.ascontiguousarray(value.T if transposed else value)
     for alias, source in tied_weights(model).items():
         arrays[alias] = arrays[source]

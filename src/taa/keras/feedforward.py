@@ -1,0 +1,76 @@
+"""Position-wise feed-forward network ("Attention Is All You Need" §3.3): the Keras twin
+of :mod:`taa.torch.feedforward`.
+
+FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position separately and
+identically. GELU (Hendrycks & Gimpel 2016) is BERT's choice; GPT-2 uses its
+tanh approximation (``gelu_tanh``). The gated variants of Shazeer 2020 ("GLU
+Variants Improve Transformer") gate the hidden layer: SwiGLU is
+FFN(x) = (Swish(x W1) * (x V)) W2, GEGLU (T5 v1.1's "gated-gelu") the same with
+the tanh GELU in place of Swish.
+
+Notation: ``b`` batch, ``n`` length, ``d`` d_model, ``f`` d_ff.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from taa.keras.dropout import Dropout
+
+
+def gelu_tanh(x):
+    """GELU's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return ops.gelu(x, approximate=True)
+
+
+def gelu(x):
+    """The exact GELU: x Phi(x), Phi the standard normal CDF."""
+    return ops.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {"relu": ops.relu, "gelu": gelu, "gelu_tanh": gelu_tanh}
+GATED = {"swiglu": ops.silu, "geglu": gelu_tanh}  # gated variants: activation of the W1 branch
+
+
+@keras.saving.register_keras_serializable(package="taa")
+class PositionwiseFeedForward(keras.layers.Layer):
+    """Two linear maps with a non-linearity between them; ``swiglu`` and ``geglu`` add a gate."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        bias: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if activation not in (*ACTIVATIONS, *GATED):
+            raise ValueError(f"activation={activation!r} is not one of {', '.join([*ACTIVATIONS, *GATED])}")
+        self.d_model, self.d_ff, self.activation, self.use_bias = d_model, d_ff, activation, bias
+        self.w1 = keras.layers.Dense(d_ff, use_bias=bias, name="w1")  # paper: W1, b1
+        self.gate = keras.layers.Dense(d_ff, use_bias=bias, name="gate") if activation in GATED else None  # gated: V
+        self.w2 = keras.layers.Dense(d_model, use_bias=bias, name="w2")  # paper: W2, b2
+        self.dropout = Dropout(dropout, name="dropout")
+
+    def build(self, input_shape=None) -> None:
+        for layer, width in ((self.w1, self.d_model), (self.gate, self.d_model), (self.w2, self.d_ff)):
+            if layer is not None and not layer.built:  # loading a saved layer may have built it already
+                layer.build((None, width))
+        self.built = True
+
+    def call(self, x, training=None):  # (b, n, d) -> (b, n, d)
+        if self.gate is not None:
+            hidden = GATED[self.activation](self.w1(x)) * self.gate(x)  # (b, n, f)
+        else:
+            hidden = ACTIVATIONS[self.activation](self.w1(x))  # (b, n, f)
+        return self.w2(self.dropout(hidden, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "d_model": self.d_model, "d_ff": self.d_ff, "activation": self.activation,
+                "dropout": self.dropout.p, "bias": self.use_bias}
