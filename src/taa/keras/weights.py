@@ -41,7 +41,10 @@ def named_layers(layer: keras.layers.Layer, prefix: str = "") -> Iterator[tuple[
             return
         seen.add(id(current))
         yield name, current
-        for attribute, value in list(vars(current).items()):
+        attributes = dict(vars(current))
+        # On Keras's torch backend a Layer is a torch Module, which files its sublayers apart
+        attributes.update(getattr(current, "_modules", None) or {})
+        for attribute, value in attributes.items():
             if attribute.startswith("_"):
                 continue
             if isinstance(value, keras.layers.Layer):
