@@ -17,7 +17,7 @@ FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mlflow", "prefect"
 NEUTRAL_PACKAGES = ("taa.api", "taa.config", "taa.convert", "taa.data", "taa.training")
 NEUTRAL_MODULES = ("taa", "taa.cli", "taa.decoding", "taa.folders", "taa.registry", "taa.tasks",
                    "taa.tasks.runner", "taa.text", "taa.tracking", "taa.plots", "taa.safetensors_file",
-                   "taa.vertex")
+                   "taa.vertex", "taa.hub")
 
 
 def _neutral_modules() -> list[str]:
@@ -60,12 +60,23 @@ def test_every_module_outside_taa_torch_is_checked():
     found = set()
     for path in root.rglob("*.py"):
         parts = path.relative_to(root).with_suffix("").parts
-        if parts[0] == "torch" or parts == ("__main__",):
+        if parts[0] in ("torch", "keras") or parts == ("__main__",):
             continue
         if parts[0] == "tasks" and parts[-1] not in ("__init__", "runner"):
             continue
         found.add(".".join(("taa", *parts)).removesuffix(".__init__"))
     assert sorted(found - set(_neutral_modules())) == []
+
+
+def test_the_keras_port_imports_keras_and_never_torch():
+    """Every module of ``taa.keras``, in one fresh interpreter: the port stands on Keras alone."""
+    pytest.importorskip("keras")
+    import taa.keras
+
+    modules = [info.name for info in pkgutil.walk_packages(taa.keras.__path__, "taa.keras.")]
+    assert "taa.keras.models.gpt" in modules and "taa.keras.hub" in modules
+    loaded = _frameworks_loaded_by("import " + ", ".join(["taa.keras", *modules])).split(",")
+    assert "keras" in loaded and "torch" not in loaded and "flax" not in loaded
 
 
 def test_tracking_and_plots_import_their_libraries_only_when_used():

@@ -26,9 +26,38 @@ def device_of(device: str):
     return resolve_device(device, "--device")
 
 
-def load(checkpoint: PathLike, dtype: str = "float32", device: str = "auto"):
-    """:func:`taa.torch.from_pretrained` of any folder (``dtype``: ``bfloat16`` casts the
-    weights), the model on ``device`` (:func:`device_of`)."""
+# What --framework names: torch, the reference, or the Keras 3 port (taa.keras).
+FRAMEWORKS = ("torch", "keras")
+
+
+def check_framework(framework: str, dtype: str = "float32", device: str = "auto") -> None:
+    """One line when a command cannot run on ``framework``: a name taa does not know, the
+    Keras port where Keras is not installed, or an option the port does not take (it runs
+    in float32, where its backend puts it)."""
+    import importlib.util
+
+    if framework not in FRAMEWORKS:
+        raise cfg.ConfigError(f"--framework={framework}: give one of {', '.join(FRAMEWORKS)}")
+    if framework != "keras":
+        return
+    if importlib.util.find_spec("keras") is None:
+        raise cfg.ConfigError("--framework keras: Keras is not installed (pip install 'taa[keras]')")
+    if dtype != "float32":
+        raise cfg.ConfigError(f"--dtype={dtype}: --framework keras runs in float32 only")
+    if device != "auto":
+        raise cfg.ConfigError(f"--device={device}: --framework keras runs where its backend puts the model "
+                              "(leave --device at auto)")
+
+
+def load(checkpoint: PathLike, dtype: str = "float32", device: str = "auto", framework: str = "torch"):
+    """``from_pretrained`` of any folder in ``framework`` (:data:`FRAMEWORKS`): torch's
+    (``dtype``: ``bfloat16`` casts the weights; the model on ``device``, :func:`device_of`)
+    or the Keras port's (:func:`taa.keras.from_pretrained`, :func:`check_framework`)."""
+    check_framework(framework, dtype, device)
+    if framework == "keras":
+        from taa.keras.hub import from_pretrained as keras_from_pretrained
+
+        return keras_from_pretrained(checkpoint)
     from taa.torch.hub import from_pretrained
 
     return from_pretrained(checkpoint, dtype=None if dtype == "float32" else dtype, device=device_of(device))
@@ -58,8 +87,15 @@ def _what(pretrained) -> str:
     return f"a {pretrained.architecture}"
 
 
-def _load_translator(checkpoint: PathLike, device: str = "auto"):
-    """A translation run's model (on ``device``), tokenizer and recipe."""
+def _load_translator(checkpoint: PathLike, device: str = "auto", framework: str = "torch"):
+    """A translation run's model (on ``device``), tokenizer and recipe, in ``framework``."""
+    check_framework(framework, device=device)
+    if framework == "keras":
+        from taa.keras.hub import load_run
+
+        model, tokenizer, recipe = load_run(checkpoint, "translation")
+        _check_translation_tokenizer(tokenizer, checkpoint)
+        return model, tokenizer, recipe
     from taa.tasks.translation import load_translator
 
     where = device_of(device)

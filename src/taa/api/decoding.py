@@ -20,20 +20,19 @@ from taa.api._common import _load_translator, _source_too_long, _warn, _warn_tru
 
 def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[int] = None,
               max_len: Optional[int] = None, length_penalty: Optional[float] = None,
-              notify: Optional[Notify] = None, device: str = "auto") -> list[str]:
+              notify: Optional[Notify] = None, device: str = "auto", framework: str = "torch") -> list[str]:
     """Translations of ``sentences`` by a translation run, decoded as its final test
     evaluation was (its recipe's beam, length penalty and max_extra) unless an option says
     otherwise; ``max_len`` caps every output at that many tokens (the decoder's positions
     cap it too: ``notify(line)`` says so, default a warning). ``device``: where the model
-    decodes (auto: a GPU when there is one; cpu, cuda, cuda:N, mps).
+    decodes (auto: a GPU when there is one; cpu, cuda, cuda:N, mps). ``framework``: torch,
+    or the Keras port (``"keras"``), which decodes alike (:func:`_translate_keras`).
 
     A sentence longer than the encoder reads (``model.max_length`` tokens) is refused,
     naming it: a translation of part of it would pass for the whole.
     """
-    from taa.tasks.translation import translate as run_translation
-
     sentences = _check_sentences(sentences)
-    model, tokenizer, recipe = _load_translator(checkpoint, device)
+    model, tokenizer, recipe = _load_translator(checkpoint, device, framework)
     _source_too_long(model.config, [len(tokenizer.encode_source(s)) for s in sentences],
                      lambda index: f"sentence {index + 1}")
     positions = model.config.max_length  # the start token and the decoder's new tokens
@@ -42,8 +41,36 @@ def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[
                           f"outputs stop at {positions}")
         max_len = positions
     settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
+    if framework == "keras":
+        return _translate_keras(model, tokenizer, sentences, settings, max_len)
+    from taa.tasks.translation import translate as run_translation
+
     return run_translation(model, tokenizer, sentences, beam=settings.beam,
                            length_penalty=settings.length_penalty, max_extra=settings.max_extra, max_length=max_len)
+
+
+def _translate_keras(model, tokenizer, sentences: Sequence[str], settings, max_length: Optional[int],
+                     batch_size: int = 128) -> list[str]:
+    """:func:`taa.tasks.translation.translate` on the Keras port: batched by length, in
+    input order, each batch decoded by :func:`taa.keras.generate.decode` as ``settings`` say;
+    ``max_length`` caps every output at that many tokens, the start token included."""
+    import numpy as np
+    from keras import ops
+
+    from taa.data import pad
+    from taa.keras.generate import decode
+
+    new_tokens = None if max_length is None else max_length - 1
+    encoded = [tokenizer.encode_source(s) for s in sentences]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs: list[str] = [""] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        source = pad([encoded[i] for i in chunk], tokenizer.pad_id).astype(np.int32)  # (b, m)
+        decoded = decode(model, source, None, settings, max_new_tokens=new_tokens)
+        for i, ids in zip(chunk, ops.convert_to_numpy(decoded.sequences()).tolist()):  # <s>, tokens, </s>, padding
+            outputs[i] = tokenizer.decode_target(ids)
+    return outputs
 
 
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
@@ -128,7 +155,8 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
              top_k: Optional[int] = None, top_p: Optional[float] = None, beam: Optional[int] = None,
              length_penalty: Optional[float] = None, seed: Optional[int] = None, dtype: str = "float32",
              stream: Optional[Callable[[str], None]] = None,
-             notify: Optional[Callable[[str], None]] = None, device: str = "auto") -> dict[str, Any]:
+             notify: Optional[Callable[[str], None]] = None, device: str = "auto",
+             framework: str = "torch") -> dict[str, Any]:
     """Continue a prompt (a decoder-only model) or generate from a source (an encoder-decoder)
     with a model whose family generates text (:mod:`taa.registry`).
 
@@ -138,8 +166,11 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
     output for display as it is produced (a text prompt of a decoder-only model first; beam
     search gives its text at the end), ending with a newline. ``notify(line)`` receives one
     line before decoding when the prompt and the new tokens pass the model's context (default:
-    a warning). ``device``: where the model decodes (auto: a GPU when there is one). Returns
-    ``{"tokens", "text", "prompt_tokens"}`` (``text``: None without a tokenizer).
+    a warning). ``device``: where the model decodes (auto: a GPU when there is one).
+    ``framework``: torch, or the Keras port (``"keras"``: the same search, so greedy and
+    beam search give torch's tokens; sampling draws from Keras's generator, so a seed
+    repeats its own draw, not torch's). Returns ``{"tokens", "text", "prompt_tokens"}``
+    (``text``: None without a tokenizer).
     """
     sampling_options = any(option is not None for option in (temperature, top_k, top_p))
     if max_new_tokens is not None and not 0 <= max_new_tokens <= GENERATE_MAX_NEW_TOKENS:
@@ -156,7 +187,7 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
         raise cfg.ConfigError("--no-sample samples nothing: use it with no --temperature/--top-k/--top-p")
     if sample and beam is not None and beam > 1:
         raise cfg.ConfigError("--beam samples nothing: use --beam with no --sample")
-    pretrained = load(checkpoint, dtype, device)
+    pretrained = load(checkpoint, dtype, device, framework)
     if not registry.family_of_architecture(pretrained.architecture).generates_text:
         generating = ", ".join(family.name for family in registry.families() if family.generates_text)
         raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture} does not generate text "
@@ -176,14 +207,14 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
     settings = _decoding(pretrained, sample=sample, beam=1 if sample else beam, length_penalty=length_penalty,
                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     return _decode(pretrained, ids, settings, max_new_tokens, shown_prompt=prompt, stream=stream,
-                   notify=notify or _warn)
+                   notify=notify or _warn, framework=framework)
 
 
 def _prompt_ids(pretrained, checkpoint: PathLike, prompt: Optional[str],
                 prompt_ids: Optional[str | Sequence[int]]) -> list[int]:
     """The prompt's token ids (an encoder-decoder's source with what its tokenizer adds)."""
+    from taa.hub import vocab_size
     from taa.text import encode_text
-    from taa.torch.hub import vocab_size
 
     if prompt_ids is not None:
         ids = _parse_ids(prompt_ids, vocab_size(pretrained))
@@ -248,13 +279,34 @@ class _TextStream:
 
 
 def _decode(pretrained, ids: list[int], settings, max_new_tokens: Optional[int], *, shown_prompt: Optional[str],
-            stream: Optional[Callable[[str], None]], notify: Callable[[str], None]) -> dict[str, Any]:
-    import torch
-
+            stream: Optional[Callable[[str], None]], notify: Callable[[str], None],
+            framework: str = "torch") -> dict[str, Any]:
     from taa.text import decode_tokens
-    from taa.torch.decoding_steps import max_positions
-    from taa.torch.devices import model_device
-    from taa.torch.generate import decode
+
+    if framework == "keras":
+        import numpy as np
+        from keras import ops
+
+        from taa.keras.decoding_steps import max_positions
+        from taa.keras.generate import decode
+
+        def prompt_of(tokens: list[int]):
+            return np.array([tokens], dtype=np.int32)  # (1, p)
+
+        def new_ids_of(tokens) -> list[int]:
+            return ops.convert_to_numpy(tokens)[0].tolist()
+    else:
+        import torch
+
+        from taa.torch.decoding_steps import max_positions
+        from taa.torch.devices import model_device
+        from taa.torch.generate import decode
+
+        def prompt_of(tokens: list[int]):
+            return torch.tensor([tokens], device=model_device(pretrained.model))  # (1, p)
+
+        def new_ids_of(tokens) -> list[int]:
+            return tokens[0].tolist()
 
     tokenizer, encoder_decoder = pretrained.tokenizer, pretrained.is_encoder_decoder
     if max_new_tokens is None and not encoder_decoder:
@@ -272,11 +324,11 @@ def _decode(pretrained, ids: list[int], settings, max_new_tokens: Optional[int],
         if tokenizer is not None and not encoder_decoder and shown_prompt is not None:
             stream(shown_prompt)  # the continuation follows the prompt
     try:
-        prompt = torch.tensor([ids], device=model_device(pretrained.model))  # (1, p)
-        decoded = decode(pretrained.model, prompt, None, settings, max_new_tokens=max_new_tokens, streamer=streamer)
+        decoded = decode(pretrained.model, prompt_of(ids), None, settings, max_new_tokens=max_new_tokens,
+                         streamer=streamer)
     except ValueError as error:  # e.g. beam search past the context
         raise cfg.ConfigError(str(error)) from None
-    new_ids = decoded.tokens[0].tolist()
+    new_ids = new_ids_of(decoded.tokens)
     text = text_of(new_ids) if tokenizer is not None else None
     if stream is not None:
         if isinstance(streamer, _TextStream):

@@ -18,15 +18,17 @@ from taa.folders import CheckpointError
 
 
 def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float32",
-          batch_size: int = 32, notify: Optional[Notify] = None, device: str = "auto") -> list[list[float]]:
+          batch_size: int = 32, notify: Optional[Notify] = None, device: str = "auto",
+          framework: str = "torch") -> list[list[float]]:
     """Sentence embeddings (Sentence-BERT): the mean of a BERT's last hidden states over the
     real tokens, L2-normalised; a vector per sentence. A sentence longer than the model
     reads is cut to its length (its positions, or a sentence-transformers folder's
     ``max_seq_length``), as sentence-transformers does; ``notify(line)`` (default: a
     warning) says how many were cut. ``device``: where the model runs (auto: a GPU when
-    there is one); the vectors come back as Python floats."""
+    there is one); the vectors come back as Python floats. ``framework``: torch, or the
+    Keras port (``"keras"``: float32, where its backend puts the model)."""
     sentences = _check_sentences(sentences)
-    pretrained = load(checkpoint, dtype, device)
+    pretrained = load(checkpoint, dtype, device, framework)
     family = registry.family_of_architecture(pretrained.architecture)
     if not family.embeds_sentences:
         raise cfg.ConfigError(f"{checkpoint}: a {pretrained.architecture}, not a model that embeds sentences "
@@ -37,6 +39,13 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
     if not sentences:
         return []
     _warn_truncated(tokenizer, sentences, notify or _warn)
+    if framework == "keras":
+        from keras import ops
+
+        from taa.keras.models.bert import sentence_embeddings as keras_sentence_embeddings
+
+        vectors = keras_sentence_embeddings(encoder, tokenizer, list(sentences), batch_size=batch_size)
+        return ops.convert_to_numpy(vectors).tolist()
     import torch
 
     from taa.torch.models.bert import sentence_embeddings
