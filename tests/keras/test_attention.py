@@ -69,6 +69,19 @@ def torch_tensors(*arrays):
     return [None if a is None else torch.from_numpy(np.asarray(a)) for a in arrays]
 
 
+def compiled(function):
+    """``function`` compiled by the backend: a TensorFlow graph, or ``jax.jit``."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(function)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function)
+    pytest.skip(f"no compiled function for the {keras.backend.backend()} backend here")
+
+
 MASKS = ["none", "padding", "causal", "combined", "random_per_head", "empty_rows", "empty_batch_row"]
 
 
@@ -88,6 +101,18 @@ def test_padding_mask_from_pad_id_and_from_lengths() -> None:
         ka.padding_mask(tokens)
     with pytest.raises(ValueError, match="or lengths"):
         ka.padding_mask()
+
+
+def test_padding_mask_from_lengths_in_a_compiled_function() -> None:
+    lengths = np.array([2, 1], dtype="int32")
+    expected = numpy(ta.padding_mask(lengths=torch.from_numpy(lengths), max_length=4))
+    close(compiled(lambda lengths: ka.padding_mask(lengths=lengths, max_length=4))(lengths), expected)
+    longest = compiled(lambda lengths: ka.padding_mask(lengths=lengths))
+    if keras.backend.backend() == "jax":  # a width read from traced values
+        with pytest.raises(ValueError, match=r"padding_mask\(lengths=...\) in a compiled function needs max_length"):
+            longest(lengths)
+    else:  # a graph's shapes may follow its values
+        close(longest(lengths), expected[:, :2])
 
 
 @pytest.mark.parametrize("queries, keys", [(4, None), (1, 5), (3, 6), (5, 5)])
@@ -184,6 +209,19 @@ def test_dropout_on_the_weights_keeps_the_expectation_and_is_off_at_zero() -> No
     np.testing.assert_allclose(weights[weights > 0], 2 * numpy(kept)[weights > 0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_attend_with_dropout_gives_no_weights_and_the_readable_numbers(causal: bool) -> None:
+    """As torch's: the fused path returns no weights, with dropout too (which it runs on the
+    readable function, the same draws given the same seed)."""
+    q, k, v = qkv(keys=Q)
+    fused = ka.attend(q, k, v, causal=causal, dropout_p=0.5, seed=keras.random.SeedGenerator(0))
+    readable = ka.attend(
+        q, k, v, causal=causal, dropout_p=0.5, implementation="readable", seed=keras.random.SeedGenerator(0)
+    )
+    assert fused[1] is None and readable[1] is not None
+    close(fused[0], readable[0])
+
+
 # --------------------------------------------------------------------------------------
 # Multi-head attention
 # --------------------------------------------------------------------------------------
@@ -249,6 +287,17 @@ def test_multi_head_attention_position_bias_matches_torch() -> None:
     with torch.no_grad():
         expected, _ = reference(torch.from_numpy(x), causal=True, position_bias=torch.from_numpy(bias))
     close(ours(x, causal=True, position_bias=bias)[0], expected)
+
+
+@pytest.mark.parametrize("implementation", ["fused", "readable"])
+def test_causal_attention_traces_with_an_open_length(implementation: str) -> None:
+    """Built on keras.Input((None, d)), causal self-attention (grouped-query, rotary) gives the
+    eager numbers."""
+    attention, _ = paired_attention({"n_kv_heads": 2, "rotary": True}, implementation)
+    symbolic = keras.Input((None, D))
+    model = keras.Model(symbolic, FirstOutput(attention)(symbolic))  # FirstOutput: causal=True
+    x = inputs()
+    close(model(x), attention(x, causal=True)[0])
 
 
 def test_weights_have_torchs_names_and_shapes() -> None:

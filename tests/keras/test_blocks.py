@@ -13,7 +13,7 @@ from taa.keras import blocks as kb
 from taa.keras.attention import key_padding_to_attention_mask
 from taa.keras.norm import RMSNorm
 from taa.keras.positional import AlibiBias, RelativePositionBias, RotaryEmbedding
-from taa.keras.weights import load_state_dict, state_dict
+from taa.keras.weights import load_state_dict, named_layers, state_dict
 from taa.torch import blocks as tb
 from taa.torch import positional as tp
 
@@ -217,6 +217,41 @@ def test_cached_decoder_equals_full_recomputation(name: str) -> None:
         for i in range(N):
             step = reference(*as_torch(x[:, i : i + 1], memory, None, memory_mask), cache=torch_cache)
             close(steps[i], step)
+
+
+@pytest.mark.parametrize("kind, name", [("encoder", "gpt_alibi"), ("encoder", "gpt_rotary"), ("encoder", "t5"),
+                                        ("decoder", "t5")])
+def test_stacks_trace_with_an_open_length(kind: str, name: str) -> None:
+    """Traced with the length left open (a Lambda on keras.Input((None, d)): the stack's own
+    output shape would spare it the trace), a stack whose positions follow the length (a bias
+    of (q, k), rotary tables) gives its eager numbers, which are torch's."""
+    ours, reference = paired_stack(kind, name)
+    causal = name.startswith("gpt")
+    x, memory = inputs(), inputs(M, seed=2)
+    if kind == "encoder":
+        symbolic = keras.Input((None, D))
+        model = keras.Model(symbolic, keras.layers.Lambda(lambda x: ours(x, causal=causal))(symbolic))
+        with torch.no_grad():
+            expected = reference(*as_torch(x), causal=causal)
+        close(model(x), expected)
+    else:
+        symbolic = [keras.Input((None, D)), keras.Input((None, D))]  # target and memory
+        model = keras.Model(symbolic, keras.layers.Lambda(lambda pair: ours(*pair))(symbolic))
+        with torch.no_grad():
+            expected = reference(*as_torch(x, memory))
+        close(model([x, memory]), expected)
+
+
+def test_stacks_give_their_dtype_policy_to_every_sublayer() -> None:
+    """A stack made with dtype="mixed_bfloat16" computes in bfloat16 throughout, its variables float32."""
+    bias = RelativePositionBias(4, 8, 20, bidirectional=False, dtype="mixed_bfloat16")
+    stack = kb.Decoder(CONFIGS["t5"](), 2, True, relative_bias=bias, dtype="mixed_bfloat16")
+    stack.build()
+    policies = {name: layer.dtype_policy.name for name, layer in named_layers(stack)}
+    assert set(policies.values()) == {"mixed_bfloat16"}, policies
+    assert {variable.dtype for variable in stack.weights} == {"float32"}
+    output = stack(inputs(), inputs(M, seed=2))
+    assert keras.backend.standardize_dtype(output.dtype) == "bfloat16"
 
 
 def test_decoder_cache_reorders_every_layer() -> None:

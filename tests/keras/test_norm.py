@@ -62,6 +62,21 @@ def test_rms_norm_matches_torch(fused: bool) -> None:
         close(ours(x), reference(torch.from_numpy(x)))
 
 
+def test_layer_norm_keeps_float32_statistics_under_bfloat16() -> None:
+    """Inputs of mean 100, where bfloat16 has steps of 0.5: the mean and variance in float32, as
+    torch's layer_norm under autocast (a bfloat16 mean is off by a good part of the spread);
+    the output in bfloat16, as torch's on the CPU, within bfloat16 rounding of it."""
+    ours, reference = paired(kn.LayerNorm(64, dtype="mixed_bfloat16"), tn.LayerNorm(64))
+    x = keras.ops.cast(100 + np.random.default_rng(2).standard_normal((2, 5, 64)), "bfloat16")
+    output = ours(x)
+    assert keras.backend.standardize_dtype(output.dtype) == "bfloat16"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(torch.from_numpy(numpy(keras.ops.cast(x, "float32"))).bfloat16())
+    # within two steps of bfloat16 (8 significant bits: 1/32 near 4)
+    actual = numpy(keras.ops.cast(output, "float32"))
+    np.testing.assert_allclose(actual, numpy(expected.float()), rtol=2**-6, atol=2**-6)
+
+
 def test_make_norm_picks_the_kind() -> None:
     assert isinstance(kn.make_norm("layer", 8, 1e-5), kn.LayerNorm)
     rms = kn.make_norm("rms", 8, 1e-6, fused=False)

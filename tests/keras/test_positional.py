@@ -91,6 +91,23 @@ def test_rotated_scores_depend_on_the_offset_only() -> None:
     assert score(5, 2) == pytest.approx(score(13, 10), abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        pytest.param(kp.SinusoidalPositionalEncoding(8, 32), (None, 8), id="sinusoidal"),
+        pytest.param(kp.LearnedPositionalEmbedding(12, 8), (None, 8), id="learned"),
+        pytest.param(kp.RotaryEmbedding(8, 16), (3, None, 8), id="rotary"),
+    ],
+)
+def test_positions_trace_with_an_open_length(layer, shape: tuple) -> None:
+    """Traced with the length left open (a Lambda on keras.Input: the layer's own output shape
+    would spare it the trace), positions from an offset are the eager ones."""
+    symbolic = keras.Input(shape)
+    model = keras.Model(symbolic, keras.layers.Lambda(lambda x: layer(x, 2))(symbolic))
+    x = inputs(2, *(5 if size is None else size for size in shape))
+    close(model(x), layer(x, 2))
+
+
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (8, 20)])
 def test_relative_position_buckets_are_torchs(bidirectional: bool, num_buckets: int, max_distance: int) -> None:

@@ -35,8 +35,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from taa.keras.base import PositionalCallLayer, build_sublayers, sequence_length
 from taa.keras.dropout import dropout
 from taa.keras.positional import RotaryEmbedding
+from taa.keras.weights import named_layers
 
 # --------------------------------------------------------------------------------------
 # Masks
@@ -44,23 +46,34 @@ from taa.keras.positional import RotaryEmbedding
 
 
 def padding_mask(tokens=None, pad_id: Optional[int] = None, *, lengths=None, max_length: Optional[int] = None):
-    """(b, n) bool, True at real tokens: from token ids and a pad id, or from lengths."""
+    """(b, n) bool, True at real tokens: from token ids and a pad id, or from lengths.
+
+    From lengths the mask is ``max_length`` wide, by default the longest length. Under
+    ``jax.jit`` a width cannot follow the lengths' values: give ``max_length`` there.
+    """
     if tokens is not None:
         if pad_id is None:
             raise ValueError("padding_mask(tokens) needs pad_id")
         return ops.not_equal(tokens, pad_id)
     if lengths is None:
         raise ValueError("padding_mask needs tokens and pad_id, or lengths")
-    lengths = ops.convert_to_tensor(lengths)
-    max_length = int(ops.convert_to_numpy(ops.max(lengths))) if max_length is None else max_length
-    return ops.arange(max_length)[None, :] < ops.cast(lengths, "int32")[:, None]
+    lengths = ops.cast(ops.convert_to_tensor(lengths), "int32")
+    if max_length is not None:
+        positions = ops.arange(max_length)  # (n,)
+    else:
+        try:
+            positions = ops.arange(ops.max(lengths))  # a width read from the values (no numpy: graphs trace it)
+        except TypeError:  # JAX's error for a shape read from traced values
+            raise ValueError("padding_mask(lengths=...) in a compiled function needs max_length") from None
+    return positions[None, :] < lengths[:, None]
 
 
-def causal_mask(query_length: int, key_length: Optional[int] = None):
+def causal_mask(query_length, key_length=None):
     """(q, k) bool: query i may attend key j when j <= i (aligned at the end when k > q).
 
     With a KV cache the q new queries sit at positions k-q..k-1, so key j is visible
-    to query i when j <= i + (k - q).
+    to query i when j <= i + (k - q). The lengths are ints, or scalar tensors where a
+    trace leaves them open (:func:`~taa.keras.base.sequence_length`).
     """
     key_length = query_length if key_length is None else key_length
     offset = key_length - query_length
@@ -88,7 +101,7 @@ def attention_mask(key_padding=None, causal: bool = False, query_length: Optiona
     if causal:
         if query_length is None and key_padding is None:
             raise ValueError("attention_mask(causal=True) needs query_length or key_padding")
-        key_length = key_padding.shape[-1] if key_padding is not None else query_length
+        key_length = sequence_length(key_padding, -1) if key_padding is not None else query_length
         query_length = key_length if query_length is None else query_length
         mask = combine_masks(mask, causal_mask(query_length, key_length))
     return mask
@@ -179,10 +192,12 @@ def fused_scaled_dot_product_attention(
     ``is_causal`` needs equal query and key lengths (Keras aligns its causal mask at the
     start). Keras's function has no dropout: with ``dropout_p`` > 0 this runs the readable one.
     """
-    if dropout_p > 0.0:
-        return scaled_dot_product_attention(query, key, value, mask, dropout_p, bias=bias, scale=scale, seed=seed)
     if is_causal and query.shape[-2] != key.shape[-2]:
         raise ValueError(f"is_causal needs as many queries as keys, got {query.shape[-2]} and {key.shape[-2]}")
+    if dropout_p > 0.0:
+        if is_causal:
+            mask = combine_masks(mask, causal_mask(sequence_length(query, -2)))
+        return scaled_dot_product_attention(query, key, value, mask, dropout_p, bias=bias, scale=scale, seed=seed)
     key, value = _repeat_kv_heads(query, key, value)
     empty_rows = None
     if mask is not None:
@@ -231,21 +246,23 @@ def attend(
     weights are wanted.
 
     ``causal`` adds the causal mask (aligned at the end when keys outnumber queries, as
-    with a KV cache). Returns (output, weights or None).
+    with a KV cache). Returns (output, weights or None): the fused path gives None, with
+    dropout too (as torch's), the readable one its weights.
     """
-    query_length, key_length = query.shape[-2], key.shape[-2]
+    query_length, key_length = sequence_length(query, -2), sequence_length(key, -2)
+    static = isinstance(query_length, int) and isinstance(key_length, int)
     if implementation not in ("fused", "readable"):
         raise ValueError(f"attention implementation {implementation!r} is not 'fused' or 'readable'")
-    fused = implementation == "fused" and not return_weights and dropout_p == 0.0
+    fused = implementation == "fused" and not return_weights
     is_causal = False
-    if causal and query_length != 1:  # one query at the end of the keys sees them all
-        if fused and mask is None and bias is None and query_length == key_length and query_length is not None:
+    if causal and not (static and query_length == 1):  # one query at the end of the keys sees them all
+        if fused and mask is None and bias is None and static and query_length == key_length:
             is_causal = True  # the fused function's own causal path: no mask tensor at all
         else:
             mask = combine_masks(mask, causal_mask(query_length, key_length))
     if fused:
         output = fused_scaled_dot_product_attention(
-            query, key, value, mask, bias=bias, scale=scale, is_causal=is_causal
+            query, key, value, mask, dropout_p, bias=bias, scale=scale, is_causal=is_causal, seed=seed
         )
         return output, None
     output, weights = scaled_dot_product_attention(
@@ -293,26 +310,6 @@ class KVCache:
             self.values = ops.take(self.values, indices, axis=0)
 
 
-class PositionalCallLayer(keras.layers.Layer):
-    """A layer called with its torch twin's arguments, positionally or by keyword.
-
-    Keras takes only tensors positionally, and fills a ``mask`` (or ``<input>_mask``)
-    argument left None from the inputs' own Keras mask, as a keyword, warning when a layer
-    without ``compute_mask`` is given one. Here every argument after the first is passed on
-    as a keyword (a callable, or a positional ``mask=None``, meets no objection and no
-    second value), and ``compute_mask`` gives outputs no Keras mask: taa's ``mask``
-    arguments are attention masks, not Keras's timestep masks.
-    """
-
-    def __call__(self, *args, **kwargs):
-        names = self.call_signature_parameters
-        kwargs.update(zip(names[1 : len(args)], args[1:]))
-        return super().__call__(*args[:1], **kwargs)
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-
 @keras.saving.register_keras_serializable(package="taa")
 class MultiHeadAttention(PositionalCallLayer):
     """Multi-head attention (§3.2.2): self-attention, or cross-attention given a context.
@@ -355,10 +352,11 @@ class MultiHeadAttention(PositionalCallLayer):
         self.d_model, self.context_dim, self.use_bias, self.seed = d_model, context_dim, bias, seed
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.dropout, self.scale, self.implementation = dropout, scale, implementation
-        self.q_proj = keras.layers.Dense(n_heads * head_dim, use_bias=bias, name="q_proj")  # W^Q for all heads
-        self.k_proj = keras.layers.Dense(n_kv_heads * head_dim, use_bias=bias, name="k_proj")  # W^K
-        self.v_proj = keras.layers.Dense(n_kv_heads * head_dim, use_bias=bias, name="v_proj")  # W^V
-        self.out_proj = keras.layers.Dense(d_model, use_bias=bias, name="out_proj")  # W^O
+        dtype = self.dtype_policy  # the sublayers compute as this layer does (mixed precision)
+        self.q_proj = keras.layers.Dense(n_heads * head_dim, use_bias=bias, name="q_proj", dtype=dtype)  # W^Q
+        self.k_proj = keras.layers.Dense(n_kv_heads * head_dim, use_bias=bias, name="k_proj", dtype=dtype)  # W^K
+        self.v_proj = keras.layers.Dense(n_kv_heads * head_dim, use_bias=bias, name="v_proj", dtype=dtype)  # W^V
+        self.out_proj = keras.layers.Dense(d_model, use_bias=bias, name="out_proj", dtype=dtype)  # W^O
         self.rotary = rotary
         self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0.0 else None
         self._recorded: Optional[list] = None  # set by capture_attention()
@@ -372,8 +370,7 @@ class MultiHeadAttention(PositionalCallLayer):
         widths = {"q_proj": self.d_model, "k_proj": self.context_dim, "v_proj": self.context_dim,
                   "out_proj": self.n_heads * self.head_dim}  # each projection's input width
         for name, width in widths.items():
-            if not getattr(self, name).built:  # loading a saved layer may have built it already
-                getattr(self, name).build((None, width))
+            build_sublayers((None, width), getattr(self, name))
         self.built = True
 
     def _split_heads(self, x, heads: int):  # (b, n, heads*e) -> (b, heads, n, e)
@@ -455,21 +452,6 @@ class MultiHeadAttention(PositionalCallLayer):
         return cls(**config)
 
 
-def _attention_layers(layer: keras.layers.Layer, prefix: str = "") -> Iterator[tuple[str, MultiHeadAttention]]:
-    """Every MultiHeadAttention under ``layer``, named by attribute path as torch's named_modules."""
-    if isinstance(layer, MultiHeadAttention):
-        yield prefix, layer
-        return
-    for name, value in vars(layer).items():
-        if name.startswith("_"):
-            continue
-        children = value if isinstance(value, (list, tuple)) else [value]
-        for index, child in enumerate(children):
-            if isinstance(child, keras.layers.Layer):
-                child_name = f"{name}.{index}" if isinstance(value, (list, tuple)) else name
-                yield from _attention_layers(child, f"{prefix}.{child_name}" if prefix else child_name)
-
-
 @contextlib.contextmanager
 def capture_attention(model: keras.layers.Layer) -> Iterator[dict[str, list]]:
     """Record every attention layer's weights while the block runs.
@@ -481,9 +463,7 @@ def capture_attention(model: keras.layers.Layer) -> Iterator[dict[str, list]]:
     Recording switches those layers to the readable function, which returns weights.
     Runs eagerly only (the weights are collected in a Python list).
     """
-    layers: dict[str, MultiHeadAttention] = {}
-    for name, layer in _attention_layers(model):
-        layers.setdefault(name, layer)
+    layers = {name: layer for name, layer in named_layers(model) if isinstance(layer, MultiHeadAttention)}
     recorded: dict[str, list] = {name: [] for name in layers}
     for name, layer in layers.items():
         object.__setattr__(layer, "_recorded", recorded[name])  # this very list: Keras would track a copy

@@ -31,14 +31,21 @@ import keras
 from taa.config import BlockConfig
 from taa.config.coerce import from_dict, to_dict
 from taa.config.recipe import model_config_from_dict, model_config_to_dict
-from taa.keras.attention import KVCache, MultiHeadAttention, PositionalCallLayer
+from taa.keras.attention import KVCache, MultiHeadAttention
+from taa.keras.base import PositionalCallLayer, build_sublayers, sequence_length
 from taa.keras.dropout import Dropout
 from taa.keras.feedforward import PositionwiseFeedForward
 from taa.keras.norm import make_norm
 from taa.keras.positional import RotaryEmbedding
 
 
-def attention_from_config(config, rotary: Optional[RotaryEmbedding] = None, scale=None) -> MultiHeadAttention:
+# The sublayers a block makes from its config; ``dtype`` (the block's dtype policy) makes them
+# compute as the block does under mixed precision.
+
+
+def attention_from_config(
+    config, rotary: Optional[RotaryEmbedding] = None, scale=None, dtype=None
+) -> MultiHeadAttention:
     return MultiHeadAttention(
         config.d_model,
         config.n_heads,
@@ -49,14 +56,17 @@ def attention_from_config(config, rotary: Optional[RotaryEmbedding] = None, scal
         scale=scale,
         implementation=config.attention,
         rotary=rotary,
+        dtype=dtype,
     )
 
 
-def norm_from_config(config) -> keras.layers.Layer:
-    return make_norm(config.norm, config.d_model, config.norm_eps, bias=config.bias, fused=config.attention == "fused")
+def norm_from_config(config, dtype=None) -> keras.layers.Layer:
+    return make_norm(
+        config.norm, config.d_model, config.norm_eps, bias=config.bias, fused=config.attention == "fused", dtype=dtype
+    )
 
 
-def feed_forward_from_config(config) -> PositionwiseFeedForward:
+def feed_forward_from_config(config, dtype=None) -> PositionwiseFeedForward:
     """The FFN of a layer. Dropout on its hidden layer is ``config.feed_forward_dropout``
     where the config has that field (GPT-2 and BERT have none there), else ``config.dropout``."""
     inner_dropout = getattr(config, "feed_forward_dropout", None)
@@ -66,6 +76,7 @@ def feed_forward_from_config(config) -> PositionwiseFeedForward:
         config.activation,
         config.dropout if inner_dropout is None else inner_dropout,
         config.bias,
+        dtype=dtype,
     )
 
 
@@ -74,14 +85,14 @@ def feed_forward_from_config(config) -> PositionwiseFeedForward:
 # --------------------------------------------------------------------------------------
 
 
-def _config_to_dict(config) -> dict:
+def config_to_dict(config) -> dict:
     """A model config as ``model_config_to_dict`` writes it; a bare BlockConfig as type ``block``."""
     if type(config) is BlockConfig:
         return {"type": "block", **to_dict(config)}
     return model_config_to_dict(config)
 
 
-def _config_from(config) -> Any:
+def config_from(config) -> Any:
     """A model config from itself or from the dict ``get_config`` stored."""
     if not isinstance(config, dict):
         return config
@@ -105,7 +116,7 @@ class _ConfigBlock(PositionalCallLayer):
     _shared = ("rotary",)  # constructor arguments that are layers
 
     def _block_config(self) -> dict:
-        return {"config": _config_to_dict(self.config), "attention_scale": self.attention_scale,
+        return {"config": config_to_dict(self.config), "attention_scale": self.attention_scale,
                 **{name: _serialize(getattr(self, f"_{name}_argument")) for name in self._shared}}
 
     @classmethod
@@ -127,14 +138,13 @@ class Residual(PositionalCallLayer):
 
     def __init__(self, config, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.config = _config_from(config)
+        self.config = config_from(config)
         self.norm_first = self.config.norm_first
-        self.norm = norm_from_config(self.config)
-        self.dropout = Dropout(self.config.dropout)
+        self.norm = norm_from_config(self.config, self.dtype_policy)
+        self.dropout = Dropout(self.config.dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape=None) -> None:
-        if not self.norm.built:
-            self.norm.build(input_shape)
+        build_sublayers(input_shape, self.norm)
         self.built = True
 
     def call(self, x, sublayer: Callable, training=None):
@@ -143,7 +153,7 @@ class Residual(PositionalCallLayer):
         return self.norm(x + self.dropout(sublayer(x), training=training))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "config": _config_to_dict(self.config)}
+        return {**super().get_config(), "config": config_to_dict(self.config)}
 
     @classmethod
     def from_config(cls, config: dict):
@@ -156,18 +166,20 @@ class EncoderLayer(_ConfigBlock):
 
     def __init__(self, config, rotary: Optional[RotaryEmbedding] = None, attention_scale=None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.config = config = _config_from(config)
+        self.config = config = config_from(config)
         self.attention_scale = attention_scale
         self._rotary_argument = rotary
-        self.self_attention = attention_from_config(config, rotary, attention_scale)
-        self.self_attention_residual = Residual(config)
-        self.feed_forward = feed_forward_from_config(config)
-        self.feed_forward_residual = Residual(config)
+        dtype = self.dtype_policy
+        self.self_attention = attention_from_config(config, rotary, attention_scale, dtype)
+        self.self_attention_residual = Residual(config, dtype=dtype)
+        self.feed_forward = feed_forward_from_config(config, dtype)
+        self.feed_forward_residual = Residual(config, dtype=dtype)
 
     def build(self, input_shape=None) -> None:
-        for layer in (self.self_attention, self.self_attention_residual, self.feed_forward, self.feed_forward_residual):
-            if not layer.built:  # loading a saved layer may have built it already
-                layer.build((None, None, self.config.d_model))
+        build_sublayers(
+            (None, None, self.config.d_model),
+            self.self_attention, self.self_attention_residual, self.feed_forward, self.feed_forward_residual,
+        )
         self.built = True
 
     def call(
@@ -237,24 +249,26 @@ class DecoderLayer(_ConfigBlock):
 
     def __init__(self, config, rotary: Optional[RotaryEmbedding] = None, attention_scale=None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.config = config = _config_from(config)
+        self.config = config = config_from(config)
         self.attention_scale = attention_scale
         self._rotary_argument = rotary
-        self.self_attention = attention_from_config(config, rotary, attention_scale)
-        self.self_attention_residual = Residual(config)
-        self.cross_attention = attention_from_config(config, None, attention_scale)
-        self.cross_attention_residual = Residual(config)
+        dtype = self.dtype_policy
+        self.self_attention = attention_from_config(config, rotary, attention_scale, dtype)
+        self.self_attention_residual = Residual(config, dtype=dtype)
+        self.cross_attention = attention_from_config(config, None, attention_scale, dtype)
+        self.cross_attention_residual = Residual(config, dtype=dtype)
         # as torch's: the decoder's FFN keeps config.dropout inside (no feed_forward_dropout)
         self.feed_forward = PositionwiseFeedForward(
-            config.d_model, config.d_ff, config.activation, config.dropout, config.bias
+            config.d_model, config.d_ff, config.activation, config.dropout, config.bias, dtype=dtype
         )
-        self.feed_forward_residual = Residual(config)
+        self.feed_forward_residual = Residual(config, dtype=dtype)
 
     def build(self, input_shape=None) -> None:
-        for name in ("self_attention", "self_attention_residual", "cross_attention", "cross_attention_residual",
-                     "feed_forward", "feed_forward_residual"):
-            if not getattr(self, name).built:
-                getattr(self, name).build((None, None, self.config.d_model))
+        build_sublayers(
+            (None, None, self.config.d_model),
+            self.self_attention, self.self_attention_residual, self.cross_attention, self.cross_attention_residual,
+            self.feed_forward, self.feed_forward_residual,
+        )
         self.built = True
 
     def call(
@@ -324,17 +338,16 @@ class _Stack(_ConfigBlock):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.config = config = _config_from(config)
+        self.config = config = config_from(config)
         self.n_layers, self.attention_scale = n_layers, attention_scale
         self._rotary_argument, self._relative_bias_argument = rotary, relative_bias
-        self.layers = [self.layer_class(config, rotary, attention_scale) for _ in range(n_layers)]
-        self.final_norm = norm_from_config(config) if final_norm else None
+        dtype = self.dtype_policy
+        self.layers = [self.layer_class(config, rotary, attention_scale, dtype=dtype) for _ in range(n_layers)]
+        self.final_norm = norm_from_config(config, dtype) if final_norm else None
         self.relative_bias = relative_bias
 
     def build(self, input_shape=None) -> None:
-        for layer in [*self.layers, self.final_norm, self.relative_bias]:
-            if layer is not None and not layer.built:  # loading a saved stack may have built some
-                layer.build()
+        build_sublayers((None, None, self.config.d_model), *self.layers, self.final_norm, self.relative_bias)
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -355,7 +368,7 @@ class Encoder(_Stack):
         """(b, m, d) -> (b, m, d). ``causal`` and ``cache`` make the stack a decoder-only one
         (GPT): x holds the new tokens, ``mask`` covers the cached keys too, and each layer
         appends to its cache."""
-        length = x.shape[1]
+        length = sequence_length(x)  # an int, or a tensor where a trace leaves it open
         offset = cache.length if cache is not None else 0
         # T5 computes the relative bias once and shares it across the layers
         bias = self.relative_bias(length, offset + length, offset) if self.relative_bias is not None else None
@@ -375,8 +388,8 @@ class Decoder(_Stack):
         """x (b, n, d), memory (b, m, d) -> (b, n, d)."""
         bias = None
         if self.relative_bias is not None:
-            offset = cache.length if cache is not None else 0
-            bias = self.relative_bias(x.shape[1], offset + x.shape[1], offset)
+            offset, length = (cache.length if cache is not None else 0), sequence_length(x)
+            bias = self.relative_bias(length, offset + length, offset)
         for i, layer in enumerate(self.layers):
             x = layer(
                 x, memory, self_mask, memory_mask,

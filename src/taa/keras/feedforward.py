@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from taa.keras.base import build_sublayers
 from taa.keras.dropout import Dropout
 
 
@@ -50,15 +51,16 @@ class PositionwiseFeedForward(keras.layers.Layer):
         if activation not in (*ACTIVATIONS, *GATED):
             raise ValueError(f"activation={activation!r} is not one of {', '.join([*ACTIVATIONS, *GATED])}")
         self.d_model, self.d_ff, self.activation, self.use_bias = d_model, d_ff, activation, bias
-        self.w1 = keras.layers.Dense(d_ff, use_bias=bias, name="w1")  # paper: W1, b1
-        self.gate = keras.layers.Dense(d_ff, use_bias=bias, name="gate") if activation in GATED else None  # gated: V
-        self.w2 = keras.layers.Dense(d_model, use_bias=bias, name="w2")  # paper: W2, b2
-        self.dropout = Dropout(dropout, name="dropout")
+        dtype = self.dtype_policy  # the sublayers compute as this layer does (mixed precision)
+        self.w1 = keras.layers.Dense(d_ff, use_bias=bias, name="w1", dtype=dtype)  # paper: W1, b1
+        gated = activation in GATED
+        self.gate = keras.layers.Dense(d_ff, use_bias=bias, name="gate", dtype=dtype) if gated else None  # gated: V
+        self.w2 = keras.layers.Dense(d_model, use_bias=bias, name="w2", dtype=dtype)  # paper: W2, b2
+        self.dropout = Dropout(dropout, name="dropout", dtype=dtype)
 
     def build(self, input_shape=None) -> None:
-        for layer, width in ((self.w1, self.d_model), (self.gate, self.d_model), (self.w2, self.d_ff)):
-            if layer is not None and not layer.built:  # loading a saved layer may have built it already
-                layer.build((None, width))
+        build_sublayers((None, self.d_model), self.w1, self.gate)
+        build_sublayers((None, self.d_ff), self.w2)
         self.built = True
 
     def call(self, x, training=None):  # (b, n, d) -> (b, n, d)

@@ -4,8 +4,9 @@ LayerNorm (Ba et al. 2016) is the norm of "Attention Is All You Need" §3.1:
 every sub-layer's output is ``LayerNorm(x + Sublayer(x))``. RMSNorm (Zhang &
 Sennrich 2019) drops the mean subtraction and the bias; T5 and LLaMA use it.
 
-Both compute the formula as the papers give it (``reference_forward``). ``fused`` is kept
-for the torch signature (and configs): Keras has one path, so it changes nothing here.
+Both compute the formula as the papers give it (``reference_forward``), the statistics in
+float32 whatever the compute dtype, and return the compute dtype. ``fused`` is kept for
+the torch signature (and configs): Keras has one path, so it changes nothing here.
 
 Weights: ``weight`` (d,) and, for LayerNorm with ``bias``, ``bias`` (d,), as torch names them.
 
@@ -35,10 +36,12 @@ class LayerNorm(keras.layers.Layer):
         return self.reference_forward(x)
 
     def reference_forward(self, x):  # (b, n, d) -> (b, n, d)
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        centered = x - mean
+        # The statistics in float32 even under bfloat16, as torch's layer_norm under autocast:
+        # a bfloat16 mean of values near 100 is off by a quarter of a unit.
+        x32 = ops.cast(x, "float32")
+        centered = x32 - ops.mean(x32, axis=-1, keepdims=True)
         variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)  # biased, as in the paper
-        normalized = centered * ops.rsqrt(variance + self.eps)
+        normalized = ops.cast(centered * ops.rsqrt(variance + self.eps), x.dtype)
         out = normalized * ops.cast(self.weight, x.dtype)
         return out + ops.cast(self.bias, x.dtype) if self.bias is not None else out
 
@@ -78,10 +81,12 @@ class RMSNorm(keras.layers.Layer):
         return {**super().get_config(), "d_model": self.d_model, "eps": self.eps, "fused": self.fused}
 
 
-def make_norm(kind: str, d_model: int, eps: float, bias: bool = True, fused: bool = True) -> keras.layers.Layer:
-    """The norm a config names: ``"layer"`` or ``"rms"``."""
+def make_norm(
+    kind: str, d_model: int, eps: float, bias: bool = True, fused: bool = True, **kwargs
+) -> keras.layers.Layer:
+    """The norm a config names: ``"layer"`` or ``"rms"``; ``kwargs`` go to the layer (``dtype``)."""
     if kind == "layer":
-        return LayerNorm(d_model, eps=eps, bias=bias, fused=fused)
+        return LayerNorm(d_model, eps=eps, bias=bias, fused=fused, **kwargs)
     if kind == "rms":
-        return RMSNorm(d_model, eps=eps, fused=fused)
+        return RMSNorm(d_model, eps=eps, fused=fused, **kwargs)
     raise ValueError(f"norm={kind!r} is not 'layer' or 'rms'")

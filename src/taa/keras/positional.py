@@ -14,15 +14,25 @@ recurrence, so order must be injected.
 Fixed tables (torch's non-persistent buffers) are NumPy arrays made at construction: they
 are no weights, so they are neither saved nor in the state dict.
 
+Lengths past ``max_length`` raise a ValueError wherever the length is known: eagerly, and
+in every call compiled for fixed shapes. A call traced with the length left open
+(``keras.Input((None,))``, a ``(None, None)`` signature) cannot check it; a position past
+the table then reads what the backend's gather gives for an index out of range (TensorFlow
+raises on the CPU and gives zeros on a GPU). Models that take such inputs keep them within
+``max_length`` themselves.
+
 Notation: ``b`` batch, ``h`` heads, ``n`` length, ``d`` d_model, ``e`` head dim.
 """
 
 from __future__ import annotations
 
 import math
+
 import keras
 import numpy as np
 from keras import ops
+
+from taa.keras.base import PositionalCallLayer, build_sublayers, sequence_length
 
 
 def sinusoidal_table(max_length: int, d_model: int) -> np.ndarray:
@@ -40,8 +50,22 @@ def sinusoidal_table(max_length: int, d_model: int) -> np.ndarray:
     return table
 
 
+def check_positions(offset: int, length, max_length: int) -> None:
+    """Refuse positions offset..offset+length-1 past ``max_length``, where the length is known."""
+    if isinstance(length, int) and offset + length > max_length:
+        raise ValueError(f"position {offset + length} exceeds max_length={max_length}")
+
+
+def position_rows(table, offset: int, length):
+    """Rows offset..offset+length-1 of a (max_length, ..) table; ``length`` an int or, traced,
+    a scalar tensor."""
+    if isinstance(length, int):
+        return table[offset : offset + length]
+    return ops.take(table, ops.arange(offset, offset + length), axis=0)
+
+
 @keras.saving.register_keras_serializable(package="taa")
-class SinusoidalPositionalEncoding(keras.layers.Layer):
+class SinusoidalPositionalEncoding(PositionalCallLayer):
     """Adds the fixed sinusoid of each position to the embeddings (no parameters)."""
 
     def __init__(self, d_model: int, max_length: int = 5000, **kwargs) -> None:
@@ -49,14 +73,10 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         self.d_model, self.max_length = d_model, max_length
         self.table = sinusoidal_table(max_length, d_model)
 
-    def __call__(self, x, offset: int = 0, **kwargs):  # Keras takes only tensors positionally
-        return super().__call__(x, offset=offset, **kwargs)
-
     def call(self, x, offset: int = 0):  # (b, n, d) -> (b, n, d)
-        length = x.shape[1]
-        if offset + length > self.max_length:
-            raise ValueError(f"position {offset + length} exceeds max_length={self.max_length}")
-        return x + ops.cast(self.table[offset : offset + length], x.dtype)
+        length = sequence_length(x)
+        check_positions(offset, length, self.max_length)
+        return x + ops.cast(position_rows(self.table, offset, length), x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -77,21 +97,24 @@ def _largest_value(ids) -> int | None:
 
 
 @keras.saving.register_keras_serializable(package="taa")
-class LearnedPositionalEmbedding(keras.layers.Layer):
-    """Adds a trained vector per absolute position (BERT, GPT-2)."""
+class LearnedPositionalEmbedding(PositionalCallLayer):
+    """Adds a trained vector per absolute position (BERT, GPT-2).
+
+    ``position_ids`` past ``max_length`` raise a ValueError where their values can be read
+    (eagerly). Inside a compiled function they cannot be, and clipping them would hide the
+    error in wrong numbers: an id past the table gives what the backend's gather gives (JAX
+    NaN; TensorFlow an error on the CPU, zeros on a GPU). GPT's positions come from its
+    mask and stay below its static length, which GPT checks against ``max_length``.
+    """
 
     def __init__(self, max_length: int, d_model: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.max_length, self.d_model = max_length, d_model
-        self.embedding = keras.layers.Embedding(max_length, d_model, name="embedding")
+        self.embedding = keras.layers.Embedding(max_length, d_model, name="embedding", dtype=self.dtype_policy)
 
     def build(self, input_shape=None) -> None:
-        if not self.embedding.built:
-            self.embedding.build()
+        build_sublayers(None, self.embedding)
         self.built = True
-
-    def __call__(self, x, offset: int = 0, position_ids=None, **kwargs):  # Keras takes only tensors positionally
-        return super().__call__(x, offset=offset, position_ids=position_ids, **kwargs)
 
     def call(self, x, offset: int = 0, position_ids=None):
         """(b, n, d) -> (b, n, d): positions offset..offset+n-1, or ``position_ids`` (b, n) per row
@@ -101,10 +124,9 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
             if largest is not None and largest >= self.max_length:
                 raise ValueError(f"position {largest + 1} exceeds max_length={self.max_length}")
             return x + ops.cast(self.embedding(position_ids), x.dtype)
-        length = x.shape[1]
-        if offset + length > self.max_length:
-            raise ValueError(f"position {offset + length} exceeds max_length={self.max_length}")
-        return x + ops.cast(self.embedding.embeddings[offset : offset + length], x.dtype)  # (n, d)
+        length = sequence_length(x)
+        check_positions(offset, length, self.max_length)
+        return x + ops.cast(position_rows(self.embedding.embeddings, offset, length), x.dtype)  # (n, d)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -114,7 +136,7 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="taa")
-class RotaryEmbedding(keras.layers.Layer):
+class RotaryEmbedding(PositionalCallLayer):
     """RoPE: rotate each pair (x_j, x_{j+e/2}) of queries and keys by position * theta_j.
 
     theta_j = base^(-2j/e). This is the "rotate half" layout (GPT-NeoX, LLaMA in
@@ -140,15 +162,11 @@ class RotaryEmbedding(keras.layers.Layer):
         first, second = ops.split(x, 2, axis=-1)
         return ops.concatenate([-second, first], axis=-1)
 
-    def __call__(self, x, offset: int = 0, **kwargs):  # Keras takes only tensors positionally
-        return super().__call__(x, offset=offset, **kwargs)
-
     def call(self, x, offset: int = 0):  # (b, h, n, e) -> (b, h, n, e)
-        length = x.shape[-2]
-        if offset + length > self.max_length:
-            raise ValueError(f"position {offset + length} exceeds max_length={self.max_length}")
-        cos = ops.cast(self.cos[offset : offset + length], x.dtype)
-        signed_sin = ops.cast(self.signed_sin[offset : offset + length], x.dtype)
+        length = sequence_length(x, -2)
+        check_positions(offset, length, self.max_length)
+        cos = ops.cast(position_rows(self.cos, offset, length), x.dtype)
+        signed_sin = ops.cast(position_rows(self.signed_sin, offset, length), x.dtype)
         # x cos + rotate_half(x) sin, with rotate_half as a roll whose sign sits in signed_sin
         return x * cos + ops.roll(x, self.head_dim // 2, axis=-1) * signed_sin
 
@@ -195,11 +213,10 @@ class RelativePositionBias(keras.layers.Layer):
         self.num_buckets = num_buckets
         self.max_distance = max_distance
         self.bidirectional = bidirectional
-        self.embedding = keras.layers.Embedding(num_buckets, n_heads, name="embedding")
+        self.embedding = keras.layers.Embedding(num_buckets, n_heads, name="embedding", dtype=self.dtype_policy)
 
     def build(self, input_shape=None) -> None:
-        if not self.embedding.built:
-            self.embedding.build()
+        build_sublayers(None, self.embedding)
         self.built = True
 
     def __call__(self, query_length: int, key_length: int, offset: int = 0):

@@ -22,6 +22,8 @@ from tests.keras.models.twins import (
     assert_config_round_trip,
     assert_saves_and_loads,
     assert_state_dict_loads_into_torch,
+    assert_sublayers_follow_mixed_precision,
+    assert_traces_with_open_lengths,
     torch_outputs,
     twins,
 )
@@ -121,6 +123,42 @@ def test_state_dict_loads_strictly_into_torch_and_counts_alike(keras_class, torc
     ids, mask, types = batch()
     assert_state_dict_loads_into_torch(model, torch_class, (ids, mask, types))
     assert model.num_parameters() == torch_class(cfg.preset("bert-tiny")).num_parameters()
+
+
+def test_a_training_step_leaves_the_padding_row_as_torch_does() -> None:
+    """torch's padding_idx gives the [PAD] row no gradient: one SGD step on ids with [PAD]
+    tokens, attended to, moves the other rows used as torch's step does, and not that one."""
+
+    def nonzero_padding_row(reference: torch.nn.Module) -> None:  # so "unchanged" is not "still zero"
+        reference.embeddings.word_embeddings.weight[0].normal_(0.0, 0.5)
+
+    config = cfg.preset("bert-tiny")
+    model, reference = twins(BertModel, torch_bert.BertModel, config, nonzero_padding_row, pooler=False)
+    ids, _, _ = batch()  # [PAD] (id 0) in two rows; no mask, so their states depend on it
+    target = np.random.default_rng(1).standard_normal((*ids.shape, config.d_model)).astype("float32")
+    name = "embeddings.word_embeddings.weight"
+    before = state_dict(model)[name]
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    model.fit(ids, target, batch_size=len(ids), epochs=1, verbose=0, shuffle=False)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=1.0)
+    torch.nn.functional.mse_loss(reference(torch.from_numpy(ids)), torch.from_numpy(target)).backward()
+    optimizer.step()
+    after, expected = state_dict(model)[name], reference.state_dict()[name].numpy()
+    np.testing.assert_array_equal(expected[0], before[0])
+    np.testing.assert_array_equal(after[0], before[0])
+    assert not np.array_equal(after[ids[0, 0]], before[ids[0, 0]])  # a real token's row moved
+    np.testing.assert_allclose(after, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("inputs", ["ids", "ids, mask", "ids, mask, types"])
+def test_traces_with_open_lengths(inputs: str) -> None:
+    model = ensure_built(BertModel(cfg.preset("bert-tiny")))
+    assert_traces_with_open_lengths(model, batch()[: inputs.count(",") + 1])
+
+
+def test_sublayers_follow_mixed_precision() -> None:
+    for model_class in (BertForMaskedLM, BertForSequenceClassification):
+        assert_sublayers_follow_mixed_precision(lambda **options: model_class(cfg.preset("bert-tiny"), **options))
 
 
 def test_initialisation_is_normal_with_a_zero_padding_row() -> None:

@@ -16,6 +16,8 @@ from tests.keras.models.twins import (
     assert_config_round_trip,
     assert_saves_and_loads,
     assert_state_dict_loads_into_torch,
+    assert_sublayers_follow_mixed_precision,
+    assert_traces_with_open_lengths,
     torch_outputs,
     twins,
 )
@@ -86,12 +88,29 @@ def test_cached_decoding_of_left_padded_prompts_equals_full_forward(positional: 
     np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(full)[real], atol=1e-5, rtol=0)
 
 
-def test_hidden_states_then_output_projection_equal_the_logits() -> None:
-    model = GPT(cfg.preset("gpt-tiny"))
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_hidden_states_equal_torch(positional: str) -> None:
+    model, reference = twins(GPT, torch_gpt.GPT, cfg.preset("gpt-tiny", positional=positional))
     ids, mask = batch()
+    with torch.no_grad():
+        expected = reference.hidden_states(torch.from_numpy(ids), torch.from_numpy(mask))
+        logits = reference.output_projection(expected[:, -1])
     hidden = model.hidden_states(ids, mask)  # (b, n, d)
     assert tuple(hidden.shape) == (3, 7, 32)
-    assert_close(model.output_projection(hidden[:, -1]), model(ids, mask)[:, -1])
+    assert_close(hidden, expected.numpy())
+    assert_close(model.output_projection(hidden[:, -1]), logits.numpy())
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_traces_with_open_lengths(positional: str) -> None:
+    model = ensure_built(GPT(cfg.preset("gpt-tiny", positional=positional)))
+    ids, mask = batch()
+    assert_traces_with_open_lengths(model, (ids,))
+    assert_traces_with_open_lengths(model, (ids, mask))
+
+
+def test_sublayers_follow_mixed_precision() -> None:
+    assert_sublayers_follow_mixed_precision(lambda **options: GPT(cfg.preset("gpt-tiny"), **options))
 
 
 @pytest.mark.parametrize("tie_output", [True, False])
@@ -153,10 +172,28 @@ def test_fit_with_jit_compile() -> None:
     assert not np.array_equal(state_dict(model)["blocks.layers.0.feed_forward.w1.weight"], before)
 
 
-def test_bad_inputs_are_named() -> None:
-    model = GPT(cfg.preset("gpt-tiny"))
+def test_fit_on_a_padded_batch_dataset() -> None:
+    """Training on batches whose length varies traces once with the length left open."""
+    tf = pytest.importorskip("tensorflow")
+    keras.utils.set_random_seed(0)
+    model = ensure_built(GPT(cfg.preset("gpt-tiny")))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 64, length).tolist() for length in (5, 9, 7, 4)]
+    dataset = tf.data.Dataset.from_tensor_slices(tf.ragged.constant(rows, dtype=tf.int32))
+    dataset = dataset.map(lambda row: (row[:-1], row[1:])).padded_batch(2)  # lengths 8, then 6
+    history = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_bad_inputs_are_named(positional: str) -> None:
+    model = GPT(cfg.preset("gpt-tiny", positional=positional))
     ids, mask = batch()
     with pytest.raises(ValueError, match="position 65 exceeds max_length=64"):
         model(np.zeros((1, 65), dtype="int32"))
+    with pytest.raises(ValueError, match="position 65 exceeds max_length=64"):  # compiled for its shape
+        model.predict(np.zeros((1, 65), dtype="int32"), verbose=0)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 6\)"):
         model(ids, mask[:, 1:])

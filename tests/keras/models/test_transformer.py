@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import torch
 
 from taa import config as cfg
 from taa.keras.models.transformer import Transformer
@@ -16,6 +17,8 @@ from tests.keras.models.twins import (
     assert_config_round_trip,
     assert_saves_and_loads,
     assert_state_dict_loads_into_torch,
+    assert_sublayers_follow_mixed_precision,
+    assert_traces_with_open_lengths,
     torch_outputs,
     twins,
 )
@@ -32,6 +35,7 @@ VARIANTS = {
     },
     "relative bias": {"positional": "relative", "relative_buckets": 8, "relative_max_distance": 16},
     "no positions, gated": {"positional": "none", "activation": "swiglu", "n_kv_heads": 2},
+    "grouped-query, rotary": {"positional": "rotary", "n_kv_heads": 1, "norm_first": True},
 }
 
 
@@ -54,14 +58,82 @@ def test_logits_equal_torch(variant: str) -> None:
     assert_close(model(source, target), torch_outputs(reference, source, target))
 
 
-def test_encode_and_decode_equal_the_call() -> None:
-    model = Transformer(cfg.preset("vaswani-tiny"))
+def test_encode_and_decode_equal_torch() -> None:
+    model, reference = twins(Transformer, torch_transformer.Transformer, cfg.preset("vaswani-tiny"))
     source, target = batch()
     padding = model.source_padding(source)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(padding), source != 0)
     memory = model.encode(source)
     assert tuple(memory.shape) == (3, 9, 32)
-    assert_close(model.decode(target, memory, padding, target != 0), model(source, target), atol=0)
+    with torch.no_grad():
+        expected_memory = reference.encode(torch.from_numpy(source))
+        expected = reference.decode(
+            torch.from_numpy(target), expected_memory, torch.from_numpy(source != 0), torch.from_numpy(target != 0)
+        )
+    assert_close(memory, expected_memory.numpy())
+    assert_close(model.decode(target, memory, padding, target != 0), expected.numpy())
+
+
+@pytest.mark.parametrize("variant", ["no positions, gated", "grouped-query, rotary"])
+def test_grouped_query_cache_equals_recomputation_and_torch(variant: str) -> None:
+    """n_kv_heads < n_heads: the cache holds the shared heads; two tokens, then one per step."""
+    config = cfg.preset("vaswani-tiny", **VARIANTS[variant])
+    assert config.n_kv_heads < config.n_heads
+    model, reference = twins(Transformer, torch_transformer.Transformer, config)
+    source, target = batch()
+    padding = source != 0
+    memory = model.encode(source, padding)
+    cache = model.new_cache()
+    steps = [model.decode(target[:, :2], memory, padding, cache=cache)]
+    steps += [model.decode(target[:, t : t + 1], memory, padding, cache=cache) for t in range(2, 6)]
+    assert tuple(cache.layers[0].self_attention.keys.shape) == (3, config.n_kv_heads, 6, config.head_dim)
+    cached = keras.ops.concatenate(steps, axis=1)
+    with torch.no_grad():
+        tsource, ttarget, tpadding = torch.from_numpy(source), torch.from_numpy(target), torch.from_numpy(padding)
+        expected = reference.decode(ttarget, reference.encode(tsource, tpadding), tpadding)
+    assert_close(cached, model.decode(target, memory, padding))
+    assert_close(cached, expected.numpy())
+
+
+def test_cache_reordered_mid_decoding_equals_torch_and_recomputation() -> None:
+    """DecoderCache.reorder after three tokens (beam search keeps rows 2, 0, 0), cross-attention
+    included: the rest decodes as the reordered rows decode from scratch, and as torch's."""
+    model, reference = twins(Transformer, torch_transformer.Transformer, cfg.preset("vaswani-tiny", n_kv_heads=2))
+    source, target = batch()
+    indices = np.array([2, 0, 0])
+    padding = source != 0
+    memory = model.encode(source, padding)
+    cache = model.new_cache()
+    steps = [model.decode(target[:, :3], memory, padding, cache=cache)]
+    cache.reorder(indices)
+    steps = [keras.ops.take(steps[0], indices, axis=0)]
+    memory, padding, target = keras.ops.take(memory, indices, axis=0), padding[indices], target[indices]
+    steps += [model.decode(target[:, t : t + 1], memory, padding, cache=cache) for t in range(3, 6)]
+    cached = keras.ops.concatenate(steps, axis=1)
+    assert_close(cached, model.decode(target, memory, padding))  # the reordered rows from scratch
+
+    source, target, rows = torch.from_numpy(source), torch.from_numpy(batch()[1]), torch.from_numpy(indices)
+    with torch.no_grad():
+        padding = reference.source_padding(source)
+        memory = reference.encode(source, padding)
+        cache = reference.new_cache()
+        steps = [reference.decode(target[:, :3], memory, padding, cache=cache)]
+        cache.reorder(rows)
+        steps, memory, padding, target = [steps[0][rows]], memory[rows], padding[rows], target[rows]
+        steps += [reference.decode(target[:, t : t + 1], memory, padding, cache=cache) for t in range(3, 6)]
+    assert_close(cached, torch.cat(steps, dim=1).numpy())
+
+
+@pytest.mark.parametrize("variant", ["paper (post-norm, sinusoids, shared and tied)", "learned, nothing shared",
+                                     "grouped-query, rotary", "relative bias"])
+def test_traces_with_open_lengths(variant: str) -> None:
+    model = ensure_built(Transformer(cfg.preset("vaswani-tiny", **VARIANTS[variant])))
+    assert_traces_with_open_lengths(model, batch())
+
+
+def test_sublayers_follow_mixed_precision() -> None:
+    config = cfg.preset("vaswani-tiny", positional="learned", share_embeddings=False, tie_output=False)
+    assert_sublayers_follow_mixed_precision(lambda **options: Transformer(config, **options))
 
 
 @pytest.mark.parametrize("variant", ["paper (post-norm, sinusoids, shared and tied)", "pre-norm",

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 import keras
 import numpy as np
 import torch
 
-from taa.keras.weights import ensure_built, load_state_dict, state_dict
+from taa.keras.weights import ensure_built, load_state_dict, named_layers, state_dict
 
 TOLERANCE = 1e-5  # float32, max abs difference
 
 
-def twins(keras_class, torch_class, config, **options):
-    """(keras model, torch model in eval mode) built from ``config`` with the torch weights in both."""
+def twins(keras_class, torch_class, config, prepare: Optional[Callable[[torch.nn.Module], None]] = None, **options):
+    """(keras model, torch model in eval mode) built from ``config`` with the torch weights in both;
+    ``prepare`` changes the torch weights first (in place)."""
     torch.manual_seed(0)
     reference = torch_class(config, **options).eval()
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(reference)
     model = ensure_built(keras_class(config, **options))
     load_state_dict(model, {name: value.detach().numpy() for name, value in reference.state_dict().items()})
     return model, reference
@@ -68,3 +74,42 @@ def assert_saves_and_loads(model, inputs, folder: Path) -> None:
     assert type(loaded) is type(model) and loaded.config == model.config
     assert state_dict(loaded).keys() == state_dict(model).keys()
     assert_close(loaded(*inputs), model(*inputs), atol=0)
+
+
+def assert_traces_with_open_lengths(model, inputs) -> None:
+    """Traced on inputs of unknown batch and length, the model gives its eager outputs: a
+    functional ``keras.Model`` on ``keras.Input((None,))`` per input, and on TensorFlow a
+    ``tf.function`` whose signature is (None, None) per input (a graph, which may fuse
+    operations: within 1e-5 of the outputs' scale)."""
+    symbolic = [keras.Input((None,), dtype="int32") for _ in inputs]
+    functional = keras.Model(symbolic, model(*symbolic))
+    expected = keras.ops.convert_to_numpy(model(*inputs))
+    atol = TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    assert_close(functional(list(inputs)), expected, atol=atol)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec((None, None), tf.int32) for _ in inputs]
+        assert_close(tf.function(model, input_signature=signature)(*inputs), expected, atol=atol)
+
+
+def assert_sublayers_follow_mixed_precision(make_model: Callable[..., keras.Model]) -> None:
+    """Under the global policy ``mixed_bfloat16``, and given ``dtype="mixed_bfloat16"`` alone,
+    every Dense computes in bfloat16, every variable is float32 and the outputs are bfloat16.
+    ``make_model(**kwargs)`` builds the model, passing ``kwargs`` (``dtype``) to its class."""
+
+    def check(model: keras.Model) -> None:
+        outputs = ensure_built(model)(*model.dummy_inputs())
+        layers = named_layers(model)
+        dense = {name: layer.compute_dtype for name, layer in layers if isinstance(layer, keras.layers.Dense)}
+        assert dense and set(dense.values()) == {"bfloat16"}, dense
+        assert {variable.dtype for variable in model.weights} == {"float32"}
+        assert keras.backend.standardize_dtype(outputs.dtype) == "bfloat16"
+
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        check(make_model())
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    check(make_model(dtype="mixed_bfloat16"))

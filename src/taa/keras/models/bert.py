@@ -32,26 +32,21 @@ import numpy as np
 from keras import ops
 
 from taa.config import BertConfig
-from taa.config.recipe import model_config_from_dict, model_config_to_dict
 from taa.keras.attention import key_padding_to_attention_mask
-from taa.keras.blocks import Encoder, norm_from_config
+from taa.keras.base import build_sublayers
+from taa.keras.blocks import Encoder, config_from, config_to_dict, norm_from_config
 from taa.keras.dropout import Dropout
 from taa.keras.feedforward import ACTIVATIONS
 from taa.keras.models.gpt import normal_init_
-from taa.keras.models.transformer import ConfigModel, TiedLinear, build_sublayers
+from taa.keras.models.transformer import ConfigModel, TiedLinear
 from taa.keras.positional import LearnedPositionalEmbedding
-
-
-def _config_from(config) -> BertConfig:
-    """A BertConfig from itself or from the dict ``get_config`` stored."""
-    return model_config_from_dict(config) if isinstance(config, dict) else config
 
 
 class _BertPart(keras.layers.Layer):
     """A part of BERT built from the model's config: ``get_config`` stores the config."""
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "config": model_config_to_dict(self.config)}
+        return {**super().get_config(), "config": config_to_dict(self.config)}
 
 
 @keras.saving.register_keras_serializable(package="taa")
@@ -60,14 +55,19 @@ class BertEmbeddings(_BertPart):
 
     def __init__(self, config: BertConfig, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.config = config = _config_from(config)
-        d = config.d_model
-        self.word_embeddings = keras.layers.Embedding(config.vocab_size, d, name="word_embeddings")
-        self.word_embeddings.padding_idx = config.pad_id  # torch's padding_idx: normal_init_ zeroes this row
-        self.position_embeddings = LearnedPositionalEmbedding(config.max_length, d, name="position_embeddings")
-        self.token_type_embeddings = keras.layers.Embedding(config.type_vocab_size, d, name="token_type_embeddings")
-        self.norm = norm_from_config(config)
-        self.dropout = Dropout(config.dropout, name="dropout")
+        self.config = config = config_from(config)
+        d, dtype = config.d_model, self.dtype_policy
+        self.word_embeddings = keras.layers.Embedding(config.vocab_size, d, name="word_embeddings", dtype=dtype)
+        # torch's padding_idx: normal_init_ zeroes this row, and call gives it no gradient
+        self.word_embeddings.padding_idx = config.pad_id
+        self.position_embeddings = LearnedPositionalEmbedding(
+            config.max_length, d, name="position_embeddings", dtype=dtype
+        )
+        self.token_type_embeddings = keras.layers.Embedding(
+            config.type_vocab_size, d, name="token_type_embeddings", dtype=dtype
+        )
+        self.norm = norm_from_config(config, dtype)
+        self.dropout = Dropout(config.dropout, name="dropout", dtype=dtype)
 
     def build(self, input_shape=None) -> None:
         build_sublayers(
@@ -79,7 +79,11 @@ class BertEmbeddings(_BertPart):
     def call(self, input_ids, token_type_ids=None, position_ids=None, training=None):  # (b, n) -> (b, n, d)
         if token_type_ids is None:
             token_type_ids = ops.zeros_like(input_ids)  # every token in sentence A
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (b, n, d)
+        words = self.word_embeddings(input_ids)  # (b, n, d)
+        # The padding row's value, with no gradient: training never moves it (torch's padding_idx).
+        is_padding = ops.expand_dims(ops.equal(input_ids, self.config.pad_id), -1)  # (b, n, 1)
+        words = ops.where(is_padding, ops.stop_gradient(words), words)
+        x = words + self.token_type_embeddings(token_type_ids)  # (b, n, d)
         x = self.position_embeddings(x, offset=0, position_ids=position_ids)
         return self.dropout(self.norm(x), training=training)
 
@@ -90,8 +94,8 @@ class BertPooler(_BertPart):
 
     def __init__(self, config: BertConfig, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.config = _config_from(config)
-        self.dense = keras.layers.Dense(self.config.d_model, name="dense")
+        self.config = config_from(config)
+        self.dense = keras.layers.Dense(self.config.d_model, name="dense", dtype=self.dtype_policy)
 
     def build(self, input_shape=None) -> None:
         build_sublayers((None, self.config.d_model), self.dense)
@@ -116,18 +120,16 @@ class BertModel(ConfigModel):
     def __init__(self, config: BertConfig, pooler: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.embeddings = BertEmbeddings(config, name="embeddings")
-        self.encoder = Encoder(config, config.n_layers, final_norm=config.norm_first, name="encoder")
-        self.pooler = BertPooler(config, name="pooler") if pooler else None
+        dtype = self.dtype_policy
+        self.embeddings = BertEmbeddings(config, name="embeddings", dtype=dtype)
+        self.encoder = Encoder(config, config.n_layers, final_norm=config.norm_first, name="encoder", dtype=dtype)
+        self.pooler = BertPooler(config, name="pooler", dtype=dtype) if pooler else None
         normal_init_(self, config.init_std)
 
     def build(self, input_shape=None) -> None:
         # the pooler too, which call does not use (pool() does)
         build_sublayers((None, None, self.config.d_model), self.embeddings, self.encoder, self.pooler)
         self.built = True
-
-    def dummy_inputs(self) -> tuple:
-        return (np.zeros((1, 2), dtype="int32"),)
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, *, position_ids=None, training=None):
         # (b, n) -> (b, n, d)
@@ -160,14 +162,15 @@ class BertMaskedLMHead(_BertPart):
 
     def __init__(self, config: BertConfig, word_embeddings: Optional[keras.layers.Embedding] = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.config = config = _config_from(config)
-        self.transform = keras.layers.Dense(config.d_model, name="transform")
+        self.config = config = config_from(config)
+        dtype = self.dtype_policy
+        self.transform = keras.layers.Dense(config.d_model, name="transform", dtype=dtype)
         self.activation = ACTIVATIONS[config.activation]
-        self.norm = norm_from_config(config)
+        self.norm = norm_from_config(config, dtype)
         self.decoder = (
-            TiedLinear(word_embeddings, bias=True, name="decoder")
+            TiedLinear(word_embeddings, bias=True, name="decoder", dtype=dtype)
             if word_embeddings is not None
-            else keras.layers.Dense(config.vocab_size, name="decoder")
+            else keras.layers.Dense(config.vocab_size, name="decoder", dtype=dtype)
         )
 
     def build(self, input_shape=None) -> None:
@@ -187,16 +190,15 @@ class BertForMaskedLM(ConfigModel):
     def __init__(self, config: BertConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.bert = BertModel(config, pooler=False, name="bert")
-        self.mlm_head = BertMaskedLMHead(config, self.bert.embeddings.word_embeddings, name="mlm_head")
+        self.bert = BertModel(config, pooler=False, name="bert", dtype=self.dtype_policy)
+        self.mlm_head = BertMaskedLMHead(
+            config, self.bert.embeddings.word_embeddings, name="mlm_head", dtype=self.dtype_policy
+        )
         normal_init_(self.mlm_head, config.init_std)
 
     def build(self, input_shape=None) -> None:
         build_sublayers((None, None, self.config.d_model), self.bert, self.mlm_head)
         self.built = True
-
-    def dummy_inputs(self) -> tuple:
-        return (np.zeros((1, 2), dtype="int32"),)
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, *, position_ids=None, training=None):
         # (b, n) -> (b, n, v)
@@ -216,18 +218,16 @@ class BertForSequenceClassification(ConfigModel):
     def __init__(self, config: BertConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.bert = BertModel(config, name="bert")
+        dtype = self.dtype_policy
+        self.bert = BertModel(config, name="bert", dtype=dtype)
         classifier_dropout = config.dropout if config.classifier_dropout is None else config.classifier_dropout
-        self.dropout = Dropout(classifier_dropout, name="dropout")
-        self.classifier = keras.layers.Dense(config.num_labels, name="classifier")
+        self.dropout = Dropout(classifier_dropout, name="dropout", dtype=dtype)
+        self.classifier = keras.layers.Dense(config.num_labels, name="classifier", dtype=dtype)
         normal_init_(self.classifier, config.init_std)
 
     def build(self, input_shape=None) -> None:
         build_sublayers((None, None, self.config.d_model), self.bert, self.classifier)
         self.built = True
-
-    def dummy_inputs(self) -> tuple:
-        return (np.zeros((1, 2), dtype="int32"),)
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, *, position_ids=None, training=None):
         # (b, n) -> (b, c)

@@ -52,9 +52,10 @@ from keras import ops
 
 from taa.config import GPTConfig
 from taa.keras.attention import key_padding_to_attention_mask
+from taa.keras.base import build_sublayers
 from taa.keras.blocks import DecoderCache, Encoder
 from taa.keras.dropout import Dropout
-from taa.keras.models.transformer import ConfigModel, TiedLinear, build_sublayers, set_initializer
+from taa.keras.models.transformer import ConfigModel, TiedLinear, set_initializer
 from taa.keras.positional import AlibiBias, LearnedPositionalEmbedding, RotaryEmbedding
 from taa.keras.weights import named_layers
 
@@ -105,8 +106,11 @@ def positions_from_mask(attention_mask):
 
 
 def _agrees(shape: tuple, expected: tuple) -> bool:
-    """Whether ``shape`` is ``expected`` in every dimension known to both (traced ones may be None)."""
-    return len(shape) == len(expected) and all(a is None or b is None or a == b for a, b in zip(shape, expected))
+    """Whether ``shape`` is ``expected`` in every dimension known to both (ints; a traced
+    dimension may be None or symbolic)."""
+    return len(shape) == len(expected) and all(
+        not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(shape, expected)
+    )
 
 
 @keras.saving.register_keras_serializable(package="taa")
@@ -120,26 +124,31 @@ class GPT(ConfigModel):
     def __init__(self, config: GPTConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        d = config.d_model
-        self.token_embedding = keras.layers.Embedding(config.vocab_size, d, name="token_embedding")  # W_e
+        d, dtype = config.d_model, self.dtype_policy
+        self.token_embedding = keras.layers.Embedding(config.vocab_size, d, name="token_embedding", dtype=dtype)  # W_e
         self.position_embedding: Optional[LearnedPositionalEmbedding] = None
         rotary = alibi = None
         if config.positional == "learned":
-            self.position_embedding = LearnedPositionalEmbedding(config.max_length, d, name="position_embedding")  # W_p
+            self.position_embedding = LearnedPositionalEmbedding(
+                config.max_length, d, name="position_embedding", dtype=dtype
+            )  # W_p
         elif config.positional == "rotary":
-            rotary = RotaryEmbedding(config.head_dim, config.max_length)
+            rotary = RotaryEmbedding(config.head_dim, config.max_length, dtype=dtype)
         else:
-            alibi = AlibiBias(config.n_heads)
-        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout")
+            alibi = AlibiBias(config.n_heads, dtype=dtype)
+        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout", dtype=dtype)
         # Pre-norm layers need a norm after the last one (GPT-2 §2.3); post-norm ones (GPT-1) do not.
         self.blocks = Encoder(
-            config, config.n_layers, final_norm=config.norm_first, rotary=rotary, relative_bias=alibi, name="blocks"
+            config, config.n_layers, final_norm=config.norm_first, rotary=rotary, relative_bias=alibi, name="blocks",
+            dtype=dtype,
         )
         if config.tie_output:  # h_N W_e^T
-            self.output_projection = TiedLinear(self.token_embedding, name="output_projection")
+            self.output_projection = TiedLinear(self.token_embedding, name="output_projection", dtype=dtype)
             self.tied_weights = {"output_projection.weight": "token_embedding.weight"}
         else:
-            self.output_projection = keras.layers.Dense(config.vocab_size, use_bias=False, name="output_projection")
+            self.output_projection = keras.layers.Dense(
+                config.vocab_size, use_bias=False, name="output_projection", dtype=dtype
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -157,9 +166,6 @@ class GPT(ConfigModel):
             self.token_embedding, self.position_embedding, self.blocks, self.output_projection,
         )
         self.built = True
-
-    def dummy_inputs(self) -> tuple:
-        return (np.zeros((1, 2), dtype="int32"),)
 
     def new_cache(self) -> DecoderCache:
         """An empty KV cache for step-by-step decoding."""
@@ -179,14 +185,20 @@ class GPT(ConfigModel):
         ``attention_mask`` (b, k), 1 at real tokens, covers cached and new tokens; without
         ``position_ids`` the positions follow from it. Without a mask every token is real
         and positions continue from the cache.
+
+        Every kind of position stops at ``max_length``: a longer input raises a ValueError
+        wherever its length is known, eagerly or compiled for fixed shapes (``jit_compile``,
+        ``jax.jit``), at trace time. A trace that leaves the length open (``keras.Input((None,))``)
+        cannot check it; a longer input then reads past the position table (see
+        :class:`~taa.keras.positional.LearnedPositionalEmbedding`).
         """
         offset = cache.length if cache is not None else 0
         batch, length = input_ids.shape[0], input_ids.shape[1]
-        if length is not None and offset + length > self.config.max_length:  # every kind of position stops here
+        if isinstance(length, int) and offset + length > self.config.max_length:
             raise ValueError(f"position {offset + length} exceeds max_length={self.config.max_length}")
         mask = None
         if attention_mask is not None:
-            expected = (batch, None if length is None else offset + length)
+            expected = (batch, offset + length if isinstance(length, int) else None)
             if not _agrees(tuple(attention_mask.shape), expected):
                 raise ValueError(
                     f"attention_mask has shape {tuple(attention_mask.shape)}, expected "

@@ -28,15 +28,15 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
-import numpy as np
 from keras import ops
 
 from taa.config import T5Config
 from taa.keras.attention import MultiHeadAttention, key_padding_to_attention_mask
+from taa.keras.base import build_sublayers
 from taa.keras.blocks import Decoder, DecoderCache, Encoder
 from taa.keras.dropout import Dropout
 from taa.keras.feedforward import PositionwiseFeedForward
-from taa.keras.models.transformer import ConfigModel, TiedLinear, build_sublayers, set_initializer
+from taa.keras.models.transformer import ConfigModel, TiedLinear, set_initializer
 from taa.keras.norm import LayerNorm, RMSNorm
 from taa.keras.positional import RelativePositionBias
 from taa.keras.weights import named_layers
@@ -70,31 +70,32 @@ class T5ForConditionalGeneration(ConfigModel):
     def __init__(self, config: T5Config, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        d = config.d_model
+        d, dtype = config.d_model, self.dtype_policy
         # one table for encoder, decoder (and v1.0's head)
-        self.shared = keras.layers.Embedding(config.vocab_size, d, name="shared")
+        self.shared = keras.layers.Embedding(config.vocab_size, d, name="shared", dtype=dtype)
         # §2.1: the relative bias is computed in the first layer and shared by the stack's layers.
         encoder_bias = RelativePositionBias(
-            config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=True
+            config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=True, dtype=dtype
         )
         decoder_bias = RelativePositionBias(
-            config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=False
+            config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=False, dtype=dtype
         )
         # T5 does not scale the logits by 1/sqrt(d_k): attention_scale=1.0.
         self.encoder = Encoder(
             config, config.n_encoder_layers, final_norm=True, relative_bias=encoder_bias, attention_scale=1.0,
-            name="encoder",
+            name="encoder", dtype=dtype,
         )
         self.decoder = Decoder(
             config, config.n_decoder_layers, final_norm=True, relative_bias=decoder_bias, attention_scale=1.0,
-            name="decoder",
+            name="decoder", dtype=dtype,
         )
-        self.dropout = Dropout(config.dropout, name="dropout")  # on the embeddings and on each stack's output
+        # on the embeddings and on each stack's output
+        self.dropout = Dropout(config.dropout, name="dropout", dtype=dtype)
         if config.tie_word_embeddings:
-            self.lm_head = TiedLinear(self.shared, name="lm_head")
+            self.lm_head = TiedLinear(self.shared, name="lm_head", dtype=dtype)
             self.tied_weights = {"lm_head.weight": "shared.weight"}
         else:
-            self.lm_head = keras.layers.Dense(config.vocab_size, use_bias=False, name="lm_head")
+            self.lm_head = keras.layers.Dense(config.vocab_size, use_bias=False, name="lm_head", dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -125,9 +126,6 @@ class T5ForConditionalGeneration(ConfigModel):
     def build(self, input_shape=None) -> None:
         build_sublayers((None, None, self.config.d_model), self.shared, self.encoder, self.decoder, self.lm_head)
         self.built = True
-
-    def dummy_inputs(self) -> tuple:
-        return np.zeros((1, 2), dtype="int32"), np.zeros((1, 2), dtype="int32")
 
     # ----------------------------------------------------------------------------------
     # The interface of the decoding functions: encode, decode, new_cache, source_padding

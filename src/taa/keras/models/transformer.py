@@ -17,6 +17,7 @@ Notation: ``b`` batch, ``m`` source length, ``n`` target length, ``d`` d_model, 
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Optional
 
@@ -27,6 +28,7 @@ from keras import ops
 from taa.config import TransformerConfig
 from taa.config.recipe import model_config_from_dict, model_config_to_dict
 from taa.keras.attention import key_padding_to_attention_mask
+from taa.keras.base import build_sublayers
 from taa.keras.blocks import Decoder, DecoderCache, Encoder
 from taa.keras.dropout import Dropout
 from taa.keras.positional import (
@@ -49,6 +51,10 @@ class ConfigModel(keras.Model):
     writes it, plus :attr:`build_options`; ``build`` creates every weight (a subclass
     builds its sublayers there), so ``model.save`` / ``keras.models.load_model`` and
     :mod:`taa.keras.weights` see them all after one call on :meth:`dummy_inputs`.
+
+    Mixed precision: a subclass creates every sublayer with ``dtype=self.dtype_policy``, so
+    ``Model(config, dtype="mixed_bfloat16")`` computes in bfloat16 throughout and keeps its
+    variables in float32, as the global policy would.
     """
 
     config: Any
@@ -59,8 +65,14 @@ class ConfigModel(keras.Model):
         return {}
 
     def dummy_inputs(self) -> tuple:
-        """The positional arguments of a tiny call that builds the model."""
-        raise NotImplementedError
+        """The positional arguments of a tiny call that builds the model: token ids (1, 2) for
+        each argument ``call`` requires (the ids of GPT and BERT; source and target of the
+        encoder-decoders)."""
+        required = [
+            parameter for parameter in inspect.signature(self.call).parameters.values()
+            if parameter.default is parameter.empty and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+        ]
+        return tuple(np.zeros((1, 2), dtype="int32") for _ in required)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "config": model_config_to_dict(self.config), **self.build_options}
@@ -111,8 +123,7 @@ class TiedLinear(keras.layers.Layer):
         self.use_bias = bias
 
     def build(self, input_shape=None) -> None:
-        if not self._embedding.built:
-            self._embedding.build()
+        build_sublayers(None, self._embedding)
         vocabulary = self._embedding.input_dim
         self.bias = self.add_weight(name="bias", shape=(vocabulary,), initializer="zeros") if self.use_bias else None
         self.built = True
@@ -126,14 +137,6 @@ class TiedLinear(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "bias": self.use_bias}
-
-
-def build_sublayers(shape, *layers) -> None:
-    """Build every layer not built yet (None: absent) for inputs of ``shape``: a model's
-    ``build`` creates all its weights, also after some sublayers were called on their own."""
-    for layer in layers:
-        if layer is not None and not layer.built:
-            layer.build(shape)
 
 
 _VARIABLE_OF = {"kernel_initializer": "kernel", "bias_initializer": "bias", "embeddings_initializer": "embeddings"}
@@ -164,39 +167,51 @@ class Transformer(ConfigModel):
     def __init__(self, config: TransformerConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        d = config.d_model
-        self.source_embedding = keras.layers.Embedding(config.source_vocab_size, d, name="source_embedding")
+        d, dtype = config.d_model, self.dtype_policy
+        self.source_embedding = keras.layers.Embedding(
+            config.source_vocab_size, d, name="source_embedding", dtype=dtype
+        )
         self.target_embedding = (
             self.source_embedding
             if config.share_embeddings
-            else keras.layers.Embedding(config.target_vocab_size, d, name="target_embedding")
+            else keras.layers.Embedding(config.target_vocab_size, d, name="target_embedding", dtype=dtype)
         )
         # Absolute positions are added to the embeddings; rotary and relative ones live in attention.
         self.source_positions = self.target_positions = None
         rotary = encoder_bias = decoder_bias = None
         if config.positional == "sinusoidal":
-            self.source_positions = self.target_positions = SinusoidalPositionalEncoding(d, config.max_length)
+            self.source_positions = self.target_positions = SinusoidalPositionalEncoding(
+                d, config.max_length, dtype=dtype
+            )
         elif config.positional == "learned":
-            self.source_positions = LearnedPositionalEmbedding(config.max_length, d, name="source_positions")
-            self.target_positions = LearnedPositionalEmbedding(config.max_length, d, name="target_positions")
+            self.source_positions = LearnedPositionalEmbedding(
+                config.max_length, d, name="source_positions", dtype=dtype
+            )
+            self.target_positions = LearnedPositionalEmbedding(
+                config.max_length, d, name="target_positions", dtype=dtype
+            )
         elif config.positional == "rotary":
-            rotary = RotaryEmbedding(config.head_dim, config.max_length)
+            rotary = RotaryEmbedding(config.head_dim, config.max_length, dtype=dtype)
         elif config.positional == "relative":
             encoder_bias = RelativePositionBias(
-                config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=True
+                config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=True, dtype=dtype
             )
             decoder_bias = RelativePositionBias(
-                config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=False
+                config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=False, dtype=dtype
             )
-        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout")
+        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout", dtype=dtype)
         final_norm = config.use_final_norm
-        self.encoder = Encoder(config, config.n_encoder_layers, final_norm, rotary, encoder_bias, name="encoder")
-        self.decoder = Decoder(config, config.n_decoder_layers, final_norm, rotary, decoder_bias, name="decoder")
+        self.encoder = Encoder(
+            config, config.n_encoder_layers, final_norm, rotary, encoder_bias, name="encoder", dtype=dtype
+        )
+        self.decoder = Decoder(
+            config, config.n_decoder_layers, final_norm, rotary, decoder_bias, name="decoder", dtype=dtype
+        )
         if config.tie_output:
-            self.output_projection = TiedLinear(self.target_embedding, name="output_projection")
+            self.output_projection = TiedLinear(self.target_embedding, name="output_projection", dtype=dtype)
         else:
             self.output_projection = keras.layers.Dense(
-                config.target_vocab_size, use_bias=False, name="output_projection"
+                config.target_vocab_size, use_bias=False, name="output_projection", dtype=dtype
             )
         # The names torch's state dict gives a shared matrix beside its first: alias -> that first name.
         root = "source_embedding.weight" if config.share_embeddings else "target_embedding.weight"
@@ -227,9 +242,6 @@ class Transformer(ConfigModel):
             self.encoder, self.decoder, self.output_projection,
         )
         self.built = True
-
-    def dummy_inputs(self) -> tuple:
-        return np.zeros((1, 2), dtype="int32"), np.zeros((1, 2), dtype="int32")
 
     def _embed(self, embedding, positions, ids, offset: int = 0, training=None):
         x = embedding(ids) * math.sqrt(self.config.d_model)  # (b, n, d), §3.4
