@@ -1,9 +1,10 @@
 """The ``taa`` command line: a thin layer over :mod:`taa.api`.
 
     taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]] [--overwrite]
-              [--tracking mlflow|tensorboard|none] [--tracking-optional] [--json]
+              [--tracking mlflow|tensorboard|none] [--tracking-optional] [--framework torch|keras] [--json]
               [--nproc N [--nnodes M --node-rank I --rdzv-endpoint HOST:PORT]]
-    taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [--device D] [SENTENCE ...]
+    taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [--device D]
+                  [--framework torch|keras] [SENTENCE ...]
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--device D] [--json]
     taa evaluate --checkpoint DIR --data FILE [--device D] [--json]
     taa classify --checkpoint DIR [--batch-size N] [--device D] [--json] [SENTENCE ...]
@@ -13,8 +14,9 @@
     taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--overwrite] [--json]
     taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--sample|--no-sample]
                  [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-penalty A] [--seed S]
-                 [--dtype float32|bfloat16] [--device D] [--json]
-    taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [--device D] [SENTENCE ...]
+                 [--dtype float32|bfloat16] [--device D] [--framework torch|keras] [--json]
+    taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [--device D]
+              [--framework torch|keras] [SENTENCE ...]
     taa vertex-job RECIPE [--image URI] [--machine TYPE] [--accelerator TYPE] [--accelerator-count N] [--replicas N]
                    [--nproc N] [--set key=value ...] [--base-output-dir gs://...] [--data DIR] --out FILE [--overwrite]
 
@@ -39,6 +41,7 @@ from typing import Any, Callable
 import click
 
 from taa import __version__, api
+from taa.api._common import FRAMEWORKS
 from taa.config import ConfigError
 from taa.decoding import MAX_BEAM, MAX_LENGTH_PENALTY, SEED_LIMIT
 from taa.folders import check_empty_path, strict_json
@@ -158,6 +161,10 @@ BEAM_SIZE = click.IntRange(1, MAX_BEAM)
 DEVICE = click.option(
     "--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
     help="Where the model runs: auto takes a GPU when there is one (CUDA, else Apple's MPS), else the CPU.")
+# Which implementation runs the model: torch (the reference) or the Keras 3 port.
+FRAMEWORK = click.option(
+    "--framework", type=click.Choice(FRAMEWORKS), default="torch", show_default=True,
+    help="Run the model in torch, or in the Keras 3 port (its backend is KERAS_BACKEND's; float32, --device auto).")
 LENGTH_PENALTY = click.option(
     "--length-penalty", type=FiniteFloat(0, MAX_LENGTH_PENALTY), default=None,
     help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT; a Hugging Face folder: "
@@ -274,6 +281,9 @@ def main(context: click.Context) -> None:
 @click.option("--tracking-optional", "tracking_optional", is_flag=True,
               help="Train without tracking (one warning) when the tracking store cannot be reached.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
+@click.option("--framework", type=click.Choice(FRAMEWORKS), default=None,
+              help="Train with taa.torch or the Keras port (Keras's backend: KERAS_BACKEND); default: the recipe's "
+                   "train.framework, torch unless it says otherwise.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Train on N processes on this machine (torchrun; gloo on CPUs, NCCL on GPUs).")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
@@ -284,8 +294,8 @@ def main(context: click.Context) -> None:
               help="With --nnodes: where machine 0 listens for the others.")
 @JSON
 def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resume: str | None, resume_changed: bool,
-          overwrite: bool, tracking: str, tracking_optional: bool, progress: bool, nproc: int | None, nnodes: int,
-          node_rank: int | None, rdzv_endpoint: str | None, as_json: bool) -> None:
+          overwrite: bool, tracking: str, tracking_optional: bool, progress: bool, framework: str | None,
+          nproc: int | None, nnodes: int, node_rank: int | None, rdzv_endpoint: str | None, as_json: bool) -> None:
     """Train the model a RECIPE describes, then evaluate it and save a checkpoint.
 
     RECIPE is a YAML file or the name of a built-in recipe (copy, translate-multi30k, ...).
@@ -320,16 +330,17 @@ def train(recipe: str | None, overrides: tuple[str, ...], out: str | None, resum
                      *(["--out", out] if out is not None else []), *(["--resume", resume] if resume else []),
                      *(["--resume-changed"] if resume_changed else []), *(["--overwrite"] if overwrite else []),
                      "--tracking", tracking, *(["--tracking-optional"] if tracking_optional else []),
-                     *([] if progress else ["--no-progress"]), *(["--json"] if as_json else [])]
+                     *([] if progress else ["--no-progress"]), *(["--json"] if as_json else []),
+                     *(["--framework", framework] if framework else [])]
         if (node_rank or 0) == 0:  # a bad setting is one line here, not one from each process
             from taa.api.training import check_train
 
             _call(check_train, recipe, overrides=overrides, out=out, resume=resume, resume_changed=resume_changed,
-                  overwrite=overwrite, processes=nproc)
+                  overwrite=overwrite, processes=nproc, framework=framework)
         _call(launch_training, arguments, nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
         return
     options = dict(overrides=overrides, out=out, resume=resume, resume_changed=resume_changed, overwrite=overwrite,
-                   tracking=tracking, tracking_optional=tracking_optional, progress=progress)
+                   tracking=tracking, tracking_optional=tracking_optional, progress=progress, framework=framework)
     if under_torchrun():
         result = _train_process(lambda: api.train(recipe, **options), process_rank())
         if result is None:  # a process other than rank 0: rank 0 prints the run's figures
@@ -551,9 +562,10 @@ def convert(from_hf: str | None, to_hf: str | None, out: str, overwrite: bool, a
               help="Longest output, in tokens (default: source length + the recipe's data.max_extra).")
 @LENGTH_PENALTY
 @DEVICE
+@FRAMEWORK
 @click.argument("sentences", nargs=-1)
 def translate(checkpoint: str, beam: int | None, max_len: int | None, length_penalty: float | None, device: str,
-              sentences: tuple[str, ...]) -> None:
+              framework: str, sentences: tuple[str, ...]) -> None:
     """Translate SENTENCES, or one sentence a line from standard input; one translation a line out.
 
     Decodes as the run's final test evaluation did (its recipe's beam, length penalty and
@@ -565,7 +577,8 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
     data) or that is empty, is refused with one line naming it; so is an empty SENTENCE.
     """
     for line in _call(api.translate, checkpoint, sentences=_call(_lines, sentences), beam=beam, max_len=max_len,
-                      length_penalty=length_penalty, notify=_notify("translate"), device=device):
+                      length_penalty=length_penalty, notify=_notify("translate"), device=device,
+                      framework=framework):
         click.echo(line)
 
 
@@ -661,11 +674,12 @@ def viz_attention(checkpoint: str, out: str, sentence: str) -> None:
 @click.option("--dtype", type=DTYPE_CHOICE, default="float32", show_default=True,
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
 @DEVICE
+@FRAMEWORK
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tokens, text) instead of streaming.")
 def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_new_tokens: int | None,
              sample: bool | None, temperature: float | None, top_k: int | None, top_p: float | None,
              beam: int | None, length_penalty: float | None, seed: int | None, dtype: str, device: str,
-             as_json: bool) -> None:
+             framework: str, as_json: bool) -> None:
     """Continue a prompt (GPT) or generate from a source (T5, a translation run).
 
     Decodes as the checkpoint says unless an option says otherwise: a translation run
@@ -684,7 +698,7 @@ def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_ne
     """
     options = dict(prompt=prompt, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, sample=sample,
                    temperature=temperature, top_k=top_k, top_p=top_p, beam=beam, length_penalty=length_penalty,
-                   seed=seed, dtype=dtype, notify=_notify("generate"), device=device)
+                   seed=seed, dtype=dtype, notify=_notify("generate"), device=device, framework=framework)
     if as_json:
         _echo_json(_call(api.generate, checkpoint, **options))
         return
@@ -703,8 +717,10 @@ def generate(checkpoint: str, prompt: str | None, prompt_ids: str | None, max_ne
               help="bfloat16 casts the weights once (faster on CPUs with bf16 units).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @DEVICE
+@FRAMEWORK
 @click.argument("sentences", nargs=-1)
-def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, device: str, sentences: tuple[str, ...]) -> None:
+def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, device: str, framework: str,
+          sentences: tuple[str, ...]) -> None:
     """Sentence embeddings of SENTENCES (or of each line of standard input): the mean of BERT's
     last hidden states over real tokens, L2-normalised (Sentence-BERT). One vector a line.
 
@@ -715,7 +731,7 @@ def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, device: s
     so is an empty SENTENCE.
     """
     rows = _call(api.embed, checkpoint, sentences=_call(_lines, sentences), dtype=dtype, batch_size=batch_size,
-                 notify=_notify("embed"), device=device)
+                 notify=_notify("embed"), device=device, framework=framework)
     if as_json:
         _echo_json(rows)
         return

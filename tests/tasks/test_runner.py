@@ -141,7 +141,7 @@ def test_a_task_says_only_what_is_particular_to_it():
     validation or files needs only its batches and its loss."""
     assert Task.evaluate is None and Task.files == () and Task.final_phase == ""
     assert {name for name in vars(CopyTask) if not name.startswith("_")} == {
-        "example_preset", "final_phase", "check", "encode", "batches", "loss", "final_metrics"}
+        "example_preset", "final_phase", "frameworks", "check", "encode", "batches", "loss", "final_metrics"}
 
 
 def test_the_summary_rounds_figures_and_says_why_training_stopped(capsys):

@@ -45,10 +45,12 @@ def resolve_recipe(recipe: Optional[PathLike]) -> Path:
 
 def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
           resume: Optional[PathLike] = None, resume_changed: bool = False, overwrite: bool = False,
-          tracking: str = "mlflow", tracking_optional: bool = False, progress: bool = True) -> dict[str, Any]:
+          tracking: str = "mlflow", tracking_optional: bool = False, progress: bool = True,
+          framework: Optional[str] = None) -> dict[str, Any]:
     """Train the model a recipe describes, evaluate it and save the run folder ``out``
     (default: ``runs/<recipe name>``, the name one plain folder name; ``resume``: continue
-    the run saved there, into ``out`` when given).
+    the run saved there, into ``out`` when given). ``framework`` (``torch``, ``keras``)
+    overrides the recipe's ``train.framework``.
 
     Before any work: the run folder must be writable (one line naming it otherwise), no
     live run may hold it (:func:`taa.folders.run_folder_lock`, released when training
@@ -77,6 +79,7 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
     from taa.training.launch import process_rank
     from taa.vertex import export_model
 
+    overrides = _with_framework(overrides, framework)
     config, folder, what, state, resume, vertex = _prepare(recipe, overrides, out, resume, resume_changed)
     if process_rank() != 0:  # one of several processes (torchrun): rank 0 checks, locks, tracks and writes
         outcome = task_runner(config.task)(config, out=folder, progress=False, resume=resume, overwrite=overwrite)
@@ -98,7 +101,7 @@ def train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), o
 
 def check_train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] = (), out: Optional[PathLike] = None,
                 resume: Optional[PathLike] = None, resume_changed: bool = False, overwrite: bool = False,
-                processes: int = 1) -> None:
+                processes: int = 1, framework: Optional[str] = None) -> None:
     """What :func:`train` refuses before it trains, checked without training or writing:
     the recipe and its settings, the run folder, a resume's recipe, and a device for each of
     ``processes`` processes on this machine. ``taa train --nproc`` calls it before it starts
@@ -106,16 +109,23 @@ def check_train(recipe: Optional[PathLike] = None, *, overrides: Sequence[str] =
     from taa import folders
     from taa.torch.devices import check_processes
 
-    config, folder, what, state, _, _ = _prepare(recipe, overrides, out, resume, resume_changed)
+    config, folder, what, state, _, _ = _prepare(recipe, _with_framework(overrides, framework), out, resume,
+                                                 resume_changed)
     folders.check_writable_folder(folder, what)
-    _refusals(config, folder, what, state, resume_changed, overwrite)
+    _refusals(config, folder, what, state, resume_changed, overwrite, processes)
     check_processes(config.train.device, processes)
 
 
+def _with_framework(overrides: Sequence[str], framework: Optional[str]) -> list[str]:
+    """``overrides`` and, last (it wins), ``train.framework=framework`` when one is given."""
+    return [*overrides, *([f"train.framework={framework}"] if framework is not None else [])]
+
+
 def _refusals(config: cfg.RecipeConfig, folder: Path, what: str, state: Optional[Path], resume_changed: bool,
-              overwrite: bool) -> None:
+              overwrite: bool, processes: int = 1) -> None:
     """What :func:`train` refuses once it knows its recipe and folder: a folder holding
-    another run or model, a resume with a recipe that trains differently, a bad setting."""
+    another run or model, a resume with a recipe that trains differently, a bad setting
+    (one its framework's trainer does not do, too)."""
     from taa import folders
     from taa.tasks import task_class
     from taa.tasks.runner import check_recipe, check_resume
@@ -123,7 +133,7 @@ def _refusals(config: cfg.RecipeConfig, folder: Path, what: str, state: Optional
     folders.check_run_folder(folder, what, resume=state.parent if state is not None else None, overwrite=overwrite)
     if state is not None:
         check_resume(config, state, accept_changes=resume_changed)
-    check_recipe(task_class(config.task)(config))
+    check_recipe(task_class(config.task)(config), resume=state is not None, processes=processes)
 
 
 def _prepare(recipe: Optional[PathLike], overrides: Sequence[str], out: Optional[PathLike],

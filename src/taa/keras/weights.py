@@ -129,7 +129,8 @@ def load_state_dict(model: keras.layers.Layer, state: Mapping[str, Any], what: s
     }
     check_state_dict({key: np.asarray(value) for key, value in state.items()}, expected, what)
     for name, (variable, transposed) in targets.items():
-        value = np.asarray(state[name], dtype=np.float32 if "float" in str(variable.dtype) else None)
+        # a copy: on JAX a variable may share a numpy array's memory, which its owner may change later
+        value = np.array(state[name], dtype=np.float32 if "float" in str(variable.dtype) else None)
         variable.assign(value.T if transposed else value)
     return model
 

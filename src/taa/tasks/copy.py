@@ -4,22 +4,26 @@ Random sequences of symbols; the target is the source itself. Every sequence sta
 with symbol 1, which is also the decoder's start token; 0 pads. A model that has
 learned attention copies them exactly; we score exact-match greedy decoding on
 held-out sequences.
+
+It trains with torch or with the Keras port (``train.framework``): the same batches (drawn
+by torch's generator, handed to Keras as arrays), the framework's own loss and greedy decoder.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from taa import config as cfg
 from taa.config import CopyTaskConfig
-from taa.tasks.runner import Task, run_function
+from taa.tasks.runner import Task, run_function, training_backend
 from taa.torch.devices import model_device
 from taa.torch.generate import greedy_decode
 from taa.torch.models.transformer import Transformer
-from taa.torch.training import Seq2SeqBatch, TrainResult, seq2seq_loss
+from taa.torch.training import Seq2SeqBatch, TrainResult
 
 FIRST_SYMBOL = 2  # 0 pads, 1 starts every sequence
 
@@ -63,11 +67,22 @@ def exact_match(model: Transformer, sources: Tensor) -> float:
     return (decoded == sources).all(dim=1).float().mean().item()
 
 
+def keras_exact_match(model, sources: Tensor) -> float:
+    """:func:`exact_match` of a Keras Transformer (:func:`taa.keras.generate.greedy_decode`)."""
+    from taa.keras.generate import greedy_decode as keras_greedy_decode
+
+    sources = sources.numpy()
+    length = sources.shape[1]
+    decoded = np.asarray(keras_greedy_decode(model, sources, max_length=length, start_id=int(sources[0, 0]), end_id=-1))
+    return float((decoded == sources).all(axis=1).mean()) if decoded.shape == sources.shape else 0.0
+
+
 class CopyTask(Task):
     """Random sequences to copy; exact match of greedy decoding on held-out ones."""
 
     example_preset = "copy-task"
     final_phase = "held-out decoding"
+    frameworks = ("torch", "keras")
 
     def check(self) -> None:
         """A sequence must fit the model's positions: the encoder reads all ``data.length``
@@ -88,10 +103,12 @@ class CopyTask(Task):
         return CopyBatches(self.recipe.data, model.source_vocab_size, train.batch_size, model.bos_id, train.seed)
 
     def loss(self):
-        return seq2seq_loss(self.recipe.train.label_smoothing, self.recipe.model.pad_id)
+        return training_backend(self.framework).seq2seq_loss(self.recipe.train.label_smoothing,
+                                                             self.recipe.model.pad_id)
 
     def final_metrics(self, model: Transformer, result: TrainResult) -> dict[str, Any]:
-        return {"exact_match": exact_match(model, self.held_out)}
+        match = keras_exact_match if self.framework == "keras" else exact_match
+        return {"exact_match": match(model, self.held_out)}
 
 
 run = run_function(CopyTask)

@@ -23,6 +23,10 @@ next token. Set up as nanoGPT's ``shakespeare_char`` (Karpathy):
 
 The run folder holds ``tokenizer/`` next to the weights, as translation's does, so
 :func:`load_language_model` (and ``taa generate --checkpoint DIR``) restores both.
+
+It trains with torch or with the Keras port (``train.framework``): the same windows, the
+framework's own cross-entropy, validation (:class:`taa.keras.training.LossEvaluator`: one
+compiled forward per batch shape) and sampler (:func:`taa.keras.generate.sample`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from taa.data.text_corpus import (
     WindowSampler, check_parts_hold_a_window, every_window, find_text_file, fixed_windows, read_text, split_text,
 )
 from taa.data.tokenizer import CharTokenizer, SubwordTokenizer, train_bpe
-from taa.tasks.runner import Task, run_function
+from taa.tasks.runner import Task, run_function, training_backend
 from taa.folders import CheckpointError
 from taa.text import encode_text, load_tokenizer
 from taa.torch.devices import model_device
@@ -120,12 +124,13 @@ class LanguageModelBatches:
         self.windows.load_state_dict(state)
 
 
-def language_model_loss(smoothing: float = 0.0):
-    """Summed next-token cross-entropy and the number of predicted tokens."""
+def language_model_loss(smoothing: float = 0.0, cross_entropy=label_smoothed_cross_entropy):
+    """Summed next-token cross-entropy and the number of predicted tokens. ``cross_entropy``
+    is the framework's :func:`~taa.torch.training.label_smoothed_cross_entropy` (torch's by default)."""
 
     def compute_loss(model: nn.Module, batch: LanguageModelBatch) -> tuple[Tensor, Tensor]:
         logits = model(batch.inputs)  # (b, n, v)
-        return label_smoothed_cross_entropy(logits, batch.targets, smoothing)
+        return cross_entropy(logits, batch.targets, smoothing)
 
     return compute_loss
 
@@ -165,14 +170,23 @@ def score_text(model: nn.Module, tokens: np.ndarray, context: int, dtype: str = 
 # ------------------------------------------------------------------ the sample
 
 
-def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTaskConfig, seed: int) -> Optional[str]:
+def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTaskConfig, seed: int,
+                    framework: str = "torch") -> Optional[str]:
     """``task.sample_tokens`` tokens sampled after ``task.sample_prompt``, as text (None when 0 are asked).
 
     Sampling with ``task.temperature`` and top-k (nanoGPT's ``sample.py``: 0.8 and 200)
-    is :func:`taa.torch.generate.sample`, the sampler ``taa generate`` uses too.
+    is :func:`taa.torch.generate.sample`, the sampler ``taa generate`` uses too (a Keras
+    model: :func:`taa.keras.generate.sample`).
     """
     if task.sample_tokens == 0:
         return None
+    if framework == "keras":
+        from taa.keras.generate import sample as keras_sample
+
+        prompt = np.asarray([tokenizer.encode(task.sample_prompt)], dtype=np.int32)  # (1, p)
+        ids = keras_sample(model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
+                           top_k=task.top_k or None, seed=seed)  # (1, p + sample_tokens)
+        return tokenizer.decode(np.asarray(ids)[0].tolist())
     prompt = torch.tensor([tokenizer.encode(task.sample_prompt)], device=model_device(model))  # (1, p)
     ids = sample(
         model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
@@ -192,6 +206,8 @@ class LanguageModelTask(Task):
     trains_tokenizer = True
     final_phase = "sampling"
     files = (SAMPLE,)
+    frameworks = ("torch", "keras")
+    keras_validation: Any = None  # a Keras run's LossEvaluator, made at its first validation
 
     def check(self) -> None:
         self.context = block_size(self.recipe)
@@ -232,17 +248,30 @@ class LanguageModelTask(Task):
         return LanguageModelBatches(self.train_tokens, self.context, train.batch_size, train.seed)
 
     def loss(self):
-        return language_model_loss(self.recipe.train.label_smoothing)
+        cross_entropy = training_backend(self.framework).label_smoothed_cross_entropy
+        return language_model_loss(self.recipe.train.label_smoothing, cross_entropy)
 
     def validation_metrics(self) -> dict[str, str]:
         return {"val_loss": "min", "val_perplexity": "min"}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        loss = validation_loss(model, self.val_windows, self.recipe.train.dtype)
+        if self.framework == "keras":
+            loss = self.keras_validation_loss(model)
+        else:
+            loss = validation_loss(model, self.val_windows, self.recipe.train.dtype)
         return {"val_loss": loss, "val_perplexity": perplexity(loss)}
 
+    def keras_validation_loss(self, model) -> float:
+        """:func:`validation_loss` of a Keras model (in the number format it was made in)."""
+        if self.keras_validation is None:
+            training = training_backend("keras")
+            self.keras_validation = training.LossEvaluator(language_model_loss(
+                cross_entropy=training.label_smoothed_cross_entropy))
+        windows = (LanguageModelBatch(inputs=w[:, :-1], targets=w[:, 1:]) for w in self.val_windows)
+        return self.keras_validation(model, windows)
+
     def final_metrics(self, model: GPT, result: TrainResult) -> dict[str, Any]:
-        self.sample = generate_sample(model, self.tokenizer, self.recipe.data, self.recipe.train.seed)
+        self.sample = generate_sample(model, self.tokenizer, self.recipe.data, self.recipe.train.seed, self.framework)
         metrics: dict[str, Any] = {
             "train_tokens": len(self.train_tokens), "val_tokens": len(self.val_tokens),
             "vocab_size": self.tokenizer.vocab_size,

@@ -26,7 +26,10 @@ The progress bar shows each step that is not training as a phase: data preparati
 tokenizer training, encoding, validation and the final evaluation.
 
 This module imports no framework: the framework's training package (:func:`training_backend`)
-is imported when a run starts, so a Keras or Flax port reuses the skeleton as it is.
+is imported when a run starts, so a Keras or Flax port reuses the skeleton as it is. The run's
+framework is the recipe's ``train.framework``; a task names those it trains with
+(:attr:`Task.frameworks`), and a framework other than torch may refuse what its trainer does
+not do (its ``check_train``), both before any data is read (:func:`check_framework`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from taa import folders, registry
 from taa.config.diff import RESULT_NEUTRAL, describe_differences, recipe_differences
 from taa.tracking import Tracker, flatten_params
 from taa.training.batches import BatchStream
+from taa.training.launch import process_count
 from taa.training.progress import TrainingProgress
 
 if TYPE_CHECKING:  # the hints name torch's types; a run imports its framework only when it starts
@@ -54,7 +58,7 @@ if TYPE_CHECKING:  # the hints name torch's types; a run imports its framework o
 
     from taa.torch.training import Trainer, TrainResult
 
-# The framework a task trains with unless it says otherwise (Task.framework).
+# The framework a run trains with unless its recipe says otherwise (train.framework).
 DEFAULT_FRAMEWORK = "torch"
 
 # The metrics every run reports, whatever its task.
@@ -83,11 +87,16 @@ class Task:
     final_phase: ClassVar[str] = ""  # what the progress bar calls final_metrics ("test decoding"); "" = none
     rate_unit: ClassVar[str] = "tok"  # what compute_loss counts, for the progress bar: "tok" or "sent"
     files: ClassVar[tuple[str, ...]] = ()  # what write_files adds to the run folder
-    framework: ClassVar[str] = DEFAULT_FRAMEWORK  # whose model class, Trainer and checkpoints the run uses
+    frameworks: ClassVar[tuple[str, ...]] = (DEFAULT_FRAMEWORK,)  # the train.framework values it trains with
 
     def __init__(self, recipe: cfg.RecipeConfig) -> None:
         self.recipe = recipe
         self.tokenizer: Any = None
+
+    @property
+    def framework(self) -> str:
+        """Whose model class, Trainer and checkpoints the run uses: the recipe's ``train.framework``."""
+        return self.recipe.train.framework
 
     # ---------------------------------------------------------------- before training
 
@@ -184,10 +193,10 @@ def run_task(
     """
     recipe, train = task.recipe, task.recipe.train
     given = recipe  # as given: what a resume compares its own recipe with (check_resume)
+    check_recipe(task, resume=resume is not None, processes=process_count())
     backend = training_backend(task.framework)
     tracker = tracker or Tracker()
     bar = TrainingProgress(train.steps, enabled=progress, unit=task.rate_unit)
-    check_recipe(task)
     parallel = backend.setup_parallel(train)  # the device; under torchrun, this process's place
     try:
         return _run(task, given, backend, tracker, bar, parallel, out, resume, overwrite)
@@ -309,13 +318,15 @@ def earlier_task_files(folder: Path) -> tuple[str, ...]:
 
 
 def training_backend(framework: str = DEFAULT_FRAMEWORK) -> ModuleType:
-    """The training package of ``framework`` (``taa.torch.training`` for torch), imported now.
+    """The training package of ``framework`` (``taa.torch.training`` for torch,
+    ``taa.keras.training`` for keras), imported now.
 
     It provides what the run needs of a framework: ``setup_parallel(train)`` (the device
     and this process's place among several: ``is_main``, ``main_first()``, ``broadcast``,
     ``close()``), ``Trainer`` (its ``fit`` returning a ``TrainResult``),
     ``seed_everything(seed)``, ``save_checkpoint(out, model, recipe, metrics,
-    write_extra=...)`` and ``count_parameters(model)``.
+    write_extra=...)`` and ``count_parameters(model)``; a framework other than torch also
+    ``check_train(train, resume, processes)`` (:func:`check_framework`).
     """
     return importlib.import_module(f"taa.{framework}.training")
 
@@ -323,14 +334,36 @@ def training_backend(framework: str = DEFAULT_FRAMEWORK) -> ModuleType:
 # ------------------------------------------------------------------ the model
 
 
-def check_recipe(task: Task) -> None:
+def check_recipe(task: Task, resume: bool = False, processes: int = 1) -> None:
     """Everything about the recipe that can be refused before any data is read: the model
-    section (:func:`check_model_config`), the task's own checks (:meth:`Task.check`) and
-    ``train.select_metric`` (:func:`check_select_metric`). ``taa train`` calls it before
-    it starts the tracker, too, so that a bad setting leaves no failed tracked run."""
+    section (:func:`check_model_config`), the framework (:func:`check_framework`; ``resume``:
+    the run continues a saved state, ``processes``: it trains on that many), the task's own
+    checks (:meth:`Task.check`) and ``train.select_metric`` (:func:`check_select_metric`).
+    ``taa train`` calls it before it starts the tracker, too, so that a bad setting leaves no
+    failed tracked run."""
     check_model_config(task.recipe, task.example_preset)
+    check_framework(task, resume, processes)
     task.check()
     check_select_metric(task)
+
+
+def check_framework(task: Task, resume: bool = False, processes: int = 1) -> None:
+    """The task trains with the recipe's ``train.framework`` (:attr:`Task.frameworks`), and
+    a framework other than torch is installed and its trainer does what the run asks (its
+    training package's ``check_train(train, resume, processes)``: one line for what it does
+    not do). The torch trainer does everything; its package is not imported here."""
+    framework, name = task.framework, task.recipe.task
+    if framework not in task.frameworks:
+        raise cfg.ConfigError(f"train.framework={framework!r}: task={name!r} trains with "
+                              f"{' or '.join(task.frameworks)} only")
+    if framework == DEFAULT_FRAMEWORK:
+        return
+    try:
+        backend = training_backend(framework)
+    except ImportError as error:
+        raise cfg.ConfigError(f"train.framework={framework!r} needs {framework} installed ({error}): "
+                              f"pip install 'taa[{framework}]'") from None
+    backend.check_train(task.recipe.train, resume=resume, processes=processes)
 
 
 def check_model_config(recipe: cfg.RecipeConfig, example_preset: str) -> None:
