@@ -12,7 +12,13 @@ backend ``KERAS_BACKEND`` names (TensorFlow by default; JAX too). The decoder-on
 ``generate()`` stays under its module's name (``taa.keras.generate.generate``).
 """
 
-from taa.keras.attention import (
+import os
+
+# TensorFlow's start-up notices (CPU instructions, XLA services) are not the user's business;
+# an explicit TF_CPP_MIN_LOG_LEVEL wins. Only read when TensorFlow is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from taa.keras.attention import (  # noqa: E402
     KVCache,
     MultiHeadAttention,
     attend,
@@ -25,16 +31,16 @@ from taa.keras.attention import (
     padding_mask,
     scaled_dot_product_attention,
 )
-from taa.keras.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, EncoderLayer, LayerCache
-from taa.keras.feedforward import PositionwiseFeedForward
-from taa.keras.generate import Hypothesis, beam_search, greedy_decode
-from taa.keras.hub import Pretrained, from_pretrained, save_pretrained
-from taa.keras.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel
-from taa.keras.models.gpt import GPT
-from taa.keras.models.t5 import T5ForConditionalGeneration
-from taa.keras.models.transformer import Transformer
-from taa.keras.norm import LayerNorm, RMSNorm
-from taa.keras.positional import (
+from taa.keras.blocks import Decoder, DecoderCache, DecoderLayer, Encoder, EncoderLayer, LayerCache  # noqa: E402
+from taa.keras.feedforward import PositionwiseFeedForward  # noqa: E402
+from taa.keras.generate import Hypothesis, beam_search, greedy_decode  # noqa: E402
+from taa.keras.hub import Pretrained, from_pretrained, save_pretrained  # noqa: E402
+from taa.keras.models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel  # noqa: E402
+from taa.keras.models.gpt import GPT  # noqa: E402
+from taa.keras.models.t5 import T5ForConditionalGeneration  # noqa: E402
+from taa.keras.models.transformer import Transformer  # noqa: E402
+from taa.keras.norm import LayerNorm, RMSNorm  # noqa: E402
+from taa.keras.positional import (  # noqa: E402
     AlibiBias,
     LearnedPositionalEmbedding,
     RelativePositionBias,
