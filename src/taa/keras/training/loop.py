@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import gc
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import keras
 import numpy as np
@@ -55,42 +53,10 @@ from taa.keras.weights import ensure_built, variables
 from taa.training.divergence import WEIGHTS_NOT_FINITE, diverged, first_failing_step, what_is_not_finite
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
+from taa.training.results import EARLY_STOPPING, STEPS, TIME_BUDGET, TrainerState, TrainResult, is_hidden_matrix
+from taa.training.results import STOP_REASONS  # noqa: F401 (why a run ends, under the trainer's name)
 from taa.training.schedules import schedule_from_config
 from taa.tracking import Tracker
-
-# Why a run ended: every step done, the ``max_minutes`` budget spent, or ``early_stopping``
-# validations in a row without improvement (as taa.torch.training.loop.STOP_REASONS).
-STEPS, TIME_BUDGET, EARLY_STOPPING = "steps", "time_budget", "early_stopping"
-STOP_REASONS = (STEPS, TIME_BUDGET, EARLY_STOPPING)
-StopReason = Literal["", "steps", "time_budget", "early_stopping"]  # "": the run may go on
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    final_loss: Optional[float]  # None: every step of the last logging interval was skipped
-    seconds: float
-    tokens_per_second: float
-    history: list[tuple[int, Optional[float], float]] = field(default_factory=list)  # (step, loss or None, lr)
-    evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)  # each with "step"; None: not finite
-    stop_reason: str = STEPS  # one of STOP_REASONS
-    skipped_steps: list[int] = field(default_factory=list)  # steps not applied (train.nonfinite: skip)
-
-
-@dataclass
-class TrainerState:
-    """Where the run stands, as the torch trainer keeps it (a Keras run does not save it)."""
-
-    step: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    history: list[tuple[int, Optional[float], float]] = field(default_factory=list)
-    evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)
-    best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first; in best/ if out
-    evaluations_without_improvement: int = 0
-    stop_reason: StopReason = ""
-    skipped_steps: list[int] = field(default_factory=list)
-
 
 def check_train(train: TrainConfig, resume: bool = False, processes: int = 1) -> None:
     """Refuse, in one line, what the torch trainer does and this one does not (the module
@@ -127,17 +93,6 @@ def count_parameters(model: keras.Model) -> int:
     """The model's number of trainable weights (the ``parameters`` metric; a tied weight once)."""
     ensure_built(model)
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-
-
-# a weight inside the i-th layer of a stack: "blocks.layers.3.feed_forward.w1.weight"
-IN_A_LAYER = re.compile(r"(^|\.)layers\.(\d+)\.")
-
-
-def is_hidden_matrix(name: str, shape: tuple[int, ...]) -> bool:
-    """A weight matrix inside a layer of a stack (``layers.i``), by its torch name: what
-    Muon updates (:func:`taa.torch.training.loop.is_hidden_matrix`). Embeddings, position
-    tables, the output head, biases and norm gains are not."""
-    return len(shape) == 2 and "embed" not in name and IN_A_LAYER.search(name) is not None
 
 
 def make_optimizer(model: keras.Model, train: TrainConfig) -> keras.optimizers.Optimizer:

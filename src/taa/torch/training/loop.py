@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -54,6 +53,8 @@ from taa.training.divergence import (
 )
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
+from taa.training.results import EARLY_STOPPING, IN_A_LAYER, STEPS, TIME_BUDGET, TrainerState, TrainResult, is_hidden_matrix
+from taa.training.results import STOP_REASONS  # noqa: F401 (why a run ends, under the trainer's name)
 from taa.training.schedules import schedule_from_config
 from taa.tracking import Tracker
 
@@ -65,41 +66,6 @@ class Seq2SeqBatch:
     source: Tensor  # (b, m)
     target_input: Tensor  # (b, n), starts with the start token
     target_output: Tensor  # (b, n), target_input shifted left by one
-
-
-# Why a run ended: every step done, the ``max_minutes`` budget spent, or ``early_stopping``
-# validations in a row without improvement.
-STEPS, TIME_BUDGET, EARLY_STOPPING = "steps", "time_budget", "early_stopping"
-STOP_REASONS = (STEPS, TIME_BUDGET, EARLY_STOPPING)
-StopReason = Literal["", "steps", "time_budget", "early_stopping"]  # "": the run may go on (the state's field)
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    final_loss: Optional[float]  # None: every step of the last logging interval was skipped
-    seconds: float
-    tokens_per_second: float
-    history: list[tuple[int, Optional[float], float]] = field(default_factory=list)  # (step, loss or None, lr)
-    evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)  # each with "step"; None: not finite
-    stop_reason: str = STEPS  # one of STOP_REASONS
-    skipped_steps: list[int] = field(default_factory=list)  # steps not applied (train.nonfinite: skip)
-
-
-@dataclass
-class TrainerState:
-    """What, besides tensors, a resumed run needs (saved as JSON)."""
-
-    step: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    # (step, mean training loss of the interval, lr); the loss is None when every step of it was skipped
-    history: list[tuple[int, Optional[float], float]] = field(default_factory=list)
-    evaluations: list[dict[str, Optional[float]]] = field(default_factory=list)  # a figure that is not finite: None
-    best: list[tuple[float, int]] = field(default_factory=list)  # (metric, step), best first; in best/ if out
-    evaluations_without_improvement: int = 0
-    stop_reason: StopReason = ""  # "" while the run may go on, else one of STOP_REASONS
-    skipped_steps: list[int] = field(default_factory=list)  # non-finite steps not applied (train.nonfinite: skip)
 
 
 def seed_everything(seed: int) -> None:
@@ -136,7 +102,7 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
     groups: dict[tuple[int, bool, bool], list[Tensor]] = {}
     for name, p in named:
         decays = train.weight_decay > 0 and p.dim() >= 2
-        groups.setdefault((depth.get(name, top), decays, muon and is_hidden_matrix(name, p)), []).append(p)
+        groups.setdefault((depth.get(name, top), decays, muon and is_hidden_matrix(name, tuple(p.shape))), []).append(p)
     param_groups = [
         {
             "params": params,
@@ -152,16 +118,6 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
         return Muon(param_groups, momentum=train.muon_momentum, **hyper)
     kind = torch.optim.AdamW if train.weight_decay > 0 else torch.optim.Adam
     return kind(param_groups, **hyper)
-
-
-# a parameter inside the i-th layer of a stack: "blocks.layers.3.feed_forward.w1.weight"
-IN_A_LAYER = re.compile(r"(^|\.)layers\.(\d+)\.")
-
-
-def is_hidden_matrix(name: str, parameter: Tensor) -> bool:
-    """A weight matrix inside a layer of a stack (``layers.i``): what Muon updates.
-    Embeddings, position tables, the output head, biases and norm gains are not."""
-    return parameter.dim() == 2 and "embed" not in name and IN_A_LAYER.search(name) is not None
 
 
 def layer_depths(names: list[str]) -> dict[str, int]:
