@@ -857,3 +857,22 @@ def _take_over(lock: Path, stale: Optional[dict[str, Any]]) -> None:
     aside.unlink(missing_ok=True)
     owner = f"pid {stale['pid']}, started {stale['started']}" if stale is not None else "unreadable"
     warnings.warn(f"{lock}: taking over the lock of a run that no longer runs ({owner})", stacklevel=5)
+
+
+def save_final_model(directory: str | Path, recipe: Any, metrics: Optional[dict[str, Any]],
+                     write_extra: Optional[Callable[[Path], None]], write_weights: Callable[[Path], None]) -> Path:
+    """A run's final model into ``directory``: the task's files (``write_extra``), the recipe,
+    the metrics, then the weights (``write_weights(path)``, the framework's writer) last, so a
+    folder with weights is complete. Each file is replaced atomically; other contents of the
+    folder (``state/``, ``best/``) are left alone."""
+    from taa import config as cfg
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if write_extra is not None:
+        write_extra(directory)
+    write_file_atomically(directory / RECIPE, lambda tmp: tmp.write_text(cfg.dumps(recipe, "yaml")))
+    figures = strict_json(metrics or {}, indent=2) + "\n"  # null, not NaN
+    write_file_atomically(directory / METRICS, lambda tmp: tmp.write_text(figures))
+    write_weights(directory / WEIGHTS)
+    return directory

@@ -194,3 +194,18 @@ def test_sortish_batches_hold_every_example_once_and_similar_lengths():
     assert SortishBatcher(lengths, 32, seed=1, pool=10).epoch_batches(0) == batches  # a function of (seed, epoch)
     evaluation = SortishBatcher(lengths, 100, shuffle=False).epoch_batches(0)
     assert [lengths[i] for b in evaluation for i in b] == sorted(lengths)
+
+
+def test_in_length_order_batches_similar_lengths_and_answers_in_the_rows_order():
+    from taa.data.batching import in_length_order
+
+    rows = [[1, 2, 3], [4], [5, 6], [7], [8, 9, 10, 11]]
+    seen = []
+
+    def decode_rows(batch):
+        seen.append([len(row) for row in batch])
+        return [sum(row) for row in batch]
+
+    assert in_length_order(rows, 2, decode_rows) == [6, 4, 11, 7, 38]
+    assert seen == [[1, 1], [2, 3], [4]]
+    assert in_length_order([], 2, decode_rows) == []

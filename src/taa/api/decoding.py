@@ -57,20 +57,17 @@ def _translate_keras(model, tokenizer, sentences: Sequence[str], settings, max_l
     import numpy as np
     from keras import ops
 
-    from taa.data import pad
+    from taa.data.batching import in_length_order, pad
     from taa.keras.generate import decode
 
     new_tokens = None if max_length is None else max_length - 1
+
+    def decode_rows(rows: list[list[int]]) -> list[list[int]]:  # <s>, tokens, </s>, padding
+        source = pad(rows, tokenizer.pad_id).astype(np.int32)  # (b, m)
+        return ops.convert_to_numpy(decode(model, source, None, settings, max_new_tokens=new_tokens).sequences()).tolist()
+
     encoded = [tokenizer.encode_source(s) for s in sentences]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    outputs: list[str] = [""] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        source = pad([encoded[i] for i in chunk], tokenizer.pad_id).astype(np.int32)  # (b, m)
-        decoded = decode(model, source, None, settings, max_new_tokens=new_tokens)
-        for i, ids in zip(chunk, ops.convert_to_numpy(decoded.sequences()).tolist()):  # <s>, tokens, </s>, padding
-            outputs[i] = tokenizer.decode_target(ids)
-    return outputs
+    return [tokenizer.decode_target(ids) for ids in in_length_order(encoded, batch_size, decode_rows)]
 
 
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,

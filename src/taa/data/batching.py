@@ -31,8 +31,8 @@ silently would be worse, and evaluation needs every sentence.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Optional, Union
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -213,3 +213,16 @@ class SortishBatcher:
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]  # sorted by length within the pool
             batches.extend(chunk[i : i + size].tolist() for i in range(0, len(chunk), size))
         return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def in_length_order(rows: Sequence[Sequence[int]], batch_size: int,
+                    decode_rows: Callable[[list[Sequence[int]]], Sequence[Any]]) -> list[Any]:
+    """``decode_rows`` over ``rows`` in batches of ``batch_size`` similar lengths (shortest
+    first: little padding), its outputs handed back in the rows' order."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    outputs: list[Any] = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for i, output in zip(chunk, decode_rows([rows[i] for i in chunk])):
+            outputs[i] = output
+    return outputs

@@ -29,6 +29,7 @@ from taa.data import (
     DataError, SubwordTokenizer, TokenBatcher, default_cache_dir, find_data_dir, load_multi30k, multi30k_paths, pad,
     read_parallel,
 )
+from taa.data.batching import in_length_order
 from taa.tasks.runner import Task, run_function
 from taa.decoding import DEFAULTS
 from taa.torch.devices import model_device
@@ -145,16 +146,13 @@ def translate(
     model.eval()
     settings = DEFAULTS.replace(beam=beam, length_penalty=length_penalty, max_extra=max_extra)
     new_tokens = None if max_length is None else max_length - 1
+
+    def decode_rows(rows: list[list[int]]) -> list[list[int]]:  # <s>, tokens, </s>, padding
+        source = torch.from_numpy(pad(rows, tokenizer.pad_id)).to(model_device(model))  # (b, m)
+        return decode(model, source, None, settings, max_new_tokens=new_tokens).sequences().tolist()
+
     encoded = [tokenizer.encode_source(s) for s in sentences]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    outputs: list[str] = [""] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        source = torch.from_numpy(pad([encoded[i] for i in chunk], tokenizer.pad_id)).to(model_device(model))  # (b, m)
-        decoded = decode(model, source, None, settings, max_new_tokens=new_tokens)
-        for i, ids in zip(chunk, decoded.sequences().tolist()):  # <s>, tokens, </s>, padding
-            outputs[i] = tokenizer.decode_target(ids)
-    return outputs
+    return [tokenizer.decode_target(ids) for ids in in_length_order(encoded, batch_size, decode_rows)]
 
 
 def bleu_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:

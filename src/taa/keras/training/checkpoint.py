@@ -21,8 +21,9 @@ import keras
 import numpy as np
 
 from taa import config as cfg
+from taa import folders
 from taa.convert.state_dict import ConversionError
-from taa.folders import METRICS, RECIPE, WEIGHTS, CheckpointError, strict_json, weights_file, write_file_atomically
+from taa.folders import CheckpointError, weights_file
 from taa.keras.hub import save_weights
 from taa.keras.weights import load_state_dict
 from taa.safetensors_file import read_tensors
@@ -65,19 +66,9 @@ def save_checkpoint(
     metrics: Optional[dict[str, Any]] = None,
     write_extra: Optional[Callable[[Path], None]] = None,
 ) -> Path:
-    """The final model: weights, recipe, metrics (and task files) into ``directory``.
-
-    Each file is replaced atomically; other contents of the folder (``best/``) are left alone.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if write_extra is not None:
-        write_extra(directory)
-    write_file_atomically(directory / RECIPE, lambda tmp: tmp.write_text(cfg.dumps(recipe, "yaml")))
-    figures = strict_json(metrics or {}, indent=2) + "\n"  # null, not NaN
-    write_file_atomically(directory / METRICS, lambda tmp: tmp.write_text(figures))
-    save_weights(model, directory / WEIGHTS)  # last: a folder with weights is complete
-    return directory
+    """The final model: weights, recipe, metrics (and task files) into ``directory``
+    (:func:`taa.folders.save_final_model`)."""
+    return folders.save_final_model(directory, recipe, metrics, write_extra, lambda path: save_weights(model, path))
 
 
 def load_weights(directory: str | Path, model: keras.Model) -> keras.Model:

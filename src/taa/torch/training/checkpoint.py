@@ -27,11 +27,12 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import Tensor, nn
 
 from taa import config as cfg
+from taa import folders
 from taa.safetensors_file import FLOATING_DTYPES, check_finite, check_floating, open_safetensors, read_tensors
 from taa.safetensors_file import tensor_dtypes
-from taa.folders import METRICS, OPTIMIZER_SETTINGS, OPTIMIZER_TENSORS, RECIPE, WEIGHTS, CheckpointError
+from taa.folders import OPTIMIZER_SETTINGS, OPTIMIZER_TENSORS, CheckpointError
 from taa.folders import read_json, weight_mismatches, weights_file
-from taa.folders import strict_json, write_file_atomically
+from taa.folders import write_file_atomically
 
 
 # ------------------------------------------------------------------ tensors and weights
@@ -516,20 +517,9 @@ def save_checkpoint(
     metrics: Optional[dict[str, Any]] = None,
     write_extra: Optional[Callable[[Path], None]] = None,
 ) -> Path:
-    """The final model: weights, recipe, metrics (and task files) into ``directory``.
-
-    Each file is replaced atomically; other contents of the folder (``state/``,
-    ``best/``) are left alone.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if write_extra is not None:
-        write_extra(directory)
-    write_file_atomically(directory / RECIPE, lambda tmp: tmp.write_text(cfg.dumps(recipe, "yaml")))
-    figures = strict_json(metrics or {}, indent=2) + "\n"  # null, not NaN
-    write_file_atomically(directory / METRICS, lambda tmp: tmp.write_text(figures))
-    save_weights(model, directory / WEIGHTS)  # last: a folder with weights is complete
-    return directory
+    """The final model: weights, recipe, metrics (and task files) into ``directory``
+    (:func:`taa.folders.save_final_model`)."""
+    return folders.save_final_model(directory, recipe, metrics, write_extra, lambda path: save_weights(model, path))
 
 
 def load_weights(directory: str | Path, model: nn.Module) -> nn.Module:
