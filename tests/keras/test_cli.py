@@ -206,3 +206,16 @@ def test_keras_where_it_is_not_installed_is_one_line(folders, monkeypatch):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 1 and lines == ["Error: --framework keras: Keras is not installed "
                                                    "(pip install 'taa[keras]')"], result.output
+
+
+def test_a_keras_backend_that_cannot_start_is_one_line(folders, monkeypatch):
+    import sys
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: object() if name == "keras" else
+                        find_spec(name, *rest))  # installed, ...
+    monkeypatch.setitem(sys.modules, "keras", None)  # ... but its import fails, as with a missing or unknown backend
+    result = run("embed", "--checkpoint", str(folders["lm"]), "hi", "--framework", "keras")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("Error: --framework keras: Keras cannot start its backend (KERAS_BACKEND=")

@@ -4,6 +4,8 @@ person types (text that is not text, sentences longer than the model reads)."""
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,6 +44,12 @@ def check_framework(framework: str, dtype: str = "float32", device: str = "auto"
         return
     if importlib.util.find_spec("keras") is None:
         raise cfg.ConfigError("--framework keras: Keras is not installed (pip install 'taa[keras]')")
+    try:  # Keras imports its backend (KERAS_BACKEND) as it starts: a missing or unknown one is one line
+        import keras  # noqa: F401
+    except (ImportError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise cfg.ConfigError(f"--framework keras: Keras cannot start its backend "
+                              f"(KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'tensorflow')}): {first}") from None
     if dtype != "float32":
         raise cfg.ConfigError(f"--dtype={dtype}: --framework keras runs in float32 only")
     if device != "auto":

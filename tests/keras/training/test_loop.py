@@ -212,6 +212,18 @@ def test_what_the_keras_trainer_does_not_do_is_one_line(field, value, message):
         check_train(TrainConfig(), processes=2)
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:3"])
+def test_a_gpu_the_backend_does_not_see_is_one_line(device, monkeypatch):
+    from taa.keras.training import distributed
+
+    monkeypatch.setattr(distributed, "gpu_count", lambda: 0)
+    with pytest.raises(ConfigError, match=f"^train.device={device}: Keras's .* backend sees no GPUs here; "
+                                          "use train.device=auto or cpu$"):
+        check_train(TrainConfig(device=device))
+    monkeypatch.setattr(distributed, "gpu_count", lambda: 4)
+    check_train(TrainConfig(device=device))  # there: no refusal
+
+
 def test_bfloat16_is_keras_mixed_precision_and_the_policy_comes_back():
     before = keras.config.dtype_policy().name
     parallel = setup_parallel(TrainConfig(dtype="bfloat16"))

@@ -43,6 +43,30 @@ def keras_device(name: str) -> Optional[str]:
     raise ConfigError(f"train.device={name!r}: the Keras trainer runs on auto, cpu, cuda or cuda:N")
 
 
+def gpu_count() -> int:
+    """How many GPUs Keras's backend sees (the one backend-specific question the trainer asks)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return sum(device.platform == "gpu" for device in jax.devices())
+    return 0
+
+
+def check_device(name: str) -> None:
+    """``train.device=cuda`` or ``cuda:N`` needs that GPU: one line when the backend lacks it."""
+    if not name.startswith("cuda"):
+        return
+    index, found = int(name.partition(":")[2] or 0), gpu_count()
+    if index >= found:
+        raise ConfigError(f"train.device={name}: Keras's {keras.backend.backend()} backend sees "
+                          f"{found or 'no'} GPU{'' if found == 1 else 's'} here; use train.device=auto or cpu")
+
+
 class Parallel:
     """One process: the run's device scope and number format, held until :meth:`close`."""
 

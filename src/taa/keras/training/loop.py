@@ -43,7 +43,7 @@ from taa import folders
 from taa.config import ConfigError, TrainConfig
 from taa.keras.training import checkpoint as ckpt
 from taa.keras.training.adam import Adam
-from taa.keras.training.distributed import MIXED_BFLOAT16
+from taa.keras.training.distributed import MIXED_BFLOAT16, check_device
 from taa.keras.training.losses import label_smoothed_cross_entropy
 from taa.keras.training.muon import Muon
 from taa.keras.training.step import (
@@ -82,6 +82,7 @@ def check_train(train: TrainConfig, resume: bool = False, processes: int = 1) ->
         check_backend()
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    check_device(train.device)
 
 
 def seed_everything(seed: int) -> None:
