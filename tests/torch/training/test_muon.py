@@ -70,7 +70,7 @@ def test_muon_takes_the_layers_matrices_and_adamw_the_rest() -> None:
     assert len(kind) == sum(1 for _ in model.parameters())
     for name, p in model.named_parameters():
         hidden = name.startswith("blocks.layers.") and name.endswith("weight") and p.dim() == 2
-        assert is_hidden_matrix(name, p) == hidden, name
+        assert is_hidden_matrix(name, tuple(p.shape)) == hidden, name
         assert kind[id(p)] == (hidden, 0.1 if p.dim() == 2 else 0.0), name
     assert {n for n, p in model.named_parameters() if not kind[id(p)][0] and p.dim() == 2} == {
         "token_embedding.weight", "position_embedding.embedding.weight"}
