@@ -28,11 +28,8 @@ def numpy(x) -> np.ndarray:
 
 
 def keras_class(module: str, name: str):
-    """The Keras model class ``taa.keras.models.<module>.<name>`` (skips while it is not there)."""
-    try:
-        return getattr(importlib.import_module(f"taa.keras.models.{module}"), name)
-    except (ImportError, AttributeError):
-        pytest.skip(f"taa.keras.models.{module}.{name} is not available")
+    """The Keras model class ``taa.keras.models.<module>.<name>``."""
+    return getattr(importlib.import_module(f"taa.keras.models.{module}"), name)
 
 
 def keras_twin(torch_model, module: str, name: str):
