@@ -60,7 +60,7 @@ def test_every_module_outside_taa_torch_is_checked():
     found = set()
     for path in root.rglob("*.py"):
         parts = path.relative_to(root).with_suffix("").parts
-        if parts[0] in ("torch", "keras") or parts == ("__main__",):
+        if parts[0] in ("torch", "keras", "flax") or parts == ("__main__",):
             continue
         if parts[0] == "tasks" and parts[-1] not in ("__init__", "runner"):
             continue
@@ -77,6 +77,18 @@ def test_the_keras_port_imports_keras_and_never_torch():
     assert "taa.keras.models.gpt" in modules and "taa.keras.hub" in modules
     loaded = _frameworks_loaded_by("import " + ", ".join(["taa.keras", *modules])).split(",")
     assert "keras" in loaded and "torch" not in loaded and "flax" not in loaded
+
+
+def test_the_flax_port_imports_jax_and_flax_and_never_torch():
+    """Every module of ``taa.flax``, in one fresh interpreter: the port stands on JAX and Flax alone."""
+    pytest.importorskip("flax")
+    import taa.flax
+
+    modules = [info.name for info in pkgutil.walk_packages(taa.flax.__path__, "taa.flax.")]
+    assert "taa.flax.models.gpt" in modules and "taa.flax.hub" in modules and "taa.flax.training.loop" in modules
+    loaded = _frameworks_loaded_by("import " + ", ".join(["taa.flax", *modules])).split(",")
+    assert {"jax", "flax"} <= set(loaded)
+    assert not {"torch", "keras", "tensorflow"} & set(loaded), loaded
 
 
 def test_tracking_and_plots_import_their_libraries_only_when_used():

@@ -71,7 +71,7 @@ def test_lookups():
     assert registry.task("text_to_text").data_config is cfg.TextToTextTaskConfig
     assert registry.family("t5").is_encoder_decoder and not registry.family("gpt").is_encoder_decoder
     assert not registry.family("bert").generates_text and registry.family("gpt").generates_text
-    assert registry.family("bert").frameworks == ("keras", "torch")
+    assert registry.family("bert").frameworks == ("flax", "keras", "torch")
 
 
 @pytest.mark.parametrize("lookup, message", [
@@ -82,7 +82,7 @@ def test_lookups():
     (lambda: registry.family_of_hf_model_type("llama"),
      "model_type='llama' is not supported (taa converts gpt2, bert, t5)"),
     (lambda: registry.family_of_preset("gpt5"), "unknown preset 'gpt5' (known: bert-base, "),
-    (lambda: registry.implementation("GPT", "jax"), "GPT has no jax implementation (implemented in: torch, keras)"),
+    (lambda: registry.implementation("GPT", "jax"), "GPT has no jax implementation (implemented in: torch, keras, flax)"),
 ])
 def test_lookup_errors_are_one_line_naming_the_known_ones(lookup, message):
     with pytest.raises(ConfigError) as error:
@@ -121,7 +121,7 @@ def test_taa_models_prints_the_registry():
     assert rows == registry.summary()
     gpt = next(row for row in rows if row["family"] == "gpt")
     assert gpt["presets"] == ["gpt2-small", "gpt-shakespeare-char", "gpt-tiny"]
-    assert gpt["tasks"] == ["language_model"] and gpt["frameworks"] == ["keras", "torch"]
+    assert gpt["tasks"] == ["language_model"] and gpt["frameworks"] == ["flax", "keras", "torch"]
     assert gpt["hf_architectures"] == ["GPT2LMHeadModel"]
 
 

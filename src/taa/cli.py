@@ -1,12 +1,13 @@
 """The ``taa`` command line: a thin layer over :mod:`taa.api`.
 
     taa train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume DIR [--resume-changed]] [--overwrite]
-              [--tracking mlflow|tensorboard|none] [--tracking-optional] [--framework torch|keras] [--json]
+              [--tracking mlflow|tensorboard|none] [--tracking-optional] [--framework torch|keras|flax] [--json]
               [--nproc N [--nnodes M --node-rank I --rdzv-endpoint HOST:PORT]]
     taa translate --checkpoint DIR [--beam N] [--max-len N] [--length-penalty A] [--device D]
-                  [--framework torch|keras] [SENTENCE ...]
-    taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--device D] [--json]
-    taa evaluate --checkpoint DIR --data FILE [--device D] [--json]
+                  [--framework torch|keras|flax] [SENTENCE ...]
+    taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--device D]
+                 [--framework torch|keras|flax] [--json]
+    taa evaluate --checkpoint DIR --data FILE [--device D] [--framework torch|keras|flax] [--json]
     taa classify --checkpoint DIR [--batch-size N] [--device D] [--json] [SENTENCE ...]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
     taa model-info PRESET [--set key=value ...] [--json]
@@ -14,9 +15,9 @@
     taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--overwrite] [--json]
     taa generate --checkpoint DIR (--prompt TEXT | --prompt-ids "ID ...") [--max-new-tokens N] [--sample|--no-sample]
                  [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-penalty A] [--seed S]
-                 [--dtype float32|bfloat16] [--device D] [--framework torch|keras] [--json]
+                 [--dtype float32|bfloat16] [--device D] [--framework torch|keras|flax] [--json]
     taa embed --checkpoint DIR [--json] [--dtype float32|bfloat16] [--batch-size N] [--device D]
-              [--framework torch|keras] [SENTENCE ...]
+              [--framework torch|keras|flax] [SENTENCE ...]
     taa vertex-job RECIPE [--image URI] [--machine TYPE] [--accelerator TYPE] [--accelerator-count N] [--replicas N]
                    [--nproc N] [--set key=value ...] [--base-output-dir gs://...] [--data DIR] --out FILE [--overwrite]
 
@@ -161,10 +162,11 @@ BEAM_SIZE = click.IntRange(1, MAX_BEAM)
 DEVICE = click.option(
     "--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
     help="Where the model runs: auto takes a GPU when there is one (CUDA, else Apple's MPS), else the CPU.")
-# Which implementation runs the model: torch (the reference) or the Keras 3 port.
+# Which implementation runs the model: torch (the reference), the Keras 3 port or the Flax NNX port.
 FRAMEWORK = click.option(
     "--framework", type=click.Choice(FRAMEWORKS), default="torch", show_default=True,
-    help="Run the model in torch, or in the Keras 3 port (its backend is KERAS_BACKEND's; float32, --device auto).")
+    help="Run the model in torch, in the Keras 3 port (its backend is KERAS_BACKEND's) or in the Flax NNX port "
+         "(JAX); the ports run in float32 where their framework puts them (--device auto).")
 LENGTH_PENALTY = click.option(
     "--length-penalty", type=FiniteFloat(0, MAX_LENGTH_PENALTY), default=None,
     help="Beam search's length penalty alpha in ((5 + |Y|) / 6) ** alpha (GNMT; a Hugging Face folder: "
@@ -282,8 +284,8 @@ def main(context: click.Context) -> None:
               help="Train without tracking (one warning) when the tracking store cannot be reached.")
 @click.option("--progress/--no-progress", default=True, help="Show the live progress bar.")
 @click.option("--framework", type=click.Choice(FRAMEWORKS), default=None,
-              help="Train with taa.torch or the Keras port (Keras's backend: KERAS_BACKEND); default: the recipe's "
-                   "train.framework, torch unless it says otherwise.")
+              help="Train with taa.torch, the Keras port (Keras's backend: KERAS_BACKEND) or the Flax port (JAX); "
+                   "default: the recipe's train.framework, torch unless it says otherwise.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Train on N processes on this machine (torchrun; gloo on CPUs, NCCL on GPUs).")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
@@ -594,9 +596,10 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
 @DEVICE
+@FRAMEWORK
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(checkpoint: str, source: str | None, reference: str | None, data: str | None, beam: int | None,
-             length_penalty: float | None, device: str, as_json: bool) -> None:
+             length_penalty: float | None, device: str, framework: str, as_json: bool) -> None:
     """Score a checkpoint on a file, as its task says.
 
     A translation run, --source and --reference: sacreBLEU (cased and lower-cased) and chrF
@@ -611,7 +614,7 @@ def evaluate(checkpoint: str, source: str | None, reference: str | None, data: s
     its length, as in training, with one line on standard error saying how many.
     """
     scores = _call(api.evaluate, checkpoint, source=source, reference=reference, data=data, beam=beam,
-                   length_penalty=length_penalty, notify=_notify("evaluate"), device=device)
+                   length_penalty=length_penalty, notify=_notify("evaluate"), device=device, framework=framework)
     if as_json:
         _echo_json(scores)
     elif scores.get("task") == "classification":

@@ -80,7 +80,7 @@ def build_model(framework: str, config: Any, architecture: Optional[str] = None,
     if owner is not family:
         raise ConversionError(f"{architecture} needs a {owner.config.__name__}, got a {type(config).__name__}")
     taken = _options_taken(classes[architecture])
-    unknown = sorted(set(options) - taken)
+    unknown = sorted(set(options) - taken - ({"rngs"} & _parameter_names(classes[architecture])))
     if unknown:
         raise ConversionError(
             f"{architecture} takes no option {', '.join(unknown)} (it takes: {', '.join(sorted(taken)) or 'none'})")
@@ -89,8 +89,15 @@ def build_model(framework: str, config: Any, architecture: Optional[str] = None,
 
 def _options_taken(cls: type) -> set[str]:
     """The named options a model class takes after its config (a BertModel's ``pooler``);
-    ``**kwargs`` are no model options (a Keras model's ``name``, ``dtype``, ``trainable``)."""
-    parameters = list(inspect.signature(cls).parameters.values())[1:]  # after the config
+    ``**kwargs`` are no model options (a Keras model's ``name``, ``dtype``, ``trainable``),
+    nor is a Flax model's ``rngs`` (its random streams, which every Flax class takes)."""
+    return _parameter_names(cls) - {"rngs"}
+
+
+def _parameter_names(cls: type) -> set[str]:
+    """The names a class takes by keyword after its config."""
+    # __init__'s own: a class whose metaclass builds it (a Flax module) shows (*args, **kwargs)
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # after self and the config
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name for p in parameters if p.kind in named}
 

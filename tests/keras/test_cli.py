@@ -192,8 +192,8 @@ def test_an_unknown_framework_is_one_error_line(folders):
         result = run(*command, "--checkpoint", str(folders["lm"]), "--framework", "jax")
         errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert result.exit_code == 2 and len(errors) == 1, result.output
-        assert "'--framework': 'jax' is not one of 'torch', 'keras'" in errors[0]
-    with pytest.raises(ConfigError, match=r"^--framework=jax: give one of torch, keras$"):
+        assert "'--framework': 'jax' is not one of 'torch', 'keras', 'flax'" in errors[0]
+    with pytest.raises(ConfigError, match=r"^--framework=jax: give one of torch, keras, flax$"):
         api.embed(folders["lm"], sentences=["hi"], framework="jax")
 
 

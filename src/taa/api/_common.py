@@ -4,6 +4,7 @@ person types (text that is not text, sentences longer than the model reads)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from collections.abc import Callable, Sequence
@@ -28,18 +29,28 @@ def device_of(device: str):
     return resolve_device(device, "--device")
 
 
-# What --framework names: torch, the reference, or the Keras 3 port (taa.keras).
-FRAMEWORKS = ("torch", "keras")
+# What --framework names: torch, the reference, or a port: Keras 3 (taa.keras) or Flax NNX (taa.flax).
+FRAMEWORKS = ("torch", "keras", "flax")
 
 
 def check_framework(framework: str, dtype: str = "float32", device: str = "auto") -> None:
-    """One line when a command cannot run on ``framework``: a name taa does not know, the
-    Keras port where Keras is not installed, or an option the port does not take (it runs
-    in float32, where its backend puts it)."""
+    """One line when a command cannot run on ``framework``: a name taa does not know, a port
+    whose framework is not installed, or an option a port does not take (it runs in
+    float32, where its framework puts it)."""
     import importlib.util
 
     if framework not in FRAMEWORKS:
         raise cfg.ConfigError(f"--framework={framework}: give one of {', '.join(FRAMEWORKS)}")
+    if framework == "flax":
+        missing = [name for name in ("jax", "flax") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise cfg.ConfigError(f"--framework flax: {' and '.join(missing)} not installed (pip install 'taa[flax]')")
+        if dtype != "float32":
+            raise cfg.ConfigError(f"--dtype={dtype}: --framework flax runs in float32 only")
+        if device != "auto":
+            raise cfg.ConfigError(f"--device={device}: --framework flax runs on JAX's default device "
+                                  "(leave --device at auto)")
+        return
     if framework != "keras":
         return
     if importlib.util.find_spec("keras") is None:
@@ -62,13 +73,27 @@ def load(checkpoint: PathLike, dtype: str = "float32", device: str = "auto", fra
     (``dtype``: ``bfloat16`` casts the weights; the model on ``device``, :func:`device_of`)
     or the Keras port's (:func:`taa.keras.from_pretrained`, :func:`check_framework`)."""
     check_framework(framework, dtype, device)
-    if framework == "keras":
-        from taa.keras.hub import from_pretrained as keras_from_pretrained
-
-        return keras_from_pretrained(checkpoint)
+    if framework != "torch":
+        return port_module(framework, "hub").from_pretrained(checkpoint)
     from taa.torch.hub import from_pretrained
 
     return from_pretrained(checkpoint, dtype=None if dtype == "float32" else dtype, device=device_of(device))
+
+
+def port_module(framework: str, name: str):
+    """A port's module, imported now: ``port_module("flax", "generate")`` is ``taa.flax.generate``."""
+    return importlib.import_module(f"taa.{framework}.{name}")
+
+
+def to_numpy(array, framework: str):
+    """A port's array as numpy's (Keras's own conversion, which every backend's tensors take)."""
+    import numpy as np
+
+    if framework == "keras":
+        from keras import ops
+
+        return ops.convert_to_numpy(array)
+    return np.asarray(array)
 
 
 def tasks_of(pretrained) -> list[str]:
@@ -98,10 +123,8 @@ def _what(pretrained) -> str:
 def _load_translator(checkpoint: PathLike, device: str = "auto", framework: str = "torch"):
     """A translation run's model (on ``device``), tokenizer and recipe, in ``framework``."""
     check_framework(framework, device=device)
-    if framework == "keras":
-        from taa.keras.hub import load_run
-
-        model, tokenizer, recipe = load_run(checkpoint, "translation")
+    if framework != "torch":
+        model, tokenizer, recipe = port_module(framework, "hub").load_run(checkpoint, "translation")
         _check_translation_tokenizer(tokenizer, checkpoint)
         return model, tokenizer, recipe
     from taa.tasks.translation import load_translator

@@ -10,7 +10,8 @@ from typing import Any, Optional
 from taa import config as cfg
 from taa import registry
 from taa.api._common import Notify, PathLike, _check_sentences, _check_translation_tokenizer, _decoding
-from taa.api._common import _load_translator, _source_too_long, _warn, _warn_truncated, _what, load, tasks_of
+from taa.api._common import _load_translator, _source_too_long, _warn, _warn_truncated, _what, load, port_module
+from taa.api._common import tasks_of, to_numpy
 
 
 # --------------------------------------------------------------------------------------
@@ -26,7 +27,7 @@ def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[
     otherwise; ``max_len`` caps every output at that many tokens (the decoder's positions
     cap it too: ``notify(line)`` says so, default a warning). ``device``: where the model
     decodes (auto: a GPU when there is one; cpu, cuda, cuda:N, mps). ``framework``: torch,
-    or the Keras port (``"keras"``), which decodes alike (:func:`_translate_keras`).
+    or a port (``"keras"``, ``"flax"``), which decodes alike (:func:`_translate_port`).
 
     A sentence longer than the encoder reads (``model.max_length`` tokens) is refused,
     naming it: a translation of part of it would pass for the whole.
@@ -41,30 +42,36 @@ def translate(checkpoint: PathLike, *, sentences: Sequence[str], beam: Optional[
                           f"outputs stop at {positions}")
         max_len = positions
     settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
-    if framework == "keras":
-        return _translate_keras(model, tokenizer, sentences, settings, max_len)
+    return _translations(model, tokenizer, sentences, settings, max_len, framework)
+
+
+def _translations(model, tokenizer, sentences: Sequence[str], settings, max_length: Optional[int] = None,
+                  framework: str = "torch") -> list[str]:
+    """Translations of ``sentences`` decoded as ``settings`` say, in ``framework``."""
+    if framework != "torch":
+        return _translate_port(model, tokenizer, sentences, settings, max_length, framework)
     from taa.tasks.translation import translate as run_translation
 
     return run_translation(model, tokenizer, sentences, beam=settings.beam,
-                           length_penalty=settings.length_penalty, max_extra=settings.max_extra, max_length=max_len)
+                           length_penalty=settings.length_penalty, max_extra=settings.max_extra, max_length=max_length)
 
 
-def _translate_keras(model, tokenizer, sentences: Sequence[str], settings, max_length: Optional[int],
-                     batch_size: int = 128) -> list[str]:
-    """:func:`taa.tasks.translation.translate` on the Keras port: batched by length, in
-    input order, each batch decoded by :func:`taa.keras.generate.decode` as ``settings`` say;
+def _translate_port(model, tokenizer, sentences: Sequence[str], settings, max_length: Optional[int],
+                    framework: str, batch_size: int = 128) -> list[str]:
+    """:func:`taa.tasks.translation.translate` on a port (Keras, Flax): batched by length, in
+    input order, each batch decoded by the port's ``generate.decode`` as ``settings`` say;
     ``max_length`` caps every output at that many tokens, the start token included."""
     import numpy as np
-    from keras import ops
 
     from taa.data.batching import in_length_order, pad
-    from taa.keras.generate import decode
 
+    decode = port_module(framework, "generate").decode
     new_tokens = None if max_length is None else max_length - 1
 
     def decode_rows(rows: list[list[int]]) -> list[list[int]]:  # <s>, tokens, </s>, padding
         source = pad(rows, tokenizer.pad_id).astype(np.int32)  # (b, m)
-        return ops.convert_to_numpy(decode(model, source, None, settings, max_new_tokens=new_tokens).sequences()).tolist()
+        decoded = decode(model, source, None, settings, max_new_tokens=new_tokens)
+        return to_numpy(decoded.sequences(), framework).tolist()
 
     encoded = [tokenizer.encode_source(s) for s in sentences]
     return [tokenizer.decode_target(ids) for ids in in_length_order(encoded, batch_size, decode_rows)]
@@ -73,9 +80,10 @@ def _translate_keras(model, tokenizer, sentences: Sequence[str], settings, max_l
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
              data: Optional[PathLike] = None, beam: Optional[int] = None,
              length_penalty: Optional[float] = None, notify: Optional[Notify] = None,
-             device: str = "auto") -> dict[str, Any]:
-    """Score a checkpoint on a file, the model on ``device`` (auto: a GPU when there is one);
-    what is scored follows its task (:mod:`taa.registry`):
+             device: str = "auto", framework: str = "torch") -> dict[str, Any]:
+    """Score a checkpoint on a file, the model on ``device`` (auto: a GPU when there is one)
+    in ``framework`` (torch, or a port: ``keras``, ``flax``); what is scored follows its task
+    (:mod:`taa.registry`):
 
     - a translation run, ``source`` and ``reference``: sacreBLEU (cased and lower-cased) and
       chrF of its translations, decoded as :func:`translate` decodes;
@@ -94,33 +102,32 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
     if data is not None:
         if beam is not None or length_penalty is not None:
             raise cfg.ConfigError("--beam and --length-penalty decode translations: they go with --source")
-        return _score_file(checkpoint, Path(data), notify or _warn, device)
+        return _score_file(checkpoint, Path(data), notify or _warn, device, framework)
     if source is None or reference is None:
         raise cfg.ConfigError("give --source FILE and --reference FILE (a translation run), "
                               "or --data FILE (a classifier or a language model)")
-    return _bleu(checkpoint, Path(source), Path(reference), beam, length_penalty, device)
+    return _bleu(checkpoint, Path(source), Path(reference), beam, length_penalty, device, framework)
 
 
 def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[int],
-          length_penalty: Optional[float], device: str) -> dict[str, Any]:
+          length_penalty: Optional[float], device: str, framework: str = "torch") -> dict[str, Any]:
     from taa.data import read_parallel
     from taa.tasks.translation import bleu_scores
-    from taa.tasks.translation import translate as run_translation
 
     pairs = read_parallel(source, reference)
-    model, tokenizer, recipe = _load_translator(checkpoint, device)
+    model, tokenizer, recipe = _load_translator(checkpoint, device, framework)
     _source_too_long(model.config, [len(tokenizer.encode_source(s)) for s, _ in pairs],
                      lambda index: f"{source}, line {index + 1}")
     settings = _decoding(recipe, beam=beam, length_penalty=length_penalty)
-    hypotheses = run_translation(model, tokenizer, [s for s, _ in pairs], beam=settings.beam,
-                                 length_penalty=settings.length_penalty, max_extra=settings.max_extra)
+    hypotheses = _translations(model, tokenizer, [s for s, _ in pairs], settings, framework=framework)
     return {**bleu_scores(hypotheses, [r for _, r in pairs]), "sentences": len(pairs), "beam": settings.beam,
             "length_penalty": settings.length_penalty}
 
 
-def _score_file(checkpoint: PathLike, data: Path, notify: Notify, device: str) -> dict[str, Any]:
-    """``score_file`` of the checkpoint's task module (found in the registry)."""
-    pretrained = load(checkpoint, device=device)
+def _score_file(checkpoint: PathLike, data: Path, notify: Notify, device: str,
+                framework: str = "torch") -> dict[str, Any]:
+    """``score_file`` of the checkpoint's task module (found in the registry), in ``framework``."""
+    pretrained = load(checkpoint, device=device, framework=framework)
     if "classification" in tasks_of(pretrained) and hasattr(pretrained.tokenizer, "encode_batch"):
         from taa.data.sst2 import read_labelled_file
         from taa.tasks.classification import label_names
@@ -164,8 +171,8 @@ def generate(checkpoint: PathLike, *, prompt: Optional[str] = None, prompt_ids: 
     search gives its text at the end), ending with a newline. ``notify(line)`` receives one
     line before decoding when the prompt and the new tokens pass the model's context (default:
     a warning). ``device``: where the model decodes (auto: a GPU when there is one).
-    ``framework``: torch, or the Keras port (``"keras"``: the same search, so greedy and
-    beam search give torch's tokens; sampling draws from Keras's generator, so a seed
+    ``framework``: torch, or a port (``"keras"``, ``"flax"``: the same search, so greedy and
+    beam search give torch's tokens; sampling draws from the port's generator, so a seed
     repeats its own draw, not torch's). Returns ``{"tokens", "text", "prompt_tokens"}``
     (``text``: None without a tokenizer).
     """
@@ -280,18 +287,17 @@ def _decode(pretrained, ids: list[int], settings, max_new_tokens: Optional[int],
             framework: str = "torch") -> dict[str, Any]:
     from taa.text import decode_tokens
 
-    if framework == "keras":
+    if framework != "torch":  # a port: numpy in, the port's arrays out
         import numpy as np
-        from keras import ops
 
-        from taa.keras.decoding_steps import max_positions
-        from taa.keras.generate import decode
+        max_positions = port_module(framework, "decoding_steps").max_positions
+        decode = port_module(framework, "generate").decode
 
         def prompt_of(tokens: list[int]):
             return np.array([tokens], dtype=np.int32)  # (1, p)
 
         def new_ids_of(tokens) -> list[int]:
-            return ops.convert_to_numpy(tokens)[0].tolist()
+            return to_numpy(tokens, framework)[0].tolist()
     else:
         import torch
 

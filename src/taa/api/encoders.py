@@ -8,7 +8,7 @@ from typing import Any, Optional
 from taa import config as cfg
 from taa import registry
 from taa.api._common import Notify, PathLike, _check_sentences, _hugging_face_tokenizer, _warn, _warn_truncated
-from taa.api._common import _what, load, tasks_of
+from taa.api._common import _what, load, port_module, tasks_of, to_numpy
 from taa.folders import CheckpointError
 
 
@@ -25,8 +25,8 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
     reads is cut to its length (its positions, or a sentence-transformers folder's
     ``max_seq_length``), as sentence-transformers does; ``notify(line)`` (default: a
     warning) says how many were cut. ``device``: where the model runs (auto: a GPU when
-    there is one); the vectors come back as Python floats. ``framework``: torch, or the
-    Keras port (``"keras"``: float32, where its backend puts the model)."""
+    there is one); the vectors come back as Python floats. ``framework``: torch, or a
+    port (``"keras"``, ``"flax"``: float32, where its framework puts the model)."""
     sentences = _check_sentences(sentences)
     pretrained = load(checkpoint, dtype, device, framework)
     family = registry.family_of_architecture(pretrained.architecture)
@@ -39,13 +39,10 @@ def embed(checkpoint: PathLike, *, sentences: Sequence[str], dtype: str = "float
     if not sentences:
         return []
     _warn_truncated(tokenizer, sentences, notify or _warn)
-    if framework == "keras":
-        from keras import ops
-
-        from taa.keras.models.bert import sentence_embeddings as keras_sentence_embeddings
-
-        vectors = keras_sentence_embeddings(encoder, tokenizer, list(sentences), batch_size=batch_size)
-        return ops.convert_to_numpy(vectors).tolist()
+    if framework != "torch":  # a port's sentence_embeddings, as torch's
+        bert = port_module(framework, "models.bert")
+        vectors = bert.sentence_embeddings(encoder, tokenizer, list(sentences), batch_size=batch_size)
+        return to_numpy(vectors, framework).tolist()
     import torch
 
     from taa.torch.models.bert import sentence_embeddings

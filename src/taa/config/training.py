@@ -30,9 +30,10 @@ def check_device_name(name: str) -> str:
         raise ConfigError(f"device={name!r} is not one of auto, cpu, cuda, cuda:N, mps")
     return name
 
-# Whose model classes, Trainer and checkpoints a run uses: taa.torch (the reference) or the
-# Keras 3 port (taa.keras.training; its backend is Keras's own choice, KERAS_BACKEND).
-FrameworkName = Literal["torch", "keras"]
+# Whose model classes, Trainer and checkpoints a run uses: taa.torch (the reference), the
+# Keras 3 port (taa.keras.training; its backend is Keras's own choice, KERAS_BACKEND) or the
+# Flax NNX port (taa.flax.training, on JAX).
+FrameworkName = Literal["torch", "keras", "flax"]
 
 # What a step whose loss or gradient is not finite does (taa.training.divergence says why).
 NonFinitePolicy = Literal["stop", "skip"]
@@ -102,7 +103,7 @@ class TrainConfig:
     nonfinite: NonFinitePolicy = "stop"  # a step with an inf/nan loss or gradient: stop the run, or skip the step
     max_skipped_steps: int = 10  # skip: the most steps a run skips; the next non-finite step stops it
     skip_lr_factor: float = 0.5  # skip: each skipped step multiplies the rate by this for the rest of the run
-    framework: FrameworkName = "torch"  # torch or keras: whose model, Trainer and checkpoints (taa train --framework)
+    framework: FrameworkName = "torch"  # torch, keras or flax: whose model, Trainer, checkpoints (--framework)
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -162,7 +162,11 @@ def classification_loss(smoothing: float = 0.0):
 def evaluate_classifier(model: nn.Module, encoded: list[list[int]], labels: list[int], batch_size: int,
                         pad_id: int, dtype: str = "float32", *, confusion: bool = False) -> dict[str, Any]:
     """Accuracy and mean cross-entropy over every sentence, in length-sorted batches;
-    ``confusion``: also the confusion matrix, ``confusion[true][predicted]`` sentences."""
+    ``confusion``: also the confusion matrix, ``confusion[true][predicted]`` sentences.
+    A port's model (Keras, Flax: not a torch module) is scored alike in float32
+    (:func:`_evaluate_classifier_port`)."""
+    if not isinstance(model, nn.Module):
+        return _evaluate_classifier_port(model, encoded, labels, batch_size, pad_id, confusion=confusion)
     model.eval()
     total = 0.0
     device = model_device(model)
@@ -176,6 +180,32 @@ def evaluate_classifier(model: nn.Module, encoded: list[list[int]], labels: list
             total += float(loss)
             counts.index_put_((batch.labels, logits.argmax(dim=-1)), torch.ones_like(batch.labels), accumulate=True)
     result: dict[str, Any] = {"val_accuracy": int(counts.trace()) / len(encoded), "val_loss": total / len(encoded)}
+    if confusion:
+        result["confusion"] = counts.tolist()
+    return result
+
+
+def _evaluate_classifier_port(model: Any, encoded: list[list[int]], labels: list[int], batch_size: int,
+                              pad_id: int, *, confusion: bool = False) -> dict[str, Any]:
+    """:func:`evaluate_classifier` of a port's classifier, called as torch's is
+    (``model(input_ids, attention_mask)`` -> logits (b, c)), the loss computed in numpy."""
+    import numpy as np
+
+    classes = model.config.num_labels
+    counts = np.zeros((classes, classes), dtype=np.int64)  # (c, c)
+    total = 0.0
+    batcher = SortishBatcher([len(ids) for ids in encoded], batch_size, shuffle=False)
+    for indices in batcher.epoch_batches(0):
+        rows = [encoded[i] for i in indices]
+        input_ids = pad(rows, pad_id).astype(np.int32)  # (b, n)
+        attention_mask = (np.arange(input_ids.shape[1]) < np.array([len(r) for r in rows])[:, None]).astype(np.int32)
+        logits = np.asarray(model(input_ids, attention_mask), dtype=np.float64)  # (b, c)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        truth = np.array([labels[i] for i in indices])
+        total += float(-log_probs[np.arange(len(truth)), truth].sum())
+        np.add.at(counts, (truth, logits.argmax(axis=-1)), 1)
+    result: dict[str, Any] = {"val_accuracy": int(np.trace(counts)) / len(encoded), "val_loss": total / len(encoded)}
     if confusion:
         result["confusion"] = counts.tolist()
     return result

@@ -5,8 +5,9 @@ with symbol 1, which is also the decoder's start token; 0 pads. A model that has
 learned attention copies them exactly; we score exact-match greedy decoding on
 held-out sequences.
 
-It trains with torch or with the Keras port (``train.framework``): the same batches (drawn
-by torch's generator, handed to Keras as arrays), the framework's own loss and greedy decoder.
+It trains with torch, the Keras port or the Flax port (``train.framework``): the same
+batches (drawn by torch's generator, handed to Keras and Flax as arrays), the framework's
+own loss and greedy decoder.
 """
 
 from __future__ import annotations
@@ -77,12 +78,25 @@ def keras_exact_match(model, sources: Tensor) -> float:
     return float((decoded == sources).all(axis=1).mean()) if decoded.shape == sources.shape else 0.0
 
 
+def flax_exact_match(model, sources: Tensor) -> float:
+    """:func:`exact_match` of a Flax Transformer (:func:`taa.flax.generate.greedy_decode`)."""
+    from taa.flax.generate import greedy_decode as flax_greedy_decode
+
+    sources = sources.numpy()
+    length = sources.shape[1]
+    decoded = np.asarray(flax_greedy_decode(model, sources, max_length=length, start_id=int(sources[0, 0]), end_id=-1))
+    return float((decoded == sources).all(axis=1).mean()) if decoded.shape == sources.shape else 0.0
+
+
+EXACT_MATCH = {"torch": exact_match, "keras": keras_exact_match, "flax": flax_exact_match}
+
+
 class CopyTask(Task):
     """Random sequences to copy; exact match of greedy decoding on held-out ones."""
 
     example_preset = "copy-task"
     final_phase = "held-out decoding"
-    frameworks = ("torch", "keras")
+    frameworks = ("torch", "keras", "flax")
 
     def check(self) -> None:
         """A sequence must fit the model's positions: the encoder reads all ``data.length``
@@ -107,8 +121,7 @@ class CopyTask(Task):
                                                              self.recipe.model.pad_id)
 
     def final_metrics(self, model: Transformer, result: TrainResult) -> dict[str, Any]:
-        match = keras_exact_match if self.framework == "keras" else exact_match
-        return {"exact_match": match(model, self.held_out)}
+        return {"exact_match": EXACT_MATCH[self.framework](model, self.held_out)}
 
 
 run = run_function(CopyTask)

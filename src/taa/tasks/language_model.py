@@ -24,9 +24,10 @@ next token. Set up as nanoGPT's ``shakespeare_char`` (Karpathy):
 The run folder holds ``tokenizer/`` next to the weights, as translation's does, so
 :func:`load_language_model` (and ``taa generate --checkpoint DIR``) restores both.
 
-It trains with torch or with the Keras port (``train.framework``): the same windows, the
-framework's own cross-entropy, validation (:class:`taa.keras.training.LossEvaluator`: one
-compiled forward per batch shape) and sampler (:func:`taa.keras.generate.sample`).
+It trains with torch, the Keras port or the Flax port (``train.framework``): the same
+windows, the framework's own cross-entropy, validation (:class:`taa.keras.training.LossEvaluator`,
+:class:`taa.flax.training.LossEvaluator`: one compiled forward per batch shape) and sampler
+(:func:`taa.keras.generate.sample`, :func:`taa.flax.generate.sample`).
 """
 
 from __future__ import annotations
@@ -176,16 +177,19 @@ def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTas
 
     Sampling with ``task.temperature`` and top-k (nanoGPT's ``sample.py``: 0.8 and 200)
     is :func:`taa.torch.generate.sample`, the sampler ``taa generate`` uses too (a Keras
-    model: :func:`taa.keras.generate.sample`).
+    model: :func:`taa.keras.generate.sample`; a Flax one: :func:`taa.flax.generate.sample`).
     """
     if task.sample_tokens == 0:
         return None
-    if framework == "keras":
-        from taa.keras.generate import sample as keras_sample
+    if framework in ("keras", "flax"):
+        if framework == "keras":
+            from taa.keras.generate import sample as port_sample
+        else:
+            from taa.flax.generate import sample as port_sample
 
         prompt = np.asarray([tokenizer.encode(task.sample_prompt)], dtype=np.int32)  # (1, p)
-        ids = keras_sample(model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
-                           top_k=task.top_k or None, seed=seed)  # (1, p + sample_tokens)
+        ids = port_sample(model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
+                          top_k=task.top_k or None, seed=seed)  # (1, p + sample_tokens)
         return tokenizer.decode(np.asarray(ids)[0].tolist())
     prompt = torch.tensor([tokenizer.encode(task.sample_prompt)], device=model_device(model))  # (1, p)
     ids = sample(
@@ -206,8 +210,8 @@ class LanguageModelTask(Task):
     trains_tokenizer = True
     final_phase = "sampling"
     files = (SAMPLE,)
-    frameworks = ("torch", "keras")
-    keras_validation: Any = None  # a Keras run's LossEvaluator, made at its first validation
+    frameworks = ("torch", "keras", "flax")
+    port_validation: Any = None  # a Keras or Flax run's LossEvaluator, made at its first validation
 
     def check(self) -> None:
         self.context = block_size(self.recipe)
@@ -255,20 +259,22 @@ class LanguageModelTask(Task):
         return {"val_loss": "min", "val_perplexity": "min"}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        if self.framework == "keras":
-            loss = self.keras_validation_loss(model)
+        if self.framework in ("keras", "flax"):
+            loss = self.port_validation_loss(model)
         else:
             loss = validation_loss(model, self.val_windows, self.recipe.train.dtype)
         return {"val_loss": loss, "val_perplexity": perplexity(loss)}
 
-    def keras_validation_loss(self, model) -> float:
-        """:func:`validation_loss` of a Keras model (in the number format it was made in)."""
-        if self.keras_validation is None:
-            training = training_backend("keras")
-            self.keras_validation = training.LossEvaluator(language_model_loss(
-                cross_entropy=training.label_smoothed_cross_entropy))
+    def port_validation_loss(self, model) -> float:
+        """:func:`validation_loss` of a Keras model (in the number format it was made in) or
+        a Flax model (in ``train.dtype``, as it trains)."""
+        if self.port_validation is None:
+            training = training_backend(self.framework)
+            compute_loss = language_model_loss(cross_entropy=training.label_smoothed_cross_entropy)
+            self.port_validation = (training.LossEvaluator(compute_loss, dtype=self.recipe.train.dtype)
+                                    if self.framework == "flax" else training.LossEvaluator(compute_loss))
         windows = (LanguageModelBatch(inputs=w[:, :-1], targets=w[:, 1:]) for w in self.val_windows)
-        return self.keras_validation(model, windows)
+        return self.port_validation(model, windows)
 
     def final_metrics(self, model: GPT, result: TrainResult) -> dict[str, Any]:
         self.sample = generate_sample(model, self.tokenizer, self.recipe.data, self.recipe.train.seed, self.framework)

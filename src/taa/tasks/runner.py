@@ -72,6 +72,8 @@ CORE_METRICS = (
     "skipped_steps",  # the steps whose loss or gradient was not finite, not applied (train.nonfinite: skip)
     "parameters",  # the model's number of weights
 )
+# A framework that compiles its training step (flax) also reports "train_compiles": how
+# many times it compiled it (once per shape of a step's batches).
 
 
 class Task:
@@ -319,14 +321,16 @@ def earlier_task_files(folder: Path) -> tuple[str, ...]:
 
 def training_backend(framework: str = DEFAULT_FRAMEWORK) -> ModuleType:
     """The training package of ``framework`` (``taa.torch.training`` for torch,
-    ``taa.keras.training`` for keras), imported now.
+    ``taa.keras.training`` for keras, ``taa.flax.training`` for flax), imported now.
 
     It provides what the run needs of a framework: ``setup_parallel(train)`` (the device
     and this process's place among several: ``is_main``, ``main_first()``, ``broadcast``,
     ``close()``), ``Trainer`` (its ``fit`` returning a ``TrainResult``),
     ``seed_everything(seed)``, ``save_checkpoint(out, model, recipe, metrics,
     write_extra=...)`` and ``count_parameters(model)``; a framework other than torch also
-    ``check_train(train, resume, processes)`` (:func:`check_framework`).
+    ``check_train(train, resume, processes)`` (:func:`check_framework`); Flax, whose models
+    draw their weights from the random streams they are built with (JAX has no global
+    generator), ``build_model(model_class, config, seed)`` (:func:`new_model`).
     """
     return importlib.import_module(f"taa.{framework}.training")
 
@@ -378,8 +382,12 @@ def check_model_config(recipe: cfg.RecipeConfig, example_preset: str) -> None:
 
 def new_model(recipe: cfg.RecipeConfig, framework: str = DEFAULT_FRAMEWORK) -> nn.Module:
     """A new model of the class the registry names for the recipe's task in ``framework``,
-    initialised from the seeded generator."""
-    return registry.implementation(registry.task(recipe.task).architecture, framework)(recipe.model)
+    initialised from the seeded generator (a Flax model: from random streams seeded with
+    ``train.seed``)."""
+    model_class = registry.implementation(registry.task(recipe.task).architecture, framework)
+    if framework == "flax":
+        return training_backend(framework).build_model(model_class, recipe.model, recipe.train.seed)
+    return model_class(recipe.model)
 
 
 # ------------------------------------------------------------------ the metrics
@@ -417,6 +425,7 @@ def core_metrics(task: Task, trainer: Trainer, result: TrainResult, backend: Mod
         "stop_reason": result.stop_reason,
         "skipped_steps": result.skipped_steps,
         "parameters": backend.count_parameters(trainer.model),
+        **({"train_compiles": result.compiles} if result.compiles is not None else {}),
     }
 
 

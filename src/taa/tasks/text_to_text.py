@@ -51,6 +51,7 @@ class TextToTextTask(TranslationTask):
     sentence, a joint vocabulary, and T5's loss (an encoder mask)."""
 
     example_preset = "t5-tiny"
+    frameworks = ("torch",)  # T5's loss (an encoder mask) is torch's: translation's Flax path does not carry it
 
     def check(self) -> None:
         if not self.recipe.data.joint_vocab:

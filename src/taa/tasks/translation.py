@@ -10,6 +10,15 @@ The pipeline of "Attention Is All You Need" §5-6 at Multi30k scale:
    validating every N steps (loss, perplexity, greedy BLEU on a sample);
 5. keep the best checkpoints and average them (§6.1);
 6. beam-search the test set (beam 4, length penalty 0.6, §6.1) and score it with sacreBLEU.
+
+It trains with torch or with the Flax port (``train.framework``): the same batches, the
+framework's own loss, validation and decoder (:func:`taa.flax.generate.decode`). A Flax
+step is compiled once for each shape of its batch, and token-budget batches come in many
+shapes (rows x source length x target length), so a Flax run pads each batch to one of a
+few shapes (:class:`PaddedShapes`): both lengths up to the next of a few bucket lengths,
+the rows up to the most that bucket's batches hold. Padding changes no figure: a padded
+position is left out of the loss, a padded source position is masked, and a padded row
+has no target token.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +40,7 @@ from taa.data import (
     read_parallel,
 )
 from taa.data.batching import in_length_order
-from taa.tasks.runner import Task, run_function
+from taa.tasks.runner import Task, run_function, training_backend
 from taa.decoding import DEFAULTS
 from taa.torch.devices import model_device
 from taa.torch.generate import decode
@@ -89,18 +99,74 @@ def too_long(taken: Sequence[Sequence[int]], positions: int) -> Iterator[tuple[i
             yield index, side, sides[side]
 
 
-def to_batch(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> Seq2SeqBatch:
-    """Encoded pairs -> padded tensors; the decoder reads target[:-1] and predicts target[1:]."""
-    source = torch.from_numpy(pad([s for s, _ in pairs], pad_id))
-    target = torch.from_numpy(pad([t for _, t in pairs], pad_id))
+def to_batch(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int,
+             shapes: Optional[PaddedShapes] = None) -> Seq2SeqBatch:
+    """Encoded pairs -> padded tensors; the decoder reads target[:-1] and predicts target[1:].
+    ``shapes``: padded further, to one of a few shapes (rows of padding only)."""
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+    rows, source_length, target_length = len(pairs), None, None
+    if shapes is not None:
+        rows, source_length, target_length = shapes.shape(pairs)
+    source = np.full((rows, source_length or max(map(len, sources))), pad_id, dtype=np.int64)
+    target = np.full((rows, target_length or max(map(len, targets))), pad_id, dtype=np.int64)
+    source[: len(pairs)] = pad(sources, pad_id, source.shape[1])
+    target[: len(pairs)] = pad(targets, pad_id, target.shape[1])
+    source, target = torch.from_numpy(source), torch.from_numpy(target)
     return Seq2SeqBatch(source=source, target_input=target[:, :-1], target_output=target[:, 1:])
 
 
-class TranslationBatches:
-    """Endless, resumable token-budget batches over the encoded training pairs."""
+def bucket_lengths(longest: int, shortest: int = 8) -> list[int]:
+    """Lengths from ``shortest`` up to the first at least ``longest``, each about 1.4 times the
+    one before (8, 12, 16, 24, 32, 48, ...: a power of two, then half as much again)."""
+    lengths = [shortest]
+    while lengths[-1] < longest:
+        last = lengths[-1]
+        lengths.append(last * 3 // 2 if last & (last - 1) == 0 else last * 4 // 3)
+    return lengths
 
-    def __init__(self, encoded: list[tuple[list[int], list[int]]], max_tokens: int, seed: int, pad_id: int):
-        self.encoded, self.pad_id = encoded, pad_id
+
+class PaddedShapes:
+    """The few shapes a batch of ``encoded`` pairs is padded to, for a compiled model.
+
+    A batch's longer side (its longest source or target, ``L``) picks the first bucket length
+    at least ``L`` (:func:`bucket_lengths`); both sides are padded to it, but never beyond
+    the model's ``positions`` (the source) or ``positions + 1`` (the target, which the
+    decoder reads but its last token). Token-budget batching gives a batch whose longer side
+    is ``L`` at most ``max_tokens // L`` rows; the rows are padded up to the most any batch
+    of that bucket can hold: ``max_tokens`` over the shortest ``L`` of the pairs in it.
+    """
+
+    def __init__(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]], max_tokens: int,
+                 positions: Optional[int] = None) -> None:
+        longest = [max(len(source), len(target)) for source, target in encoded]
+        self.lengths = bucket_lengths(max(longest))
+        self.positions = positions
+        shortest: dict[int, int] = {}
+        for length in longest:
+            bucket = self.bucket(length)
+            shortest[bucket] = min(shortest.get(bucket, length), length)
+        self.rows = {bucket: max(1, max_tokens // length) for bucket, length in shortest.items()}
+
+    def bucket(self, length: int) -> int:
+        """The first bucket length at least ``length``."""
+        return next(bucket for bucket in self.lengths if bucket >= length)
+
+    def shape(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> tuple[int, int, int]:
+        """(rows, source length, target length) a batch of ``pairs`` is padded to."""
+        bucket = self.bucket(max(max(len(source), len(target)) for source, target in pairs))
+        source, target = bucket, bucket
+        if self.positions is not None:
+            source, target = min(source, self.positions), min(target, self.positions + 1)
+        return max(self.rows[bucket], len(pairs)), source, target
+
+
+class TranslationBatches:
+    """Endless, resumable token-budget batches over the encoded training pairs (padded to a
+    few shapes with ``shapes``)."""
+
+    def __init__(self, encoded: list[tuple[list[int], list[int]]], max_tokens: int, seed: int, pad_id: int,
+                 shapes: Optional[PaddedShapes] = None):
+        self.encoded, self.pad_id, self.shapes = encoded, pad_id, shapes
         self.batcher = TokenBatcher.from_pairs(encoded, max_tokens, seed)
         self.epoch, self.position = 0, 0  # the next batch to yield
 
@@ -114,7 +180,7 @@ class TranslationBatches:
             batches = self.batcher.epoch_batches(self.epoch)
         indices = batches[self.position]
         self.position += 1
-        return to_batch([self.encoded[i] for i in indices], self.pad_id)
+        return to_batch([self.encoded[i] for i in indices], self.pad_id, self.shapes)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position}
@@ -135,10 +201,13 @@ def translate(
     max_extra: int = DEFAULTS.max_extra,
     max_length: Optional[int] = None,
     batch_size: int = 128,
+    framework: str = "torch",
 ) -> list[str]:
     """Translate sentences, batched by length, in input order: greedy when ``beam`` is 1,
     else beam search ranked by log P / lp(Y), GNMT's lp with alpha ``length_penalty``
-    (:func:`taa.torch.generate.decode`, the decoder of ``taa generate`` too).
+    (:func:`taa.torch.generate.decode`, the decoder of ``taa generate`` too; a Flax model's:
+    :func:`taa.flax.generate.decode`, each batch's sources padded to a bucket length, so that
+    it compiles for few shapes).
 
     A sentence may take its source length + ``max_extra`` tokens; ``max_length`` instead
     caps every output at ``max_length`` tokens, the start token included.
@@ -148,6 +217,14 @@ def translate(
     new_tokens = None if max_length is None else max_length - 1
 
     def decode_rows(rows: list[list[int]]) -> list[list[int]]:  # <s>, tokens, </s>, padding
+        if framework == "flax":
+            from taa.flax.generate import decode as flax_decode
+
+            length = bucket_lengths(max(map(len, rows)))[-1]
+            positions = getattr(model.config, "max_source_length", None)  # the sources fit it (TranslationTask.encode)
+            source = pad(rows, tokenizer.pad_id, min(length, positions) if positions else length)  # (b, m)
+            decoded = flax_decode(model, source, None, settings, max_new_tokens=new_tokens)
+            return np.asarray(decoded.sequences()).tolist()
         source = torch.from_numpy(pad(rows, tokenizer.pad_id)).to(model_device(model))  # (b, m)
         return decode(model, source, None, settings, max_new_tokens=new_tokens).sequences().tolist()
 
@@ -190,6 +267,18 @@ def validation_loss(model: Transformer, encoded: list[tuple[list[int], list[int]
     return total / max(1, count)
 
 
+def flax_validation_loss(model, encoded: list[tuple[list[int], list[int]]], max_tokens: int, pad_id: int,
+                         dtype: str, compute_loss, evaluator=None) -> float:
+    """:func:`validation_loss` of a Flax model, its batches padded to a few shapes
+    (:class:`PaddedShapes`); ``evaluator``: a :class:`taa.flax.training.LossEvaluator` of
+    ``compute_loss`` kept from an earlier validation (its compilations are reused)."""
+    evaluator = evaluator or training_backend("flax").LossEvaluator(compute_loss, dtype=dtype)
+    batcher = TokenBatcher.from_pairs(encoded, max_tokens, shuffle=False)
+    shapes = PaddedShapes(encoded, max_tokens, getattr(model.config, "max_source_length", None))
+    return evaluator(model, (to_batch([encoded[i] for i in indices], pad_id, shapes)
+                             for indices in batcher.epoch_batches(0)))
+
+
 # ------------------------------------------------------------------ the task
 
 SPLITS = ("train", "valid", "test")
@@ -203,6 +292,8 @@ class TranslationTask(Task):
     trains_tokenizer = True
     final_phase = "test decoding"
     files = (HYPOTHESES,)
+    frameworks = ("torch", "flax")
+    flax_validation: Any = None  # a Flax run's LossEvaluator, made at its first validation
 
     def read_data(self) -> None:
         self.pairs = {split: self.load_split(split) for split in SPLITS}
@@ -283,11 +374,14 @@ class TranslationTask(Task):
 
     def batches(self) -> TranslationBatches:
         task, train = self.recipe.data, self.recipe.train
-        return TranslationBatches(self.train_encoded, task.max_tokens, train.seed, self.tokenizer.pad_id)
+        shapes = None
+        if self.framework == "flax":  # a few shapes: few compilations of the training step
+            shapes = PaddedShapes(self.train_encoded, task.max_tokens, self.positions())
+        return TranslationBatches(self.train_encoded, task.max_tokens, train.seed, self.tokenizer.pad_id, shapes)
 
     def batch_loss(self, smoothing: float):
-        """The model's loss on a teacher-forced batch (T5 is called with a mask)."""
-        return seq2seq_loss(smoothing, self.tokenizer.pad_id)
+        """The model's loss on a teacher-forced batch, in the run's framework (T5 is called with a mask)."""
+        return training_backend(self.framework).seq2seq_loss(smoothing, self.tokenizer.pad_id)
 
     def loss(self):
         return self.batch_loss(self.recipe.train.label_smoothing)
@@ -297,12 +391,19 @@ class TranslationTask(Task):
         return {"val_loss": "min", "val_perplexity": "min", **bleu}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        task, tokenizer = self.recipe.data, self.tokenizer
-        loss = validation_loss(model, self.valid_encoded, task.max_tokens, tokenizer.pad_id, self.recipe.train.dtype,
-                               self.batch_loss(0.0))
+        task, tokenizer, dtype = self.recipe.data, self.tokenizer, self.recipe.train.dtype
+        if self.framework == "flax":
+            if self.flax_validation is None:
+                self.flax_validation = training_backend("flax").LossEvaluator(self.batch_loss(0.0), dtype=dtype)
+            loss = flax_validation_loss(model, self.valid_encoded, task.max_tokens, tokenizer.pad_id, dtype,
+                                        self.batch_loss(0.0), self.flax_validation)
+        else:
+            loss = validation_loss(model, self.valid_encoded, task.max_tokens, tokenizer.pad_id, dtype,
+                                   self.batch_loss(0.0))
         metrics = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
         if self.bleu_sample:
-            hypotheses = translate(model, tokenizer, [s for s, _ in self.bleu_sample], beam=1, max_extra=task.max_extra)
+            hypotheses = translate(model, tokenizer, [s for s, _ in self.bleu_sample], beam=1, max_extra=task.max_extra,
+                                   framework=self.framework)
             metrics["val_bleu"] = bleu_scores(hypotheses, [t for _, t in self.bleu_sample])["bleu"]
         return metrics
 
@@ -310,7 +411,7 @@ class TranslationTask(Task):
         task, test = self.recipe.data, self.pairs["test"]
         self.hypotheses = translate(
             model, self.tokenizer, [s for s, _ in test], beam=task.beam,
-            length_penalty=task.length_penalty, max_extra=task.max_extra,
+            length_penalty=task.length_penalty, max_extra=task.max_extra, framework=self.framework,
         )
         scores = bleu_scores(self.hypotheses, [t for _, t in test])
         return {**{f"test_{k}": v for k, v in scores.items()}, "test_sentences": len(test)}

@@ -77,14 +77,14 @@ def test_bad_framework_values_are_one_line(tmp_path):
     field = taa_train(str(RECIPES / "copy.yaml"), "--out", str(tmp_path / "b"), *settings("train.framework=jax"))
     assert field.exit_code == 1
     assert field.output.strip() == ("Error: --set train.framework=jax: train.framework='jax' is not one of "
-                                    "'torch', 'keras'")
+                                    "'torch', 'keras', 'flax'")
 
 
 @pytest.mark.parametrize("recipe, arguments, message", [
     ("copy", settings("train.grad_accumulation=2"),
      "train.grad_accumulation=2: the Keras trainer takes one batch a step"),
     ("copy", ["--nproc", "2"], "--nproc 2: train.framework=keras trains on one process"),
-    ("translate-tiny", [], "train.framework='keras': task='translation' trains with torch only"),
+    ("translate-tiny", [], "train.framework='keras': task='translation' trains with torch or flax only"),
 ])
 def test_what_keras_does_not_train_is_refused_before_training(tmp_path, recipe, arguments, message):
     result = taa_train(str(RECIPES / f"{recipe}.yaml"), "--framework", "keras", "--out", str(tmp_path / "run"),

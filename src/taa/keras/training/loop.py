@@ -53,7 +53,8 @@ from taa.keras.weights import ensure_built, variables
 from taa.training.divergence import WEIGHTS_NOT_FINITE, diverged, first_failing_step, what_is_not_finite
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
-from taa.training.results import EARLY_STOPPING, STEPS, TIME_BUDGET, TrainerState, TrainResult, is_hidden_matrix
+from taa.training.results import TIME_BUDGET, TrainerState, TrainResult, is_hidden_matrix, ranks_among_the_best
+from taa.training.results import record_interval, record_validation, report_skip, scheduled_rate, train_result
 from taa.training.results import STOP_REASONS  # noqa: F401 (why a run ends, under the trainer's name)
 from taa.training.schedules import schedule_from_config
 from taa.tracking import Tracker
@@ -208,13 +209,9 @@ class Trainer:
     def learning_rate(self, step: Optional[int] = None) -> float:
         """The rate the step after ``step`` (default: the last one) takes, as the device
         computes it: the schedule at the step, or at the clock's position within
-        ``max_minutes`` if it is further along, times ``skip_lr_factor`` per skipped step."""
-        train, state = self.train, self.state
-        position = state.step if step is None else step
-        if train.max_minutes > 0:
-            position = max(position, int(train.steps * state.seconds / (60 * train.max_minutes)))
-        lowered = train.skip_lr_factor ** len(state.skipped_steps)
-        return train.lr * self.schedule(min(position, train.steps)) * lowered
+        ``max_minutes`` if it is further along, times ``skip_lr_factor`` per skipped step
+        (:func:`~taa.training.results.scheduled_rate`)."""
+        return scheduled_rate(self.train, self.state, self.schedule, step)
 
     # ---------------------------------------------------------------- the run
 
@@ -287,11 +284,7 @@ class Trainer:
         window_tokens = sum(int(counts[slot]) for slot in kept)
         state.tokens += sum(int(counts[slot]) for slot in slots)
         lr = self.lr = float(_value(self.optimizer.learning_rate))
-        mean_loss = window_loss / window_tokens if window_tokens else None  # None: all skipped
-        state.history.append((state.step, mean_loss, lr))
-        loss = {} if mean_loss is None else {"loss": mean_loss}
-        bar.update(state.step, **loss, lr=lr, tokens_per_s=state.tokens / max(state.seconds, 1e-9))
-        self.tracker.log_metrics({**{f"train_{k}": v for k, v in loss.items()}, "lr": lr}, state.step)
+        self.tracker.log_metrics(record_interval(state, bar, window_loss, window_tokens, lr), state.step)
         self.logged = state.step
         if train.max_minutes > 0:
             self._set_clock()
@@ -342,12 +335,8 @@ class Trainer:
 
     def _report_skip(self, step: int) -> None:
         """A skipped step goes to the tracker (the number skipped so far) and, as a line, to the bar."""
-        state = self.state
-        self.tracker.log_metrics({"skipped_steps": float(len(state.skipped_steps))}, step)
-        bar = self.bar
-        if bar is not None and bar.enabled:
-            bar.console.print(f"step {step}: not finite; update skipped, lr now {self.learning_rate(step):.3g} "
-                              f"({len(state.skipped_steps)} of {self.train.max_skipped_steps} skips)", highlight=False)
+        skipped = report_skip(self.bar, self.train, self.state, step, "not finite", self.learning_rate(step))
+        self.tracker.log_metrics(skipped, step)
 
     def _check_weights(self, model: keras.Model) -> None:
         """The last guard before weights are written or handed back: finite, or a DivergenceError."""
@@ -367,38 +356,15 @@ class Trainer:
         metrics = self.evaluate(self.model)
         if self.out is not None:
             self._keep_best(metrics)
-        state.evaluations.append({"step": state.step, **folders.finite_json(metrics)})
         self.tracker.log_metrics(metrics, state.step)
-        if train.select_metric not in metrics:
-            raise KeyError(f"select_metric={train.select_metric!r} is not among the metrics {sorted(metrics)}")
-        value = metrics[train.select_metric]
-        sign = 1.0 if train.select_mode == "min" else -1.0
-        ranks = math.isfinite(value)
-        improved = ranks and (not state.best or sign * value < sign * state.best[0][0])
-        state.evaluations_without_improvement = 0 if improved else state.evaluations_without_improvement + 1
-        if train.early_stopping and state.evaluations_without_improvement >= train.early_stopping:
-            state.stop_reason = EARLY_STOPPING
-        kept, dropped = self._ranking(value)
-        state.best = kept  # ranked with or without a run folder: early stopping compares with the best
+        dropped = record_validation(state, train, metrics)  # may decide on early stopping
         if self.out is not None:
-            for _, step in dropped:
+            for step in dropped:
                 folders.best_weights(self.out, step).unlink(missing_ok=True)
-
-    def _ranking(self, value: float) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-        """The best weights kept and dropped once this step's validation ``value`` ranks."""
-        state, train = self.state, self.train
-        sign = 1.0 if train.select_mode == "min" else -1.0
-        candidates = sorted([*state.best, *([(value, state.step)] if math.isfinite(value) else [])],
-                            key=lambda item: sign * item[0])
-        return candidates[: train.keep_best], candidates[train.keep_best:]
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
         """Write this step's weights if they rank among the best."""
-        value = metrics.get(self.train.select_metric)
-        if value is None:
-            return  # _validate's KeyError says so
-        kept, _ = self._ranking(value)
-        if (value, self.state.step) in kept:
+        if ranks_among_the_best(self.state, self.train, metrics):
             self._check_weights(self.model)
             ckpt.save_weights(self.model, folders.best_weights(self.out, self.state.step))
 
@@ -413,16 +379,7 @@ class Trainer:
             else:
                 ckpt.load_weights_file(self.model, paths[0])
         self._check_weights(self.model)
-        return TrainResult(
-            steps=state.step,
-            final_loss=state.history[-1][1] if state.history else None,
-            seconds=state.seconds,
-            tokens_per_second=state.tokens / state.seconds if state.seconds else 0.0,
-            history=list(state.history),
-            evaluations=list(state.evaluations),
-            stop_reason=state.stop_reason or STEPS,
-            skipped_steps=list(state.skipped_steps),
-        )
+        return train_result(state)
 
     def load_state(self, directory: Path) -> None:
         """A Keras run saves no resumable state: refused (before training, by :func:`check_train`)."""

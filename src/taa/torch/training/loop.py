@@ -28,7 +28,6 @@ files, staging folders, best weights no state lists) is removed when the run sta
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -53,9 +52,13 @@ from taa.training.divergence import (
 )
 from taa.training.dtypes import BFLOAT16
 from taa.training.progress import TrainingProgress
-from taa.training.results import EARLY_STOPPING, IN_A_LAYER, STEPS, TIME_BUDGET, TrainerState, TrainResult, is_hidden_matrix
+from taa.training.results import IN_A_LAYER, TIME_BUDGET, TrainerState, TrainResult, is_hidden_matrix
+from taa.training.results import ranks_among_the_best, record_interval, record_validation, report_skip, scheduled_rate
+from taa.training.results import train_result
 from taa.training.results import STOP_REASONS  # noqa: F401 (why a run ends, under the trainer's name)
 from taa.training.schedules import schedule_from_config
+from taa.training.state import check_best_weights, host_random_state, read_trainer_state, restore_host_random_state
+from taa.training.state import restore_trainer_state
 from taa.tracking import Tracker
 
 
@@ -210,17 +213,9 @@ class Trainer:
         self.lr: Optional[float] = None  # the rate of the last step taken
 
     def learning_rate(self) -> float:
-        """The rate for the next step. With a time budget (``max_minutes``) the schedule
-        runs on whichever is further along, steps or time, so it always completes its
-        decay by the deadline (such runs depend on the clock, so they do not resume
-        bit for bit). Each skipped step (``train.nonfinite: skip``) multiplies the rate by
-        ``train.skip_lr_factor`` for the rest of the run."""
-        train, state = self.train, self.state
-        position = state.step
-        if train.max_minutes > 0:
-            position = max(position, int(train.steps * state.seconds / (60 * train.max_minutes)))
-        lowered = train.skip_lr_factor ** len(state.skipped_steps)
-        return train.lr * self.schedule(min(position, train.steps)) * lowered
+        """The rate for the next step: the schedule at the step, or at the clock's position
+        within ``max_minutes``, lowered for each skipped step (:func:`~taa.training.results.scheduled_rate`)."""
+        return scheduled_rate(self.train, self.state, self.schedule)
 
     # ---------------------------------------------------------------- one step
 
@@ -370,11 +365,7 @@ class Trainer:
                 if out_of_time and not last and not state.stop_reason:
                     state.stop_reason = TIME_BUDGET
                 if state.step % train.log_every == 0 or last or state.stop_reason:  # the last interval too
-                    mean_loss = window_loss / window_tokens if window_tokens else None  # None: all skipped
-                    state.history.append((state.step, mean_loss, lr))
-                    loss = {} if mean_loss is None else {"loss": mean_loss}
-                    bar.update(state.step, **loss, lr=lr, tokens_per_s=state.tokens / max(state.seconds, 1e-9))
-                    self.tracker.log_metrics({**{f"train_{k}": v for k, v in loss.items()}, "lr": lr}, state.step)
+                    self.tracker.log_metrics(record_interval(state, bar, window_loss, window_tokens, lr), state.step)
                     window_loss, window_tokens = 0.0, 0
                 every = train.checkpoint_every or train.eval_every
                 if self.out is not None and ((every and state.step % every == 0) or evaluated or last
@@ -386,11 +377,8 @@ class Trainer:
 
     def _report_skip(self, problem: str, bar: TrainingProgress) -> None:
         """A skipped step goes to the tracker (the number skipped so far) and, as a line, to the bar."""
-        state = self.state
-        self.tracker.log_metrics({"skipped_steps": float(len(state.skipped_steps))}, state.step)
-        if bar.enabled:
-            bar.console.print(f"step {state.step}: {problem}; update skipped, lr now {self.learning_rate():.3g} "
-                              f"({len(state.skipped_steps)} of {self.train.max_skipped_steps} skips)", highlight=False)
+        skipped = report_skip(bar, self.train, self.state, self.state.step, problem, self.learning_rate())
+        self.tracker.log_metrics(skipped, self.state.step)
 
     def _remove_dropped_best(self) -> None:
         """Delete the best weights that fell out of the ranking, now that the saved state no
@@ -413,38 +401,14 @@ class Trainer:
             metrics = self.parallel.broadcast(metrics)  # every process decides alike
             if self.out is not None and self.parallel.is_main:
                 self._keep_best(metrics)
-        state.evaluations.append({"step": state.step, **folders.finite_json(metrics)})  # JSON has no nan (the state)
         self.tracker.log_metrics(metrics, state.step)
-        if train.select_metric not in metrics:
-            raise KeyError(f"select_metric={train.select_metric!r} is not among the metrics {sorted(metrics)}")
-        value = metrics[train.select_metric]
-        sign = 1.0 if train.select_mode == "min" else -1.0
-        ranks = math.isfinite(value)
-        improved = ranks and (not state.best or sign * value < sign * state.best[0][0])
-        state.evaluations_without_improvement = 0 if improved else state.evaluations_without_improvement + 1
-        if train.early_stopping and state.evaluations_without_improvement >= train.early_stopping:
-            state.stop_reason = EARLY_STOPPING
-        kept, dropped = self._ranking(value)
-        state.best = kept  # ranked with or without a run folder: early stopping compares with the best
+        dropped = record_validation(state, train, metrics)  # may decide on early stopping
         if self.out is not None:
-            self.dropped_best += [step for _, step in dropped]
-
-    def _ranking(self, value: float) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-        """The best weights kept and dropped once this step's validation ``value`` ranks
-        (a figure that is not finite never ranks)."""
-        state, train = self.state, self.train
-        sign = 1.0 if train.select_mode == "min" else -1.0
-        ranks = math.isfinite(value)
-        candidates = sorted([*state.best, *([(value, state.step)] if ranks else [])], key=lambda item: sign * item[0])
-        return candidates[: train.keep_best], candidates[train.keep_best :]
+            self.dropped_best += dropped
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
         """Rank 0, with the whole model at hand: write this step's weights if they rank among the best."""
-        value = metrics.get(self.train.select_metric)
-        if value is None:
-            return  # the KeyError below says so
-        kept, _ = self._ranking(value)
-        if (value, self.state.step) in kept:
+        if ranks_among_the_best(self.state, self.train, metrics):
             self._check_weights(self.model)
             ckpt.save_weights(self.model, folders.best_weights(self.out, self.state.step))
 
@@ -463,16 +427,7 @@ class Trainer:
         else:
             self._check_weights()
         self.model.eval()
-        return TrainResult(
-            steps=state.step,
-            final_loss=state.history[-1][1] if state.history else None,
-            seconds=state.seconds,
-            tokens_per_second=state.tokens / state.seconds if state.seconds else 0.0,
-            history=list(state.history),
-            evaluations=list(state.evaluations),
-            stop_reason=state.stop_reason or STEPS,
-            skipped_steps=list(state.skipped_steps),
-        )
+        return train_result(state)
 
     # ---------------------------------------------------------------- resumable state
 
@@ -493,12 +448,7 @@ class Trainer:
         def write(staging: Path) -> None:
             ckpt.save_weights(whole, staging / folders.WEIGHTS)
             ckpt.save_optimizer(self.optimizer, staging, state=optimizer)
-            random_state = {
-                "python": _jsonable(random.getstate()),
-                "numpy": _jsonable(np.random.get_state()),
-                "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
-            }
-            trainer = {"trainer": asdict(self.state), **random_state}
+            trainer = {"trainer": asdict(self.state), **host_random_state(self.batches)}
             (staging / folders.TRAINER_STATE).write_text(folders.strict_json(trainer))
             generators = {ckpt.TORCH_RNG: torch.get_rng_state()}
             if self.device.type == "cuda":  # dropout on a GPU draws from the GPU's generator
@@ -523,30 +473,13 @@ class Trainer:
         self.parallel.scatter(self.wrapped)  # fsdp: each process takes its shards of it
         ckpt.load_optimizer(self.optimizer, directory)
         self.parallel.shard_optimizer_state(self.optimizer)
-        saved = ckpt.read_trainer_state(directory / folders.TRAINER_STATE, TrainerState)  # checked, naming the file
+        saved = read_trainer_state(directory / folders.TRAINER_STATE, TrainerState)  # checked, naming the file
         torch_rng, cuda_rng = ckpt.read_torch_rng(directory / folders.RANDOM_STATE)
-        trainer = saved["trainer"]
-        if "stopped_early" in trainer:  # an older state file: a flag instead of the reason
-            out_of_time = self.train.max_minutes > 0 and trainer["seconds"] >= 60 * self.train.max_minutes
-            stopped = trainer.pop("stopped_early")
-            trainer["stop_reason"] = (TIME_BUDGET if out_of_time else EARLY_STOPPING) if stopped else ""
-        self.state = TrainerState(
-            **{**trainer, "history": [tuple(h) for h in trainer["history"]],
-               "best": [tuple(b) for b in trainer["best"]]}
-        )
-        for _, step in self.state.best:
-            path = folders.best_weights(directory.parent, step)
-            if not path.is_file():
-                raise folders.CheckpointError(
-                    f"{path}: no such file, though the state in {directory} (step {self.state.step}) lists it "
-                    "among the best weights the run ends with")
-            ckpt.load_tensors(path)  # damaged (nan, truncated): found now, not after the training
+        self.state = restore_trainer_state(saved["trainer"], self.train)
+        check_best_weights(directory, self.state, ckpt.load_tensors)
         self.resumed_from, self.last_state = directory.parent, (directory, self.state.step)
         self.updated_since_state = False
-        random.setstate(_python_random_state(saved["python"]))
-        np.random.set_state(_numpy_random_state(saved["numpy"]))
-        if saved["batches"] is not None:
-            self.batches.load_state_dict(saved["batches"])
+        restore_host_random_state(saved, self.batches)
         torch.set_rng_state(torch_rng)
         if cuda_rng is not None and self.device.type == "cuda":  # a state saved on a CPU leaves the GPU's as seeded
             torch.cuda.set_rng_state(cuda_rng, self.device)
@@ -571,24 +504,6 @@ def _all_finite(tensors: Iterable[Tensor]) -> bool:
     """No tensor holds an inf or a nan."""
     finite = [torch.isfinite(t).all() for t in tensors if t.numel()]
     return bool(torch.stack(finite).all()) if finite else True
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _python_random_state(saved: list) -> tuple:
-    version, internal, gauss = saved
-    return (version, tuple(internal), gauss)
-
-
-def _numpy_random_state(saved: list) -> tuple:
-    name, keys, pos, has_gauss, cached = saved
-    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
 
 
 def fit(
