@@ -24,7 +24,8 @@ ON_JAX = ["test_weights.py", "test_attention.py", "test_positional.py", "test_no
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_the_parity_suite_passes_on_jax():
-    environment = {**os.environ, "KERAS_BACKEND": "jax"}
+    # XLA's optimisation passes cost more than they save on programs compiled to run a few times
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
                *(str(HERE / name) for name in ON_JAX)]
     done = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=HERE.parents[1])

@@ -150,6 +150,23 @@ def validation_loss(model: nn.Module, windows: list[np.ndarray], dtype: str = "f
     return total / max(1, count)
 
 
+def port_loss_evaluator(framework: str, dtype: str = "float32"):
+    """A port's ``LossEvaluator`` of the next-token loss (one compiled forward per window
+    shape): Keras's in the number format the model was made in, Flax's in ``dtype``."""
+    training = training_backend(framework)
+    compute_loss = language_model_loss(cross_entropy=training.label_smoothed_cross_entropy)
+    if framework == "flax":
+        return training.LossEvaluator(compute_loss, dtype=dtype)
+    return training.LossEvaluator(compute_loss)
+
+
+def port_validation_loss(model, windows: list[np.ndarray], dtype: str = "float32", evaluator=None) -> float:
+    """:func:`validation_loss` of a port's model (``taa.keras`` or ``taa.flax``, known by its
+    class's package) with its framework's loss; ``evaluator``: one made before, reused."""
+    evaluator = evaluator or port_loss_evaluator(type(model).__module__.split(".")[1], dtype)
+    return evaluator(model, (LanguageModelBatch(inputs=w[:, :-1], targets=w[:, 1:]) for w in windows))
+
+
 def perplexity(loss: float) -> float:
     """exp of a mean next-token loss (capped, so a diverged model gives a huge number, not inf)."""
     return math.exp(min(loss, 50.0))
@@ -163,7 +180,10 @@ def score_text(model: nn.Module, tokens: np.ndarray, context: int, dtype: str = 
     if length < 2:
         raise DataError(f"the text has {counted(len(tokens), 'token')}: at least 2 are needed to predict one")
     windows = every_window(tokens, length, EVAL_BATCH_SIZE)  # batches of (b, length)
-    loss = validation_loss(model, windows, dtype)
+    if isinstance(model, nn.Module):
+        loss = validation_loss(model, windows, dtype)
+    else:  # a port's model (Flax, Keras): its framework's loss, compiled once per window shape
+        loss = port_validation_loss(model, windows, dtype)
     predicted = sum(batch.shape[0] * (length - 1) for batch in windows)
     return {"loss": loss, "perplexity": perplexity(loss), "tokens": predicted, "context": length - 1}
 
@@ -266,15 +286,10 @@ class LanguageModelTask(Task):
         return {"val_loss": loss, "val_perplexity": perplexity(loss)}
 
     def port_validation_loss(self, model) -> float:
-        """:func:`validation_loss` of a Keras model (in the number format it was made in) or
-        a Flax model (in ``train.dtype``, as it trains)."""
+        """:func:`validation_loss` of a Keras or Flax model, its evaluator made once."""
         if self.port_validation is None:
-            training = training_backend(self.framework)
-            compute_loss = language_model_loss(cross_entropy=training.label_smoothed_cross_entropy)
-            self.port_validation = (training.LossEvaluator(compute_loss, dtype=self.recipe.train.dtype)
-                                    if self.framework == "flax" else training.LossEvaluator(compute_loss))
-        windows = (LanguageModelBatch(inputs=w[:, :-1], targets=w[:, 1:]) for w in self.val_windows)
-        return self.port_validation(model, windows)
+            self.port_validation = port_loss_evaluator(self.framework, self.recipe.train.dtype)
+        return port_validation_loss(model, self.val_windows, evaluator=self.port_validation)
 
     def final_metrics(self, model: GPT, result: TrainResult) -> dict[str, Any]:
         self.sample = generate_sample(model, self.tokenizer, self.recipe.data, self.recipe.train.seed, self.framework)

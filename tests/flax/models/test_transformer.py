@@ -12,7 +12,7 @@ from flax import nnx
 
 from taa import config as cfg
 from taa.flax.models.transformer import Transformer, tie
-from taa.flax.weights import state_dict
+from taa.flax.weights import parameters, state_dict
 from taa.torch.models import transformer as torch_transformer
 from tests.flax.models.twins import (
     assert_close,
@@ -23,23 +23,27 @@ from tests.flax.models.twins import (
     twins,
 )
 
+# every option that changes the math at least once, independent ones combined
+PAPER = "paper (post-norm, sinusoids, shared and tied, relu)"
+LEARNED = "pre-norm, rms, learned, nothing shared"
+ROTARY = "post-norm with final norms, rotary, separate vocabularies, tied output, swiglu, grouped-query"
+RELATIVE = "pre-norm, relative bias, shared, untied, readable, gelu, multi-query"
+NONE = "no positions"
 VARIANTS = {
-    "paper (post-norm, sinusoids, shared and tied)": {},
-    "pre-norm": {"norm_first": True},
-    "post-norm with final norms, rms": {"final_norm": True, "norm": "rms"},
-    "learned, nothing shared": {
-        "positional": "learned", "share_embeddings": False, "tie_output": False, "source_vocab_size": 40,
+    PAPER: {},
+    LEARNED: {
+        "norm_first": True, "norm": "rms", "positional": "learned", "share_embeddings": False, "tie_output": False,
+        "source_vocab_size": 40,
     },
-    "rotary, separate vocabularies, tied output": {
-        "positional": "rotary", "share_embeddings": False, "source_vocab_size": 40, "norm_first": True,
+    ROTARY: {
+        "final_norm": True, "positional": "rotary", "share_embeddings": False, "source_vocab_size": 40,
+        "activation": "swiglu", "n_kv_heads": 2,
     },
-    "relative bias, shared, untied": {
-        "positional": "relative", "relative_buckets": 8, "relative_max_distance": 16, "tie_output": False,
+    RELATIVE: {
+        "norm_first": True, "positional": "relative", "relative_buckets": 8, "relative_max_distance": 16,
+        "tie_output": False, "attention": "readable", "activation": "gelu", "n_kv_heads": 1,
     },
-    "no positions, gated": {"positional": "none", "activation": "swiglu", "n_kv_heads": 2},
-    "grouped-query, rotary, readable, gelu": {
-        "positional": "rotary", "n_kv_heads": 1, "norm_first": True, "attention": "readable", "activation": "gelu",
-    },
+    NONE: {"positional": "none"},
 }
 
 
@@ -62,6 +66,7 @@ def built(variant: str) -> Transformer:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_equal_torch(variant: str) -> None:
+    """Each variant's logits (source and target padding) equal torch's on the same weights."""
     config = cfg.preset("vaswani-tiny", **VARIANTS[variant])
     model, reference = twins(Transformer, torch_transformer.Transformer, config)
     source, target = batch()
@@ -69,6 +74,7 @@ def test_logits_equal_torch(variant: str) -> None:
 
 
 def test_encode_and_decode_equal_torch() -> None:
+    """encode, source_padding and decode (with both paddings) equal torch's."""
     model, reference = twins(Transformer, torch_transformer.Transformer, cfg.preset("vaswani-tiny"))
     source, target = batch()
     padding = model.source_padding(source)
@@ -84,11 +90,10 @@ def test_encode_and_decode_equal_torch() -> None:
     assert_close(model.decode(target, memory, padding, target != 0), expected.numpy())
 
 
-@pytest.mark.parametrize("variant", ["paper (post-norm, sinusoids, shared and tied)", "pre-norm",
-                                     "learned, nothing shared", "rotary, separate vocabularies, tied output",
-                                     "relative bias, shared, untied"])
-@pytest.mark.parametrize("capacity", [None, 8])
+# ROTARY and RELATIVE decode with a cache in the jit and grouped-query tests below
+@pytest.mark.parametrize("variant, capacity", [(PAPER, None), (LEARNED, 8)])
 def test_cached_step_by_step_decoding_equals_full_decode(variant: str, capacity) -> None:
+    """Two tokens, then one per step, through a growing or preallocated cache: the full decode."""
     model = built(variant)
     source, target = batch()
     padding = model.source_padding(source)
@@ -101,8 +106,7 @@ def test_cached_step_by_step_decoding_equals_full_decode(variant: str, capacity)
     assert_close(jnp.concatenate(steps, axis=1), full)
 
 
-@pytest.mark.parametrize("variant", ["paper (post-norm, sinusoids, shared and tied)", "learned, nothing shared",
-                                     "grouped-query, rotary, readable, gelu", "relative bias, shared, untied"])
+@pytest.mark.parametrize("variant", [PAPER, LEARNED, ROTARY, RELATIVE])
 def test_fixed_size_cache_under_jit_equals_full_decode(variant: str) -> None:
     """Decoding as generation runs it: the cache holds 8 positions from the start, and the
     single-token steps compile once."""
@@ -125,7 +129,7 @@ def test_fixed_size_cache_under_jit_equals_full_decode(variant: str) -> None:
     assert int(cache.length) == 6 and traces == [(3, 2), (3, 1)]
 
 
-@pytest.mark.parametrize("variant", ["no positions, gated", "grouped-query, rotary, readable, gelu"])
+@pytest.mark.parametrize("variant", [RELATIVE])
 def test_grouped_query_cache_equals_recomputation_and_torch(variant: str) -> None:
     """n_kv_heads < n_heads: the cache holds the shared heads; two tokens, then one per step."""
     config = cfg.preset("vaswani-tiny", **VARIANTS[variant])
@@ -176,9 +180,9 @@ def test_cache_reordered_mid_decoding_equals_torch_and_recomputation(capacity) -
     assert_close(cached, torch.cat(steps, dim=1).numpy())
 
 
-@pytest.mark.parametrize("variant", ["paper (post-norm, sinusoids, shared and tied)", "learned, nothing shared",
-                                     "rotary, separate vocabularies, tied output", "relative bias, shared, untied"])
+@pytest.mark.parametrize("variant", [PAPER, LEARNED, RELATIVE])
 def test_state_dict_loads_strictly_into_torch_and_counts_alike(variant: str) -> None:
+    """Ours into a fresh torch twin, strictly (shared, separate, untied matrices): same outputs, counts."""
     model = Transformer(cfg.preset("vaswani-tiny", **VARIANTS[variant]), rngs=nnx.Rngs(1))
     assert_state_dict_loads_into_torch(model, torch_transformer.Transformer, batch())
 
@@ -190,17 +194,19 @@ def test_shared_matrices_appear_under_every_torch_name() -> None:
         np.testing.assert_array_equal(weights[alias], weights["source_embedding.weight"])
     assert model.output_projection.weight is model.source_embedding.weight  # one parameter
     assert model.tied_weights == tie("source_embedding.weight", "target_embedding.weight", "output_projection.weight")
-    untied = state_dict(Transformer(cfg.preset("vaswani-tiny", **VARIANTS["learned, nothing shared"]),
+    untied = state_dict(Transformer(cfg.preset("vaswani-tiny", **VARIANTS[LEARNED]),
                                     rngs=nnx.Rngs(0)))
     assert not np.array_equal(untied["output_projection.weight"], untied["target_embedding.weight"])
 
 
-def test_tie_names_the_first_path_as_the_source() -> None:
+def test_tie_names_the_first_name_as_the_source_as_torch_registers_it() -> None:
     assert tie("token_embedding.weight", "output_projection.weight") == {
-        "token_embedding.weight": "output_projection.weight"}
+        "output_projection.weight": "token_embedding.weight"}
     assert tie("bert.embeddings.word_embeddings.weight", "mlm_head.decoder.weight") == {
         "mlm_head.decoder.weight": "bert.embeddings.word_embeddings.weight"}
     assert tie("source_embedding.weight") == {}
+    model = Transformer(cfg.preset("vaswani-tiny", share_embeddings=True, tie_output=True), rngs=nnx.Rngs(0))
+    assert "source_embedding.weight" in parameters(model) and "output_projection.weight" not in parameters(model)
 
 
 def test_initialisation_is_glorot_with_scaled_embeddings() -> None:
@@ -217,7 +223,7 @@ def test_initialisation_is_glorot_with_scaled_embeddings() -> None:
     assert tied["output_projection.weight"].std() == pytest.approx(64**-0.5, rel=0.1)  # an embedding's scale
 
 
-@pytest.mark.parametrize("variant", ["paper (post-norm, sinusoids, shared and tied)", "relative bias, shared, untied"])
+@pytest.mark.parametrize("variant", [PAPER, RELATIVE])
 def test_runs_under_jit(variant: str) -> None:
     assert_runs_under_jit(built(variant), batch())
 
