@@ -33,6 +33,7 @@ windows, the framework's own cross-entropy, validation (:class:`taa.keras.traini
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,12 +202,8 @@ def generate_sample(model: GPT, tokenizer: Tokenizer, task: cfg.LanguageModelTas
     """
     if task.sample_tokens == 0:
         return None
-    if framework in ("keras", "flax"):
-        if framework == "keras":
-            from taa.keras.generate import sample as port_sample
-        else:
-            from taa.flax.generate import sample as port_sample
-
+    if framework != "torch":  # a port's sampler (taa.keras.generate, taa.flax.generate), called alike
+        port_sample = importlib.import_module(f"taa.{framework}.generate").sample
         prompt = np.asarray([tokenizer.encode(task.sample_prompt)], dtype=np.int32)  # (1, p)
         ids = port_sample(model, prompt, max_new_tokens=task.sample_tokens, temperature=task.temperature,
                           top_k=task.top_k or None, seed=seed)  # (1, p + sample_tokens)
