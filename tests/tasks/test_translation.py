@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -219,3 +220,24 @@ def test_recipes_parse():
         assert recipe.task == "translation"
     full = RecipeConfig.load(ROOT / "recipes" / "translate-multi30k.yaml")
     assert full.train.label_smoothing == 0.1 and full.data.beam == 4 and full.data.length_penalty == 1.4
+
+
+def test_bucketed_batches_fill_one_shape_per_bucket_within_the_budget():
+    """A compiled model's batches: every pair once per epoch, each batch padded to its
+    bucket's shape, whose area stays within the token budget; one shape per bucket."""
+    from taa.tasks.translation import PaddedShapes, to_batch
+
+    rng = np.random.default_rng(0)
+    encoded = [(list(range(1, int(a) + 1)), list(range(1, int(b) + 1)))
+               for a, b in rng.integers(3, 70, size=(500, 2))]
+    shapes = PaddedShapes(encoded, max_tokens=256)
+    batches = shapes.batcher(seed=1).epoch_batches(0)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(encoded)))
+    seen = set()
+    for batch in batches:
+        padded = to_batch([encoded[i] for i in batch], 0, shapes)
+        rows, length = padded.source.shape
+        assert rows * length <= 256 and padded.target_input.shape == (rows, length - 1)
+        seen.add((rows, length))
+    assert seen <= {(rows, bucket) for bucket, rows in shapes.rows.items()}  # at most one shape per bucket
+    assert len(shapes.rows) == len({shapes.bucket(max(map(len, pair))) for pair in encoded}) > 4

@@ -73,7 +73,9 @@ CORE_METRICS = (
     "parameters",  # the model's number of weights
 )
 # A framework that compiles its training step (flax) also reports "train_compiles": how
-# many times it compiled it (once per shape of a step's batches).
+# many times it compiled it (once per shape of a step's batches), "train_compile_seconds"
+# (the wall time of the steps that compiled) and "first_step_seconds" (the first step's,
+# its compilation included).
 
 
 class Task:
@@ -426,6 +428,9 @@ def core_metrics(task: Task, trainer: Trainer, result: TrainResult, backend: Mod
         "skipped_steps": result.skipped_steps,
         "parameters": backend.count_parameters(trainer.model),
         **({"train_compiles": result.compiles} if result.compiles is not None else {}),
+        **({"train_compile_seconds": result.compile_seconds} if result.compile_seconds is not None else {}),
+        **({"first_step_seconds": result.first_compile_seconds}
+           if result.first_compile_seconds is not None else {}),
     }
 
 

@@ -11,14 +11,14 @@ The pipeline of "Attention Is All You Need" §5-6 at Multi30k scale:
 5. keep the best checkpoints and average them (§6.1);
 6. beam-search the test set (beam 4, length penalty 0.6, §6.1) and score it with sacreBLEU.
 
-It trains with torch or with the Flax port (``train.framework``): the same batches, the
+It trains with torch or with the Flax port (``train.framework``): the same data, the
 framework's own loss, validation and decoder (:func:`taa.flax.generate.decode`). A Flax
 step is compiled once for each shape of its batch, and token-budget batches come in many
-shapes (rows x source length x target length), so a Flax run pads each batch to one of a
-few shapes (:class:`PaddedShapes`): both lengths up to the next of a few bucket lengths,
-the rows up to the most that bucket's batches hold. Padding changes no figure: a padded
-position is left out of the loss, a padded source position is masked, and a padded row
-has no target token.
+shapes (rows x source length x target length), so a Flax run batches the pairs by bucket
+(:class:`PaddedShapes`): each pair counts at the next of a few bucket lengths, and each
+batch is padded to its bucket's length and rows, one shape per bucket. Padding changes no
+figure: a padded position is left out of the loss, a padded source position is masked,
+and a padded row has no target token.
 """
 
 from __future__ import annotations
@@ -128,28 +128,30 @@ def bucket_lengths(longest: int, shortest: int = 8) -> list[int]:
 class PaddedShapes:
     """The few shapes a batch of ``encoded`` pairs is padded to, for a compiled model.
 
-    A batch's longer side (its longest source or target, ``L``) picks the first bucket length
-    at least ``L`` (:func:`bucket_lengths`); both sides are padded to it, but never beyond
-    the model's ``positions`` (the source) or ``positions + 1`` (the target, which the
-    decoder reads but its last token). Token-budget batching gives a batch whose longer side
-    is ``L`` at most ``max_tokens // L`` rows; the rows are padded up to the most any batch
-    of that bucket can hold: ``max_tokens`` over the shortest ``L`` of the pairs in it.
+    A pair's longer side (``L``) picks the first bucket length at least ``L``
+    (:func:`bucket_lengths`): its bucket. Batches are made per bucket (:meth:`batcher`: the
+    token budget counts each pair at its bucket's length ``B``), so a batch of bucket ``B``
+    holds at most ``max_tokens // B`` pairs and is padded to exactly that many rows and to
+    ``B`` tokens on each side, never beyond the model's ``positions`` (the source) or
+    ``positions + 1`` (the target, which the decoder reads but its last token). One shape
+    per bucket; the padding is at most the gap between two bucket lengths.
     """
 
     def __init__(self, encoded: Sequence[tuple[Sequence[int], Sequence[int]]], max_tokens: int,
                  positions: Optional[int] = None) -> None:
-        longest = [max(len(source), len(target)) for source, target in encoded]
-        self.lengths = bucket_lengths(max(longest))
-        self.positions = positions
-        shortest: dict[int, int] = {}
-        for length in longest:
-            bucket = self.bucket(length)
-            shortest[bucket] = min(shortest.get(bucket, length), length)
-        self.rows = {bucket: max(1, max_tokens // length) for bucket, length in shortest.items()}
+        self.longest = [max(len(source), len(target)) for source, target in encoded]
+        self.lengths = bucket_lengths(max(self.longest))
+        self.positions, self.max_tokens = positions, max_tokens
+        self.rows = {bucket: max(1, max_tokens // bucket) for bucket in {self.bucket(n) for n in self.longest}}
 
     def bucket(self, length: int) -> int:
         """The first bucket length at least ``length``."""
         return next(bucket for bucket in self.lengths if bucket >= length)
+
+    def batcher(self, seed: int = 0, shuffle: bool = True) -> TokenBatcher:
+        """Token-budget batches of the pairs, each pair counted at its bucket's length on both
+        sides: a batch never mixes buckets unless it fits the longer one's rows."""
+        return TokenBatcher([(self.bucket(n),) * 2 for n in self.longest], self.max_tokens, seed, shuffle)
 
     def shape(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> tuple[int, int, int]:
         """(rows, source length, target length) a batch of ``pairs`` is padded to."""
@@ -167,7 +169,7 @@ class TranslationBatches:
     def __init__(self, encoded: list[tuple[list[int], list[int]]], max_tokens: int, seed: int, pad_id: int,
                  shapes: Optional[PaddedShapes] = None):
         self.encoded, self.pad_id, self.shapes = encoded, pad_id, shapes
-        self.batcher = TokenBatcher.from_pairs(encoded, max_tokens, seed)
+        self.batcher = shapes.batcher(seed) if shapes is not None else TokenBatcher.from_pairs(encoded, max_tokens, seed)
         self.epoch, self.position = 0, 0  # the next batch to yield
 
     def __iter__(self) -> TranslationBatches:
@@ -273,10 +275,9 @@ def flax_validation_loss(model, encoded: list[tuple[list[int], list[int]]], max_
     (:class:`PaddedShapes`); ``evaluator``: a :class:`taa.flax.training.LossEvaluator` of
     ``compute_loss`` kept from an earlier validation (its compilations are reused)."""
     evaluator = evaluator or training_backend("flax").LossEvaluator(compute_loss, dtype=dtype)
-    batcher = TokenBatcher.from_pairs(encoded, max_tokens, shuffle=False)
     shapes = PaddedShapes(encoded, max_tokens, getattr(model.config, "max_source_length", None))
     return evaluator(model, (to_batch([encoded[i] for i in indices], pad_id, shapes)
-                             for indices in batcher.epoch_batches(0)))
+                             for indices in shapes.batcher(shuffle=False).epoch_batches(0)))
 
 
 # ------------------------------------------------------------------ the task

@@ -31,6 +31,8 @@ class TrainResult:
     stop_reason: str = STEPS  # one of STOP_REASONS
     skipped_steps: list[int] = field(default_factory=list)  # steps not applied (train.nonfinite: skip)
     compiles: Optional[int] = None  # how many times the training step was compiled; None: not counted
+    compile_seconds: Optional[float] = None  # the wall time of the steps that compiled
+    first_compile_seconds: Optional[float] = None  # that of the first step (its compilation included)
 
 
 @dataclass

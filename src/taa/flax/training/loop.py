@@ -347,7 +347,8 @@ class Trainer:
                                              or state.stop_reason):
                     self.save_state(self.out / folders.STATE)
                     self._remove_dropped_best()
-        self.tracker.log_metrics({"train_compiles": float(self.compiles)}, state.step)
+        self.tracker.log_metrics({"train_compiles": float(self.compiles),
+                                  "train_compile_seconds": self.step.compile_seconds}, state.step)
         return self.finish()
 
     def _remove_dropped_best(self) -> None:
@@ -384,7 +385,9 @@ class Trainer:
             self.step.read_from(model)
         self._check_weights()
         model.eval()
-        return dataclasses.replace(train_result(state), compiles=self.compiles)
+        return dataclasses.replace(train_result(state), compiles=self.compiles,
+                                   compile_seconds=self.step.compile_seconds,
+                                   first_compile_seconds=self.step.first_compile_seconds)
 
     # ---------------------------------------------------------------- resumable state
 

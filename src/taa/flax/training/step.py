@@ -30,6 +30,7 @@ reused for the new ones): between steps the trainer's own copies are the current
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -116,7 +117,9 @@ class TrainStep:
 
     ``model`` is put in training mode and split; the split holds the run's current weights
     from then on (:meth:`write_to` the model, :meth:`read_from` it after loading weights).
-    ``compiles`` counts the compilations (one per shape of the step's batches).
+    ``compiles`` counts the compilations (one per shape of the step's batches);
+    ``compile_seconds`` is the wall time of the steps that compiled (tracing, XLA's
+    compilation and that step's run), ``first_compile_seconds`` that of the first one.
     """
 
     def __init__(self, model: nnx.Module, optimizer: optax.GradientTransformation,
@@ -127,14 +130,22 @@ class TrainStep:
         self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
         self.opt_state = optimizer.init(self.params)
         self.compiles = 0
+        self.compile_seconds = 0.0
+        self.first_compile_seconds: float | None = None
         self.compiled = jax.jit(self._step, static_argnums=(4,), donate_argnums=(0, 2))
 
     def __call__(self, batches: Sequence[Any], lr: float) -> StepFigures:
         """One optimizer step over ``batches`` (``train.grad_accumulation`` of them) at rate ``lr``."""
         kinds, fields = zip(*(batch_fields(batch) for batch in batches))
+        compiles, started = self.compiles, time.perf_counter()
         self.params, self.rest, self.opt_state, figures = self.compiled(
             self.params, self.rest, self.opt_state, tuple(fields), kinds[0], jnp.float32(lr))
         loss, tokens, norm, applied = jax.device_get(figures)  # the one wait for the device
+        if self.compiles > compiles:  # this call traced and compiled a new shape
+            seconds = time.perf_counter() - started
+            self.compile_seconds += seconds
+            if self.first_compile_seconds is None:
+                self.first_compile_seconds = seconds
         return StepFigures(float(loss), int(tokens), float(norm), bool(applied))
 
     def write_to(self, model: nnx.Module) -> nnx.Module:
