@@ -151,7 +151,7 @@ def test_evaluate_scores_a_language_model_on_a_text_file(folders, tmp_path):
 def test_evaluate_refuses_a_wrong_combination(folders, tmp_path):
     text = sentence_tsv(tmp_path / "rows.tsv")
     with pytest.raises(ConfigError, match=r"is a 'translation' run \(a Transformer\); --data scores a model of the "
-                                          r"tasks language_model, classification \(a translation run: give --source"):
+                                          r"tasks language_model, classification, image_classification \(a translation run: give --source"):
         api.evaluate(folders["translation"], data=text)
     with pytest.raises(ConfigError, match="is a 'copy' run"):
         api.evaluate(folders["copy"], data=text)
@@ -216,7 +216,7 @@ def test_a_bad_line_of_a_classifier_file_names_file_and_line(classifier, tmp_pat
 
 
 def test_classify_and_embed_refuse_other_models(folders):
-    with pytest.raises(CheckpointError, match=r"a 'language_model' run \(a GPT\), not a sentence classifier"):
+    with pytest.raises(CheckpointError, match=r"a 'language_model' run \(a GPT\), not a sentence or image classifier"):
         api.classify(folders["lm"], sentences=["hi"])
     with pytest.raises(ConfigError, match="a GPT, not a model that embeds sentences"):
         api.embed(folders["lm"], sentences=["hi"])

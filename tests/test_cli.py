@@ -479,7 +479,7 @@ def test_classify_and_evaluate_errors_are_one_line(sst2_classifier, other_runs, 
         (["evaluate", "--checkpoint", str(other_runs["lm"]), "--data", str(bad), "--beam", "2"],
          "--beam and --length-penalty decode translations"),
         (["evaluate", "--checkpoint", str(other_runs["lm"])], "give --source FILE and --reference FILE"),
-        (["classify", "--checkpoint", str(other_runs["lm"]), "hi"], "not a sentence classifier"),
+        (["classify", "--checkpoint", str(other_runs["lm"]), "hi"], "not a sentence or image classifier"),
         (["classify", "--checkpoint", str(tmp_path / "nowhere"), "hi"], "nowhere: no such folder"),
     ]
     for args, message in cases:

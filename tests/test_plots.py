@@ -1,11 +1,12 @@
-"""taa.plots: training curves and attention maps written as readable PNG files."""
+"""taa.plots: training curves, attention maps and confusion matrices written as readable PNG files."""
 
 import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
 
-from taa.plots import attention_kind, plot_attention, plot_training_curves  # noqa: E402
+from taa.plots import attention_kind, plot_attention, plot_confusion, plot_image_attention  # noqa: E402
+from taa.plots import plot_training_curves  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -142,3 +143,24 @@ def test_attention_rejects_weights_that_do_not_match_the_tokens(tmp_path, name, 
 def test_attention_rejects_nothing_to_plot(tmp_path):
     with pytest.raises(ValueError, match="weights is empty"):
         plot_attention({}, SOURCE, TARGET, tmp_path / "empty.png")
+
+
+def test_a_confusion_matrix_and_an_image_attention_map_are_pngs(tmp_path):
+    confusion = [[5, 1, 0], [0, 7, 2], [1, 0, 9]]
+    path = plot_confusion(confusion, ["cat", "dog", "$bird"], tmp_path / "confusion.png")
+    assert read_back(path).shape[:2] == png_size(path)
+    image = np.random.default_rng(0).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    path = plot_image_attention(image, np.full((4, 4), 1 / 16), tmp_path / "attention.png", title="x.png: cat")
+    assert read_back(path).shape[:2] == png_size(path)
+    grey = plot_image_attention(image[:1], np.ones((2, 2)), tmp_path / "grey.png")
+    assert grey.is_file()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda out: plot_confusion([[1, 2]], ["a"], out), r"confusion of shape \(1, 2\) for 1 classes"),
+    (lambda out: plot_image_attention(np.zeros((8, 8)), np.ones((2, 2)), out), r"expected \(channels, height, width\)"),
+    (lambda out: plot_image_attention(np.zeros((1, 8, 8)), np.ones(4), out), r"expected \(rows, cols\)"),
+])
+def test_confusion_and_image_attention_reject_bad_shapes(tmp_path, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(tmp_path / "x.png")

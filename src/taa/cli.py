@@ -591,15 +591,18 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
 @click.option("--reference", type=READ_PATH, callback=_read_path, default=None, help="Reference translations.")
 @click.option("--data", type=READ_PATH, callback=_read_path, default=None,
               help="A classifier: 'sentence<TAB>label' (SST-2's TSV) or 'label sentence' lines; "
-                   "a language model: a text file.")
+                   "a language model: a text file; an image classifier: a folder holding an IDX images/labels "
+                   "pair, a CIFAR-10 binary batch file, or a folder of class subfolders of images.")
+@click.option("--plot", type=click.Path(), default=None,
+              help="An image classifier: also draw its confusion matrix as this PNG file.")
 @click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
 @DEVICE
 @FRAMEWORK
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: str, source: str | None, reference: str | None, data: str | None, beam: int | None,
-             length_penalty: float | None, device: str, framework: str, as_json: bool) -> None:
+def evaluate(checkpoint: str, source: str | None, reference: str | None, data: str | None, plot: str | None,
+             beam: int | None, length_penalty: float | None, device: str, framework: str, as_json: bool) -> None:
     """Score a checkpoint on a file, as its task says.
 
     A translation run, --source and --reference: sacreBLEU (cased and lower-cased) and chrF
@@ -607,6 +610,8 @@ def evaluate(checkpoint: str, source: str | None, reference: str | None, data: s
     length penalty and max_extra) unless an option says otherwise: on the run's test set the
     figures are its own. A classifier, --data: accuracy, loss and per-label precision, recall
     and F1. A language model, --data: perplexity and loss per token, in windows of its context.
+    An image classifier, --data: accuracy, loss and the confusion matrix (rows: the true
+    class), drawn as a PNG with --plot.
 
     An empty file is refused, and so are a source and a reference of different lengths
     and a source sentence longer than the model reads (its max_length tokens), with one
@@ -614,9 +619,20 @@ def evaluate(checkpoint: str, source: str | None, reference: str | None, data: s
     its length, as in training, with one line on standard error saying how many.
     """
     scores = _call(api.evaluate, checkpoint, source=source, reference=reference, data=data, beam=beam,
-                   length_penalty=length_penalty, notify=_notify("evaluate"), device=device, framework=framework)
+                   length_penalty=length_penalty, notify=_notify("evaluate"), device=device, framework=framework,
+                   plot=plot)
     if as_json:
         _echo_json(scores)
+    elif scores.get("task") == "image_classification":
+        correct = sum(scores["confusion"][i][i] for i in range(len(scores["confusion"])))
+        click.echo(f"accuracy {100 * scores['accuracy']:.2f}% ({correct:,}/{scores['examples']:,} images) | "
+                   f"loss {scores['loss']:.4f}")
+        width = max(len(name) for name in scores["classes"])
+        click.echo("confusion (rows: true class, columns: predicted)")
+        for name, row in zip(scores["classes"], scores["confusion"]):
+            click.echo(f"  {name:>{width}} " + " ".join(f"{count:5d}" for count in row))
+        if "plot" in scores:
+            click.echo(f"wrote {scores['plot']}")
     elif scores.get("task") == "classification":
         click.echo(f"accuracy {100 * scores['accuracy']:.2f}% ({scores['correct']:,}/{scores['sentences']:,} "
                    f"sentences) | loss {scores['loss']:.4f}")
@@ -638,13 +654,21 @@ def viz() -> None:
 
 
 @viz.command("attention")
-@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True, help="A translation run folder.")
+@click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True,
+              help="A translation run folder, or a Vision Transformer (an image classification run, a ViT folder).")
 @click.option("--out", type=click.Path(), required=True, help="PNG file to write.")
 @click.argument("sentence")
 def viz_attention(checkpoint: str, out: str, sentence: str) -> None:
-    """Encoder self-, decoder self- and cross-attention for SENTENCE, per layer and head."""
+    """Encoder self-, decoder self- and cross-attention for SENTENCE, per layer and head.
+    A Vision Transformer's checkpoint takes an IMAGE file (PNG, JPEG) instead: its class
+    token's attention rollout over the image (attention of every layer, heads averaged,
+    the residual counted), drawn over the image."""
     result = _call(api.plot_attention, checkpoint, sentence=sentence, out=out)
-    click.echo(f"{result['translation']}\nwrote {result['out']}")
+    if "translation" in result:
+        click.echo(f"{result['translation']}\nwrote {result['out']}")
+    else:
+        click.echo(f"{result['label']}\nwrote {result['out']}" if result["label"] is not None
+                   else f"wrote {result['out']}")
 
 
 # --------------------------------------------------------------------------------------
@@ -744,7 +768,8 @@ def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, device: s
 
 @main.command()
 @click.option("--checkpoint", type=READ_PATH, callback=_read_path, required=True,
-              help="A classification run, or a Hugging Face BertForSequenceClassification folder.")
+              help="A classification run or a Hugging Face BertForSequenceClassification folder (sentences); "
+                   "an image classification run or a ViTForImageClassification folder (image files).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per sentence.")
 @DEVICE
@@ -752,7 +777,8 @@ def embed(checkpoint: str, as_json: bool, dtype: str, batch_size: int, device: s
 def classify(checkpoint: str, batch_size: int, as_json: bool, device: str, sentences: tuple[str, ...]) -> None:
     """The label of each of SENTENCES (or of each line of standard input) and the probability
     of every label: one line per sentence, "label<TAB>probabilities<TAB>sentence". Labels are
-    named when the run names them (SST-2: negative, positive), else their ids.
+    named when the run names them (SST-2: negative, positive), else their ids. An image
+    classifier takes image files (PNG, JPEG) instead: "label<TAB>probabilities<TAB>image".
 
     A sentence longer than the classifier reads (a run's data.max_length, else its
     positions) is cut to that length, as in training, with one line on standard error
@@ -767,7 +793,7 @@ def classify(checkpoint: str, batch_size: int, as_json: bool, device: str, sente
         return
     for result in results:
         shown = ", ".join(f"{name} {probability:.3f}" for name, probability in result["probabilities"].items())
-        click.echo(f"{result['label']}\t{shown}\t{result['sentence']}")
+        click.echo(f"{result['label']}\t{shown}\t{result.get('sentence', result.get('image'))}")
 
 
 # --------------------------------------------------------------------------------------

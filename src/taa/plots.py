@@ -264,3 +264,62 @@ def plot_attention(
     if title:
         figure.suptitle(title, y=1 - 0.1 / height, va="top")
     return _save(figure, path, dpi)
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, *,
+                   title: Optional[str] = None, dpi: int = DPI) -> Path:
+    """A confusion matrix (``confusion[true][predicted]`` counts) as a heat map, the counts
+    written in the cells, rows the true classes, columns the predicted ones."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(classes):
+        raise ValueError(f"confusion of shape {counts.shape} for {len(classes)} classes: it should be square, "
+                         f"a row and a column per class")
+    k = len(classes)
+    side = float(np.clip(0.45 * k + 1.5, 3.0, 14.0))
+    figure = _figure(side + 1.0, side)
+    axes = figure.add_subplot()
+    image = axes.imshow(counts, cmap="Blues")
+    labels = [_label(name) for name in classes]
+    axes.set_xticks(range(k), labels, rotation=90 if max(map(len, labels), default=0) > 3 else 0)
+    axes.set_yticks(range(k), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    font = float(np.clip(120 / max(k, 1), 4, 10))
+    high = counts.max() if counts.size else 0
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font,
+                          color="white" if counts[i, j] > high / 2 else "black")
+    accuracy = np.trace(counts) / max(1, counts.sum())
+    axes.set_title(title or f"accuracy {100 * accuracy:.2f}% of {counts.sum():,}")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return _save(figure, path, dpi)
+
+
+def plot_image_attention(image: Any, attention: Any, path: str | Path, *, title: Optional[str] = None,
+                         dpi: int = DPI) -> Path:
+    """An image (c, h, w) uint8 beside the same image under an attention map over its patch
+    grid (rows, cols; e.g. the class token's attention rollout), scaled up to the image."""
+    pixels = np.asarray(image)
+    if pixels.ndim != 3:
+        raise ValueError(f"image of shape {pixels.shape}: expected (channels, height, width)")
+    grid = _to_numpy(attention)
+    if grid.ndim != 2:
+        raise ValueError(f"attention of shape {grid.shape}: expected (rows, cols) over the patch grid")
+    grey = pixels.shape[0] == 1
+    shown = pixels[0] if grey else pixels.transpose(1, 2, 0)
+    height, width = shown.shape[:2]
+    figure = _figure(7.0, 3.6)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for axes in (left, right):
+        axes.imshow(shown, cmap="gray" if grey else None, extent=(0, width, height, 0), interpolation="nearest")
+        axes.set_xticks([])
+        axes.set_yticks([])
+    overlay = right.imshow(grid, cmap="inferno", alpha=0.6, extent=(0, width, height, 0), interpolation="nearest")
+    left.set_title("image")
+    right.set_title("class token's attention (rollout)")
+    figure.colorbar(overlay, ax=right, shrink=0.8)
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path, dpi)

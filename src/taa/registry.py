@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from taa.config.coerce import ConfigError
-from taa.config.models import BertConfig, GPTConfig, T5Config, TransformerConfig
+from taa.config.models import BertConfig, GPTConfig, T5Config, TransformerConfig, ViTConfig
 from taa.config.presets import PRESETS
 from taa.config.tasks import (
     ClassificationTaskConfig,
     CopyTaskConfig,
+    ImageClassificationTaskConfig,
     LanguageModelTaskConfig,
     MaskedLMTaskConfig,
     TextToTextTaskConfig,
@@ -335,6 +336,19 @@ register_family(ModelFamily(
     hf_architectures={"T5ForConditionalGeneration": "T5ForConditionalGeneration"},
     hf_converter="taa.convert.hf_t5",
 ))
+register_family(ModelFamily(
+    name="vit",
+    config=ViTConfig,
+    description="The Vision Transformer: a pre-norm encoder over image patches, with a class token",
+    paper="Dosovitskiy et al. 2021, An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+    default_architecture="ViTModel",
+    architectures={"ViTModel": {"torch": "taa.torch.models.vit:ViTModel"},
+                   "ViTForImageClassification": {"torch": "taa.torch.models.vit:ViTForImageClassification"}},
+    generates_text=False,
+    hf_model_types=("vit",),
+    hf_architectures={"ViTModel": "ViTModel", "ViTForImageClassification": "ViTForImageClassification"},
+    hf_converter="taa.convert.hf_vit",
+))
 
 for _spec in (
     TaskSpec("copy", CopyTaskConfig, "taa.tasks.copy", "transformer", "Transformer",
@@ -347,6 +361,8 @@ for _spec in (
              "BERT's masked language model, from scratch"),
     TaskSpec("classification", ClassificationTaskConfig, "taa.tasks.classification", "bert",
              "BertForSequenceClassification", "Sentence classification (GLUE SST-2 by default), fine-tuning BERT"),
+    TaskSpec("image_classification", ImageClassificationTaskConfig, "taa.tasks.image_classification", "vit",
+             "ViTForImageClassification", "Image classification with a Vision Transformer (8x8 digits by default)"),
     TaskSpec("text_to_text", TextToTextTaskConfig, "taa.tasks.text_to_text", "t5", "T5ForConditionalGeneration",
              "T5's text-to-text framing: the task is named in the input"),
 ):

@@ -80,7 +80,7 @@ def _translate_port(model, tokenizer, sentences: Sequence[str], settings, max_le
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
              data: Optional[PathLike] = None, beam: Optional[int] = None,
              length_penalty: Optional[float] = None, notify: Optional[Notify] = None,
-             device: str = "auto", framework: str = "torch") -> dict[str, Any]:
+             device: str = "auto", framework: str = "torch", plot: Optional[PathLike] = None) -> dict[str, Any]:
     """Score a checkpoint on a file, the model on ``device`` (auto: a GPU when there is one)
     in ``framework`` (torch, or a port: ``keras``, ``flax``); what is scored follows its task
     (:mod:`taa.registry`):
@@ -89,7 +89,10 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
       chrF of its translations, decoded as :func:`translate` decodes;
     - a classifier, ``data`` (``sentence<TAB>label`` or ``label sentence`` lines): accuracy,
       mean loss and per-label precision, recall and F1;
-    - a language model, ``data`` (a text file): mean loss per token and perplexity.
+    - a language model, ``data`` (a text file): mean loss per token and perplexity;
+    - an image classifier, ``data`` (a folder holding an IDX images/labels pair, a CIFAR-10
+      binary batch file, or a folder of class subfolders of images): accuracy, examples,
+      mean loss and the confusion matrix, drawn as a PNG at ``plot`` when given.
 
     Every task module with a ``score_file(pretrained, path)`` function scores ``data``.
     An empty file is refused, and so are a source and a reference of different lengths
@@ -99,10 +102,25 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
     """
     if data is not None and (source is not None or reference is not None):
         raise cfg.ConfigError("give --data FILE, or --source FILE and --reference FILE, not both")
+    if plot is not None:
+        from taa.api.viz import check_png
+
+        if data is None:
+            raise cfg.ConfigError("--plot draws the confusion matrix of an image classifier: it goes with --data")
+        check_png(plot)
     if data is not None:
         if beam is not None or length_penalty is not None:
             raise cfg.ConfigError("--beam and --length-penalty decode translations: they go with --source")
-        return _score_file(checkpoint, Path(data), notify or _warn, device, framework)
+        scores = _score_file(checkpoint, Path(data), notify or _warn, device, framework)
+        if plot is not None:
+            if "confusion" not in scores:
+                raise cfg.ConfigError(f"--plot: {checkpoint} is no image classifier; --plot draws an image "
+                                      f"classifier's confusion matrix")
+            from taa.plots import plot_confusion
+
+            plot_confusion(scores["confusion"], scores["classes"], plot)
+            scores = {**scores, "plot": str(plot)}
+        return scores
     if source is None or reference is None:
         raise cfg.ConfigError("give --source FILE and --reference FILE (a translation run), "
                               "or --data FILE (a classifier or a language model)")

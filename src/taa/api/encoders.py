@@ -64,11 +64,18 @@ def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int 
     label's name when the run has names (``data.label_names``, SST-2's ``negative`` and
     ``positive``, a Hugging Face ``id2label``), else its id; ``probabilities`` maps each
     label (name, or id as text) to its probability.
+
+    An image classifier (an ``image_classification`` run, a Hugging Face
+    ViTForImageClassification folder) reads ``sentences`` as image files (PNG, JPEG):
+    :func:`classify_images`.
     """
     from taa.tasks.classification import label_names, probabilities
 
+    pretrained = load(checkpoint, device=device)
+    if "image_classification" in tasks_of(pretrained):
+        return classify_images(pretrained, sentences)
     sentences = _check_sentences(sentences)
-    pretrained = _load_classifier(checkpoint, device)
+    pretrained = _load_classifier(checkpoint, pretrained)
     tokenizer = _hugging_face_tokenizer(pretrained, checkpoint, "taa classify")
     _warn_truncated(tokenizer, sentences, notify or _warn)
     names = label_names(pretrained)
@@ -81,9 +88,22 @@ def classify(checkpoint: PathLike, *, sentences: Sequence[str], batch_size: int 
     return results
 
 
-def _load_classifier(checkpoint: PathLike, device: str):
-    pretrained = load(checkpoint, device=device)
+def _load_classifier(checkpoint: PathLike, pretrained):
     if "classification" not in tasks_of(pretrained):
-        raise CheckpointError(f"{checkpoint}: {_what(pretrained)}, not a sentence classifier "
-                              f"(a {registry.task('classification').architecture})")
+        raise CheckpointError(f"{checkpoint}: {_what(pretrained)}, not a sentence or image classifier "
+                              f"(a {registry.task('classification').architecture} or a "
+                              f"{registry.task('image_classification').architecture})")
     return pretrained
+
+
+def classify_images(pretrained, images: Sequence[str]) -> list[dict[str, Any]]:
+    """Each image file's class and the probability of every class, by a loaded image
+    classifier: ``[{"image", "label", "label_id", "probabilities"}, ...]``, ``label`` the
+    class's name (a run's classes, a Hugging Face ``id2label``, else its id)."""
+    from taa.tasks.image_classification import classify_images as classify_files
+
+    if not images:
+        raise cfg.ConfigError("give the image files to classify (PNG or JPEG)")
+    results = classify_files(pretrained, list(images))
+    names = list(results[0]["probabilities"]) if results else []
+    return [{**result, "label_id": names.index(result["label"])} for result in results]

@@ -48,12 +48,14 @@ from taa.config.models import (
     PositionalKind,
     T5Config,
     TransformerConfig,
+    ViTConfig,
 )
 from taa.config.presets import PRESETS, preset
 from taa.config.recipe import RecipeConfig, model_config_from_dict, model_config_to_dict, model_type
 from taa.config.tasks import (
     ClassificationTaskConfig,
     CopyTaskConfig,
+    ImageClassificationTaskConfig,
     LanguageModelTaskConfig,
     MaskedLMTaskConfig,
     TextToTextTaskConfig,
@@ -70,9 +72,9 @@ from taa.config.training import (
 
 __all__ = [
     "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig",
-    "ClassificationTaskConfig", "ConfigError", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
+    "ClassificationTaskConfig", "ConfigError", "ImageClassificationTaskConfig", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
     "MAX_THREADS", "ParallelName", "check_device_name",
-    "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig",
+    "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig", "ViTConfig",
     "TrainConfig", "TransformerConfig", "TranslationTaskConfig", "dumps", "from_dict", "merge",
     "model_config_from_dict", "model_config_to_dict", "model_type", "parse_overrides", "preset",
     "read_data", "read_mapping", "read_text", "save", "to_dict",

@@ -298,3 +298,57 @@ class T5Config(BlockConfig):
         """Whether the decoder output is multiplied by d_model**-0.5 before the output layer."""
         return self.tie_word_embeddings if self.scale_decoder_outputs is None else self.scale_decoder_outputs
 
+
+
+# --------------------------------------------------------------------------------------
+# ViT: the Transformer encoder over image patches
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ViTConfig(BlockConfig):
+    """The Vision Transformer (Dosovitskiy et al. 2021, §3.1): an image cut into
+    ``patch_size`` x ``patch_size`` patches, each projected to ``d_model``, a learned class
+    token in front, learned positions added, then a pre-norm encoder with GELU feed-forwards
+    and a final LayerNorm. Defaults are ViT-B/16 at 224 x 224 (transformers' ViTConfig).
+
+    The classifier reads the class token's final state (``pooling="cls"``, the paper's) or
+    the mean of the patch tokens' (``"mean"``, the paper's global average pooling, §D.3).
+    """
+
+    d_model: int = 768  # HF: hidden_size
+    n_heads: int = 12  # HF: num_attention_heads
+    d_ff: int = 3072  # HF: intermediate_size
+    dropout: float = 0.0  # HF: hidden_dropout_prob
+    attention_dropout: float = 0.0  # HF: attention_probs_dropout_prob
+    activation: Activation = "gelu"  # HF: hidden_act "gelu" (exact)
+    norm_first: bool = True  # ViT is pre-norm (§3.1, Eq. 2-3)
+    norm_eps: float = 1e-12  # HF: layer_norm_eps
+    n_layers: int = 12  # HF: num_hidden_layers
+    image_size: int = 224  # height and width the position table is made for (HF: image_size)
+    patch_size: int = 16  # HF: patch_size
+    num_channels: int = 3  # HF: num_channels
+    num_labels: int = 1000  # outputs of the classification head
+    pooling: Literal["cls", "mean"] = "cls"  # what the classifier reads
+    classifier_dropout: float = 0.0  # dropout before the classifier
+    init_std: float = 0.02  # truncated-normal initialisation (HF: initializer_range)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("image_size", "patch_size", "num_channels", "num_labels", "init_std"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.n_layers >= 0, f"n_layers={self.n_layers} must be >= 0")
+        _require(
+            self.image_size % self.patch_size == 0,
+            f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}",
+        )
+        _require(0.0 <= self.classifier_dropout < 1.0, f"classifier_dropout={self.classifier_dropout} must be in [0, 1)")
+
+    @property
+    def grid(self) -> int:
+        """Patches along each side of an ``image_size`` image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid

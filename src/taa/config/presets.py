@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from taa.config.coerce import ConfigError, from_dict
-from taa.config.models import BertConfig, GPTConfig, T5Config, TransformerConfig
+from taa.config.models import BertConfig, GPTConfig, T5Config, TransformerConfig, ViTConfig
 
 # Named presets are data: a config class and the fields that differ from its defaults.
 PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -91,6 +91,26 @@ PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
         d_model=32, n_heads=3, d_kv=8, d_ff=48, n_encoder_layers=2, n_decoder_layers=3,
         vocab_size=100, relative_buckets=8, relative_max_distance=16, max_length=64,
         activation="geglu", tie_word_embeddings=False, dropout=0.0, attention_dropout=0.0,
+    )),
+    # ViT-B/16 (paper Table 1, "Base"; 224 x 224 images, ImageNet's 1000 classes): as many
+    # parameters as transformers' ViTForImageClassification at the same config (with 2 labels,
+    # its default: 85,800,194; tests/torch/models/test_vit.py).
+    "vit-b16": (ViTConfig, dict(
+        d_model=768, n_heads=12, d_ff=3072, n_layers=12, image_size=224, patch_size=16, num_channels=3,
+        num_labels=1000,
+    )),
+    # Small ones for digits: 8 x 8 (scikit-learn) and 28 x 28 (MNIST) grey images, ten classes.
+    "vit-digits": (ViTConfig, dict(
+        d_model=64, n_heads=4, d_ff=128, n_layers=4, image_size=8, patch_size=2, num_channels=1,
+        num_labels=10, dropout=0.1,
+    )),
+    "vit-mnist": (ViTConfig, dict(
+        d_model=128, n_heads=4, d_ff=256, n_layers=6, image_size=28, patch_size=4, num_channels=1,
+        num_labels=10, dropout=0.1,
+    )),
+    "vit-tiny": (ViTConfig, dict(
+        d_model=32, n_heads=4, d_ff=64, n_layers=2, image_size=16, patch_size=4, num_channels=3,
+        num_labels=5,
     )),
 }
 

@@ -208,3 +208,68 @@ class TextToTextTaskConfig(TranslationTaskConfig):
 
     prefix: str = "translate German to English: "  # T5's task prefix (§2.4)
 
+
+
+ImageSource = Literal["digits", "idx", "cifar10", "folder", "hf", "download"]
+
+
+@dataclass
+class ImageClassificationTaskConfig:
+    """Image classification with a Vision Transformer (Dosovitskiy et al. 2021).
+
+    ``source`` says where the images come from (:mod:`taa.data.images`): ``digits``
+    (scikit-learn's 8 x 8 digits, no file needed), ``idx`` (an IDX images/labels pair, or a
+    folder holding one; ``path`` "" = ``mnist5k/`` under ``dir`` or ``$TAA_DATA``),
+    ``cifar10`` (CIFAR-10's binary batches), ``folder`` (class subfolders of PNG/JPEG
+    files), ``hf`` (a ``datasets`` dataset saved to disk) or ``download`` (``download``
+    names MNIST or Fashion-MNIST, fetched into the cache and checked by sha256).
+
+    The test set is ``test_path`` (read like ``path``; ``download`` uses the dataset's
+    own test set), else held out from the data: ``test_fraction`` of each class, or
+    ``split: halves`` for scikit-learn's first half / second half. Validation (to choose
+    the kept weights) is ``valid_fraction`` of each class of what is left: never the
+    test images. Pixels become floats in [0, 1], then (x - mean) / std. Augmentation of the
+    training images, in torch: random shifts of up to ``shift`` pixels, rotations of up to
+    ``rotate`` degrees, scaling by up to ``scale``, and left-right flips when ``flip``
+    (only where the data allows them: not for digits).
+    """
+
+    source: ImageSource = "digits"
+    dir: str = ""  # a data folder holding mnist5k/ (source idx with no path); "" = $TAA_DATA
+    path: str = ""  # the images: a file or folder, as the source reads them
+    test_path: str = ""  # a separate test set read like path; "" = held out from the data
+    download: Literal["", "mnist", "fashion-mnist"] = ""  # source download: which data set
+    split: Literal["random", "halves"] = "random"  # how the test set is held out, without test_path
+    test_fraction: float = 0.2  # share of each class held out for the test (split random)
+    valid_fraction: float = 0.1  # share of each class of the rest held out for validation
+    max_train_examples: int = 0  # use only the first N training images; 0 = all
+    image_column: str = "image"  # source hf: the images' column
+    label_column: str = "label"  # source hf: the labels' column
+    hf_split: str = ""  # source hf: the split of a DatasetDict ("" = its only split, or train)
+    mean: float = 0.5  # pixel normalisation: (x / 255 - mean) / std (transformers' ViT: 0.5, 0.5)
+    std: float = 0.5
+    shift: int = 0  # augmentation: random translation of up to this many pixels
+    rotate: float = 0.0  # augmentation: random rotation of up to this many degrees
+    scale: float = 0.0  # augmentation: random zoom by a factor in [1 - scale, 1 + scale]
+    flip: bool = False  # augmentation: random left-right flips
+    eval_batch_size: int = 256  # images per evaluation batch
+    label_names: list[str] = field(default_factory=list)  # names of labels 0, 1, ...; [] = the data's
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_finite(self)
+        if self.source == "download":
+            _require(bool(self.download), "source=download needs download: mnist or fashion-mnist")
+        if self.source in ("cifar10", "folder", "hf"):
+            _require(bool(self.path), f"source={self.source} needs a path")
+        for name in ("test_fraction", "valid_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"{name}={value} must be between 0 and 1")
+        _require(self.std > 0, f"std={self.std} must be positive")
+        _require(self.shift >= 0, f"shift={self.shift} must be >= 0")
+        _require(0.0 <= self.rotate <= 180.0, f"rotate={self.rotate} must be in [0, 180] degrees")
+        _require(0.0 <= self.scale < 1.0, f"scale={self.scale} must be in [0, 1)")
+        _require(self.max_train_examples >= 0, f"max_train_examples={self.max_train_examples} must be >= 0")
+        _require(self.eval_batch_size > 0, f"eval_batch_size={self.eval_batch_size} must be positive")
+        _require(all(name.strip() for name in self.label_names) and len(set(self.label_names)) == len(self.label_names),
+                 f"label_names={self.label_names} must be distinct, non-empty names")

@@ -32,7 +32,7 @@ from taa.config import BertConfig, ConfigError
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
 from taa.convert.hf_folder import model_folder, weights_misfit
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
-from taa.convert.hf_folder import config_number
+from taa.convert.hf_folder import config_number, expand_keys
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("bert").hf_architectures)  # transformers class -> ours (the same names)
@@ -184,22 +184,12 @@ def config_to_hf(config: BertConfig, architecture: str = "BertModel") -> dict[st
 # --------------------------------------------------------------------------------------
 
 
-def _expand(templates: Mapping[str, str], n_layers: int = 1) -> dict[str, str]:
-    """Key templates -> keys: "{i}" over the layers, "{p}" over weight and bias."""
-    mapping = {}
-    for theirs, ours in templates.items():
-        for i in range(n_layers) if "{i}" in theirs else (0,):
-            for p in ("weight", "bias") if "{p}" in theirs else ("",):
-                mapping[theirs.format(i=i, p=p)] = ours.format(i=i, p=p)
-    return mapping
-
-
 def backbone_key_map(n_layers: int, pooler: bool = True) -> dict[str, str]:
     """Hugging Face key (inside BertModel) -> ours (inside our BertModel)."""
-    mapping = _expand(EMBEDDING_KEYS)
-    mapping.update(_expand(LAYER_KEYS, n_layers))
+    mapping = expand_keys(EMBEDDING_KEYS)
+    mapping.update(expand_keys(LAYER_KEYS, n_layers))
     if pooler:
-        mapping.update(_expand(POOLER_KEYS))
+        mapping.update(expand_keys(POOLER_KEYS))
     return mapping
 
 
@@ -271,7 +261,7 @@ def state_dict_from_hf(
     backbone, heads = split_backbone(state_dict, backbone_shapes, head_shapes, PREFIX, f"BERT weights ({architecture})")
     prefix = _our_backbone_prefix(architecture)
     converted = {prefix + ours: backbone[theirs] for theirs, ours in backbone_key_map(config.n_layers, pooler).items()}
-    converted.update({ours: heads[theirs] for theirs, ours in _expand(HEAD_KEYS[architecture]).items()})
+    converted.update({ours: heads[theirs] for theirs, ours in expand_keys(HEAD_KEYS[architecture]).items()})
     if architecture == "BertForMaskedLM":
         converted[TIED_MLM_DECODER] = converted["bert.embeddings.word_embeddings.weight"]
     return converted
@@ -287,7 +277,7 @@ def state_dict_to_hf(
     # a BertModel may have been built without a pooler; the task models' pooler is fixed
     pooler = "pooler.dense.weight" in state_dict if architecture == "BertModel" else _has_pooler(architecture)
     needed = {prefix + ours for ours in backbone_key_map(config.n_layers, pooler).values()}
-    needed |= set(_expand(HEAD_KEYS[architecture]).values())
+    needed |= set(expand_keys(HEAD_KEYS[architecture]).values())
     if architecture == "BertForMaskedLM":
         needed.add(TIED_MLM_DECODER)
     check_state_dict(state_dict, dict.fromkeys(needed), f"taa BERT weights ({architecture})")
@@ -296,7 +286,7 @@ def state_dict_to_hf(
         hf_prefix + theirs: state_dict[prefix + ours]
         for theirs, ours in backbone_key_map(config.n_layers, pooler).items()
     }
-    converted.update({theirs: state_dict[ours] for theirs, ours in _expand(HEAD_KEYS[architecture]).items()})
+    converted.update({theirs: state_dict[ours] for theirs, ours in expand_keys(HEAD_KEYS[architecture]).items()})
     return converted
 
 

@@ -145,6 +145,16 @@ def config_flag(hf_config: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+def expand_keys(templates: Mapping[str, str], n_layers: int = 1) -> dict[str, str]:
+    """Key templates (theirs -> ours) -> keys: "{i}" over the layers, "{p}" over weight and bias."""
+    mapping = {}
+    for theirs, ours in templates.items():
+        for i in range(n_layers) if "{i}" in theirs else (0,):
+            for p in ("weight", "bias") if "{p}" in theirs else ("",):
+                mapping[theirs.format(i=i, p=p)] = ours.format(i=i, p=p)
+    return mapping
+
+
 def config_error(folder: str | Path, error: Exception) -> ConversionError:
     """``error`` about a folder's ``config.json``, named as the file."""
     return ConversionError(f"{Path(folder) / CONFIG_FILE}: {error}")

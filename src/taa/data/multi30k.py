@@ -97,8 +97,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, destination: Path, expected_sha256: str, timeout: float) -> None:
-    """Download ``url`` to ``destination`` via a temporary file; rename only if the hash matches."""
+def fetch_checked(url: str, destination: Path, expected_sha256: str, timeout: float, where: str = "") -> None:
+    """Download ``url`` to ``destination`` via a temporary file; rename only if the hash matches.
+    ``where``: what a failed download's message tells the user to do instead."""
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
     try:
         digest = hashlib.sha256()
@@ -109,10 +110,9 @@ def _fetch(url: str, destination: Path, expected_sha256: str, timeout: float) ->
                         digest.update(block)
                         out.write(block)
             except (urllib.error.URLError, OSError) as error:
-                raise DataError(
-                    f"{url}: download failed ({getattr(error, 'reason', error)}); put the Multi30k files in a "
-                    f"folder's multi30k/ and point ${DATA_ENV} (or the recipe's data.dir) at that folder"
-                ) from None
+                where_else = where or (f"put the Multi30k files in a folder's multi30k/ and point ${DATA_ENV} "
+                                       "(or the recipe's data.dir) at that folder")
+                raise DataError(f"{url}: download failed ({getattr(error, 'reason', error)}); {where_else}") from None
         if digest.hexdigest() != expected_sha256:
             raise DataError(
                 f"{url}: checksum mismatch for {destination.name} "
@@ -140,7 +140,7 @@ def download_multi30k(
         destination = folder / name
         if destination.is_file() and sha256_of(destination) == expected:
             continue
-        _fetch(base_url + name, destination, expected, timeout)
+        fetch_checked(base_url + name, destination, expected, timeout)
     return cache_dir
 
 
