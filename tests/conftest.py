@@ -1,4 +1,5 @@
-"""Test-wide settings: no network, no telemetry, a fixed thread count."""
+"""Test-wide settings: no network, no telemetry, one torch thread per worker when the suite
+runs on several (``pytest -n 2``: each worker holds a core)."""
 
 import os
 import tempfile
@@ -25,3 +26,17 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("repeatable", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """Under pytest-xdist every worker is a process of its own: two workers of two threads
+    each on two cores would slow both (a test that needs more threads sets them itself)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    yield
