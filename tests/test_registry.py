@@ -30,11 +30,13 @@ def run(*args: str):
 
 
 def test_the_shipped_families_and_tasks():
-    assert [family.name for family in registry.families()] == ["transformer", "gpt", "bert", "t5", "vit"]
+    assert [family.name for family in registry.families()] == ["transformer", "gpt", "bert", "t5", "vit",
+                                                                  "decision_transformer"]
     assert [spec.name for spec in registry.tasks()] == [
         "copy", "translation", "language_model", "masked_lm", "classification", "image_classification",
         "text_to_text"]
     assert registry.presets("vit") == ["vit-b16", "vit-digits", "vit-mnist", "vit-tiny"]
+    assert registry.presets("decision_transformer") == ["dt-cartpole", "dt-pendulum", "dt-tiny"]
     assert [spec.name for spec in registry.tasks("bert")] == ["masked_lm", "classification"]
     assert registry.presets("gpt") == ["gpt2-small", "gpt-shakespeare-char", "gpt-tiny"]
 
@@ -77,12 +79,12 @@ def test_lookups():
 
 
 @pytest.mark.parametrize("lookup, message", [
-    (lambda: registry.family("rnn"), "unknown model family 'rnn' (known: transformer, gpt, bert, t5, vit)"),
+    (lambda: registry.family("rnn"), "unknown model family 'rnn' (known: transformer, gpt, bert, t5, vit, decision_transformer)"),
     (lambda: registry.task("dance"), "unknown task 'dance' (known: copy, translation, language_model, "),
     (lambda: registry.family_of_config(object()), "object is not a model config (known: TransformerConfig, "),
     (lambda: registry.family_of_architecture("LSTM"), "architecture='LSTM' is not one of Transformer, GPT, "),
     (lambda: registry.family_of_hf_model_type("llama"),
-     "model_type='llama' is not supported (taa converts gpt2, bert, t5, vit)"),
+     "model_type='llama' is not supported (taa converts gpt2, bert, t5, vit, decision_transformer)"),
     (lambda: registry.family_of_preset("gpt5"), "unknown preset 'gpt5' (known: bert-base, "),
     (lambda: registry.implementation("GPT", "jax"), "GPT has no jax implementation (implemented in: torch, keras, flax)"),
 ])

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from taa.config.coerce import ConfigError
-from taa.config.models import BertConfig, GPTConfig, T5Config, TransformerConfig, ViTConfig
+from taa.config.models import BertConfig, DecisionTransformerConfig, GPTConfig, T5Config, TransformerConfig
+from taa.config.models import ViTConfig
 from taa.config.presets import PRESETS
 from taa.config.tasks import (
     ClassificationTaskConfig,
@@ -348,6 +349,18 @@ register_family(ModelFamily(
     hf_model_types=("vit",),
     hf_architectures={"ViTModel": "ViTModel", "ViTForImageClassification": "ViTForImageClassification"},
     hf_converter="taa.convert.hf_vit",
+))
+register_family(ModelFamily(
+    name="decision_transformer",
+    config=DecisionTransformerConfig,
+    description="A causal GPT over (return-to-go, state, action) tokens that predicts actions",
+    paper="Chen et al. 2021, Decision Transformer: Reinforcement Learning via Sequence Modeling",
+    default_architecture="DecisionTransformer",
+    architectures={"DecisionTransformer": {"torch": "taa.torch.models.decision_transformer:DecisionTransformer"}},
+    generates_text=False,
+    hf_model_types=("decision_transformer",),
+    hf_architectures={"DecisionTransformerModel": "DecisionTransformer"},
+    hf_converter="taa.convert.hf_decision_transformer",
 ))
 
 for _spec in (

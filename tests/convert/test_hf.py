@@ -31,7 +31,7 @@ def test_family_from_model_type_or_architectures(config, expected):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"model_type": "llama"}, "config.json: model_type='llama' is not supported (taa converts gpt2, bert, t5)"),
+    ({"model_type": "llama"}, "config.json: model_type='llama' is not supported (taa converts gpt2, bert, t5, vit, decision_transformer)"),
     ({"architectures": ["LlamaForCausalLM"]}, "config.json: no model_type, and architectures=['LlamaForCausalLM']"),
     ({}, "config.json: no model_type, and architectures=None"),
 ])

@@ -155,3 +155,35 @@ def test_a_hugging_face_vit_classifies_image_files_with_its_label_names(tmp_path
     with torch.no_grad():
         expected = theirs((values - 0.5) / 0.5).logits.softmax(-1)[0]  # transformers' ViT processor: mean = std = 0.5
     assert abs(row["probabilities"]["dog"] - float(expected[1])) < 1e-5
+
+
+def test_with_no_data_folder_the_mnist_recipe_downloads_mnist_and_tests_on_its_test_set(tmp_path, monkeypatch):
+    """The download path a user with internet takes, here through file:// (no network)."""
+    import gzip
+    import hashlib
+    import struct
+
+    from taa.data import images as imgs
+    from taa.tasks.image_classification import ImageClassificationTask
+
+    def idx(array):
+        return gzip.compress(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+                             + array.tobytes())
+
+    source = tmp_path / "mirror"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 20)):
+        (source / f"{prefix}-images-idx3-ubyte.gz").write_bytes(idx(rng.integers(0, 256, (n, 28, 28), np.uint8)))
+        (source / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx((np.arange(n) % 10).astype(np.uint8)))
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source.iterdir()}
+    monkeypatch.setitem(imgs.DOWNLOADS, "mnist", (source.as_uri() + "/", files, imgs.DIGITS))
+    monkeypatch.delenv("TAA_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    task = ImageClassificationTask(RecipeConfig.load(ROOT / "recipes" / "vit-mnist.yaml"))
+    task.read_data()
+    assert len(task.test_images) == 20 and len(task.train_images) + len(task.valid_images) == 200
+    assert (tmp_path / "cache" / "taa" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
+    monkeypatch.setenv("TAA_DATA", str(tmp_path / "empty"))  # a data folder without mnist5k/: one line
+    with pytest.raises(Exception, match="mnist5k: no such file or folder"):
+        ImageClassificationTask(RecipeConfig.load(ROOT / "recipes" / "vit-mnist.yaml")).read_data()

@@ -43,6 +43,7 @@ from taa.config.models import (
     AttentionImpl,
     BertConfig,
     BlockConfig,
+    DecisionTransformerConfig,
     GPTConfig,
     NormKind,
     PositionalKind,
@@ -71,7 +72,7 @@ from taa.config.training import (
 )
 
 __all__ = [
-    "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig",
+    "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig", "DecisionTransformerConfig",
     "ClassificationTaskConfig", "ConfigError", "ImageClassificationTaskConfig", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
     "MAX_THREADS", "ParallelName", "check_device_name",
     "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig", "ViTConfig",

@@ -352,3 +352,47 @@ class ViTConfig(BlockConfig):
     @property
     def num_patches(self) -> int:
         return self.grid * self.grid
+
+
+# --------------------------------------------------------------------------------------
+# Decision Transformer: a causal GPT over (return-to-go, state, action) tokens
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecisionTransformerConfig(BlockConfig):
+    """The Decision Transformer (Chen et al. 2021, §3): a trajectory is read as tokens
+    (R_1, s_1, a_1, R_2, s_2, a_2, ...), each embedded by its own linear map plus a learned
+    embedding of its time step, and a causal GPT-2 predicts a_t from the tokens up to s_t.
+    Defaults are transformers' DecisionTransformerConfig (3 layers, 128 wide, 1 head, ReLU).
+
+    ``discrete``: the actions are ``act_dim`` choices, fed one-hot and predicted as logits
+    (CartPole); else they are vectors of ``act_dim`` numbers, predicted through tanh when
+    ``action_tanh`` (Pendulum, MuJoCo). ``context`` is the number of time steps the model
+    reads (K in the paper; 3K tokens).
+    """
+
+    d_model: int = 128  # HF: hidden_size
+    n_heads: int = 1  # HF: n_head
+    d_ff: int = 512  # HF: n_inner (None: 4 * hidden_size)
+    dropout: float = 0.1  # HF: resid_pdrop and embd_pdrop
+    attention_dropout: float = 0.1  # HF: attn_pdrop
+    activation: Activation = "relu"  # HF: activation_function
+    norm_first: bool = True  # GPT-2's pre-norm layers and final norm
+    norm_eps: float = 1e-5  # HF: layer_norm_epsilon
+    n_layers: int = 3  # HF: n_layer
+    state_dim: int = 17  # HF: state_dim
+    act_dim: int = 4  # HF: act_dim
+    max_ep_len: int = 4096  # time steps the timestep embedding covers (HF: max_ep_len)
+    context: int = 20  # time steps read at once (the paper's K)
+    discrete: bool = False  # one-hot actions in, logits out
+    action_tanh: bool = True  # continuous actions: squash the prediction into [-1, 1]
+    init_std: float = 0.02  # HF: initializer_range
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("state_dim", "act_dim", "max_ep_len", "context", "init_std"):
+            _require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be positive")
+        _require(self.n_layers >= 0, f"n_layers={self.n_layers} must be >= 0")
+        _require(not (self.discrete and self.action_tanh),
+                 "discrete=true predicts logits: action_tanh must be false")

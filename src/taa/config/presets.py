@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from taa.config.coerce import ConfigError, from_dict
-from taa.config.models import BertConfig, GPTConfig, T5Config, TransformerConfig, ViTConfig
+from taa.config.models import BertConfig, DecisionTransformerConfig, GPTConfig, T5Config, TransformerConfig
+from taa.config.models import ViTConfig
 
 # Named presets are data: a config class and the fields that differ from its defaults.
 PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -107,6 +108,21 @@ PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
     "vit-mnist": (ViTConfig, dict(
         d_model=128, n_heads=4, d_ff=256, n_layers=6, image_size=28, patch_size=4, num_channels=1,
         num_labels=10, dropout=0.1,
+    )),
+    # Decision Transformers for gymnasium's control tasks (the paper's Atari/gym sizes: 128 wide,
+    # 3 layers, 1 head; context K = 20). CartPole: 4 numbers a state, 2 actions, episodes up to
+    # 500 steps; Pendulum: 3 numbers, 1 torque in [-2, 2] (scaled to [-1, 1]), 200 steps.
+    "dt-cartpole": (DecisionTransformerConfig, dict(
+        d_model=128, n_heads=1, d_ff=512, n_layers=3, state_dim=4, act_dim=2, max_ep_len=512, context=20,
+        discrete=True, action_tanh=False,
+    )),
+    "dt-pendulum": (DecisionTransformerConfig, dict(
+        d_model=128, n_heads=1, d_ff=512, n_layers=3, state_dim=3, act_dim=1, max_ep_len=256, context=20,
+        discrete=False, action_tanh=True,
+    )),
+    "dt-tiny": (DecisionTransformerConfig, dict(
+        d_model=16, n_heads=2, d_ff=32, n_layers=2, state_dim=4, act_dim=2, max_ep_len=50, context=5,
+        dropout=0.0, attention_dropout=0.0,
     )),
     "vit-tiny": (ViTConfig, dict(
         d_model=32, n_heads=4, d_ff=64, n_layers=2, image_size=16, patch_size=4, num_channels=3,

@@ -219,7 +219,8 @@ class ImageClassificationTaskConfig:
 
     ``source`` says where the images come from (:mod:`taa.data.images`): ``digits``
     (scikit-learn's 8 x 8 digits, no file needed), ``idx`` (an IDX images/labels pair, or a
-    folder holding one; ``path`` "" = ``mnist5k/`` under ``dir`` or ``$TAA_DATA``),
+    folder holding one; ``path`` "" = ``mnist5k/`` under ``dir`` or ``$TAA_DATA``, and with
+    neither, MNIST downloaded into the cache),
     ``cifar10`` (CIFAR-10's binary batches), ``folder`` (class subfolders of PNG/JPEG
     files), ``hf`` (a ``datasets`` dataset saved to disk) or ``download`` (``download``
     names MNIST or Fashion-MNIST, fetched into the cache and checked by sha256).

@@ -54,3 +54,18 @@ def same_values(first: Any, second: Any) -> bool:
     import numpy as np
 
     return bool(np.array_equal(np.asarray(first), np.asarray(second)))
+
+
+def zeros_like_rows(vector: Any, rows: int, first: Any = None) -> Any:
+    """A (rows, d) array of zeros of ``vector``'s kind and dtype (d: its length), its first row
+    ``first`` when given: a table a model never reads but for that row."""
+    torch = _torch_of(vector)
+    if torch is not None:
+        table = torch.zeros(rows, vector.shape[0], dtype=vector.dtype)
+    else:
+        import numpy as np
+
+        table = np.zeros((rows, vector.shape[0]), dtype=np.asarray(vector).dtype)
+    if first is not None:
+        table[0] = first if torch is not None else np.asarray(first)
+    return table

@@ -32,7 +32,7 @@ from taa.config import BertConfig, ConfigError
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
 from taa.convert.hf_folder import model_folder, weights_misfit
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
-from taa.convert.hf_folder import config_number, expand_keys
+from taa.convert.hf_folder import config_number, encoder_layer_problems, expand_keys, num_labels_from_hf
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("bert").hf_architectures)  # transformers class -> ours (the same names)
@@ -87,16 +87,6 @@ ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "
 # --------------------------------------------------------------------------------------
 
 
-def num_labels_from_hf(hf_config: Mapping[str, Any]) -> int:
-    """transformers counts labels from ``id2label`` (``num_labels`` in older files); default 2."""
-    if hf_config.get("id2label"):
-        return len(hf_config["id2label"])
-    labels = hf_config.get("num_labels", 2)
-    if isinstance(labels, bool) or not isinstance(labels, int):
-        raise ConversionError(f"num_labels={labels!r} should be an integer")
-    return labels
-
-
 def config_from_hf(hf_config: Mapping[str, Any]) -> BertConfig:
     """A BERT ``config.json`` (as a dict) -> :class:`BertConfig`; unsupported options raise ConversionError."""
     hf = {**HF_DEFAULTS, **hf_config}
@@ -136,17 +126,8 @@ def config_to_hf(config: BertConfig, architecture: str = "BertModel") -> dict[st
     """:class:`BertConfig` -> a BERT ``config.json`` dict; what BERT cannot express raises ConversionError."""
     if architecture not in ARCHITECTURES:
         raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
-    problems = []
-    if config.norm_first:
-        problems.append("norm_first=True (BERT is post-norm)")
-    if config.norm != "layer":
-        problems.append(f"norm={config.norm!r} (BERT uses LayerNorm)")
-    if not config.bias:
-        problems.append("bias=False (BERT has biases)")
-    if config.n_kv_heads not in (None, config.n_heads):
-        problems.append(f"n_kv_heads={config.n_kv_heads} (BERT has no grouped-query attention)")
-    if config.activation not in ACTIVATIONS_TO_HF:
-        problems.append(f"activation={config.activation!r} (BERT supports {', '.join(ACTIVATIONS_TO_HF)})")
+    problems = ["norm_first=True (BERT is post-norm)"] if config.norm_first else []
+    problems += encoder_layer_problems(config, "BERT", ACTIVATIONS_TO_HF)
     if architecture == "BertForSequenceClassification" and config.classifier_pooling != "cls":
         problems.append(f"classifier_pooling={config.classifier_pooling!r} (BertForSequenceClassification pools [CLS])")
     if problems:

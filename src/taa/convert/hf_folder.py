@@ -155,6 +155,31 @@ def expand_keys(templates: Mapping[str, str], n_layers: int = 1) -> dict[str, st
     return mapping
 
 
+def num_labels_from_hf(hf_config: Mapping[str, Any]) -> int:
+    """transformers counts labels from ``id2label`` (``num_labels`` in older files); default 2."""
+    if hf_config.get("id2label"):
+        return len(hf_config["id2label"])
+    labels = hf_config.get("num_labels", 2)
+    if isinstance(labels, bool) or not isinstance(labels, int):
+        raise ConversionError(f"num_labels={labels!r} should be an integer")
+    return labels
+
+
+def encoder_layer_problems(config: Any, family: str, activations_to_hf: Mapping[str, str]) -> list[str]:
+    """What a BERT-style encoder layer of transformers (LayerNorm, biases, one key/value head per
+    query head, an ungated activation of ``activations_to_hf``) cannot express of ``config``."""
+    problems = []
+    if config.norm != "layer":
+        problems.append(f"norm={config.norm!r} ({family} uses LayerNorm)")
+    if not config.bias:
+        problems.append(f"bias=False ({family} has biases)")
+    if config.n_kv_heads not in (None, config.n_heads):
+        problems.append(f"n_kv_heads={config.n_kv_heads} ({family} has no grouped-query attention)")
+    if config.activation not in activations_to_hf:
+        problems.append(f"activation={config.activation!r} ({family} supports {', '.join(activations_to_hf)})")
+    return problems
+
+
 def config_error(folder: str | Path, error: Exception) -> ConversionError:
     """``error`` about a folder's ``config.json``, named as the file."""
     return ConversionError(f"{Path(folder) / CONFIG_FILE}: {error}")

@@ -178,7 +178,7 @@ def key_map(n_layers: int) -> dict[str, str]:
     return mapping
 
 
-def _backbone_to_hf(state_dict: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
+def backbone_to_hf(state_dict: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
     """Our keys -> GPT2Model keys (no prefix), Conv1D weights transposed, q,k,v fused."""
     converted = {}
     for theirs, ours in key_map(n_layers).items():
@@ -245,7 +245,7 @@ def state_dict_to_hf(
     needed |= {OUR_ATTENTION.format(i=i, name=name, p=p)
                for i in range(config.n_layers) for name in ("q", "k", "v") for p in ("weight", "bias")}
     check_state_dict(state_dict, dict.fromkeys(needed), "taa GPT weights")
-    converted = {PREFIX + key: value for key, value in _backbone_to_hf(state_dict, config.n_layers).items()}
+    converted = {PREFIX + key: value for key, value in backbone_to_hf(state_dict, config.n_layers).items()}
     if not config.tie_output:
         converted[HEAD] = state_dict["output_projection.weight"]
     return converted

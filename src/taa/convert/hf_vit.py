@@ -27,8 +27,8 @@ from typing import Any, Optional
 from taa import registry
 from taa.config import ConfigError, ViTConfig
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, config_number
-from taa.convert.hf_folder import expand_keys, hf_architecture, model_folder, read_config, read_weights
-from taa.convert.hf_folder import split_backbone, weights_misfit
+from taa.convert.hf_folder import encoder_layer_problems, expand_keys, hf_architecture, model_folder
+from taa.convert.hf_folder import num_labels_from_hf, read_config, read_weights, split_backbone, weights_misfit
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("vit").hf_architectures)  # transformers class -> ours (the same names)
@@ -80,25 +80,6 @@ def _side(hf: Mapping[str, Any], name: str) -> int:
     return value
 
 
-def num_labels_from_hf(hf_config: Mapping[str, Any]) -> int:
-    """transformers counts labels from ``id2label`` (``num_labels`` in older files); default 2."""
-    if hf_config.get("id2label"):
-        return len(hf_config["id2label"])
-    labels = hf_config.get("num_labels", 2)
-    if isinstance(labels, bool) or not isinstance(labels, int):
-        raise ConversionError(f"num_labels={labels!r} should be an integer")
-    return labels
-
-
-def labels_from_hf(hf_config: Mapping[str, Any]) -> Optional[list[str]]:
-    """The class names of ``id2label`` in id order, or None when they are transformers' placeholders."""
-    id2label = hf_config.get("id2label")
-    if not isinstance(id2label, Mapping) or not id2label:
-        return None
-    names = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
-    return None if names == [f"LABEL_{i}" for i in range(len(names))] else names
-
-
 def config_from_hf(hf_config: Mapping[str, Any]) -> ViTConfig:
     """A ViT ``config.json`` (as a dict) -> :class:`ViTConfig`; unsupported options raise ConversionError."""
     hf = {**HF_DEFAULTS, **hf_config}
@@ -128,29 +109,18 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ViTConfig:
     )
 
 
-def config_to_hf(config: ViTConfig, architecture: str = "ViTModel",
-                 labels: Optional[list[str]] = None) -> dict[str, Any]:
-    """:class:`ViTConfig` -> a ViT ``config.json`` dict (``labels``: the class names, for
-    ``id2label``); what transformers' ViT cannot express raises ConversionError."""
+def config_to_hf(config: ViTConfig, architecture: str = "ViTModel") -> dict[str, Any]:
+    """:class:`ViTConfig` -> a ViT ``config.json`` dict; what transformers' ViT cannot express
+    raises ConversionError."""
     if architecture not in ARCHITECTURES:
         raise ConversionError(f"architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}")
-    problems = []
-    if not config.norm_first:
-        problems.append("norm_first=False (ViT is pre-norm)")
-    if config.norm != "layer":
-        problems.append(f"norm={config.norm!r} (ViT uses LayerNorm)")
-    if not config.bias:
-        problems.append("bias=False (ViT has biases)")
-    if config.n_kv_heads not in (None, config.n_heads):
-        problems.append(f"n_kv_heads={config.n_kv_heads} (ViT has no grouped-query attention)")
-    if config.activation not in ACTIVATIONS_TO_HF:
-        problems.append(f"activation={config.activation!r} (ViT supports {', '.join(ACTIVATIONS_TO_HF)})")
+    problems = [] if config.norm_first else ["norm_first=False (ViT is pre-norm)"]
+    problems += encoder_layer_problems(config, "ViT", ACTIVATIONS_TO_HF)
     if architecture == "ViTForImageClassification" and config.pooling != "cls":
         problems.append(f"pooling={config.pooling!r} (ViTForImageClassification reads the class token)")
     if problems:
         raise ConversionError(f"ViTConfig cannot be written as ViT: {'; '.join(problems)}")
-    names = labels if labels is not None and len(labels) == config.num_labels else [
-        f"LABEL_{i}" for i in range(config.num_labels)]
+    names = [f"LABEL_{i}" for i in range(config.num_labels)]
     return {
         "architectures": [architecture],
         "model_type": "vit",
@@ -268,8 +238,8 @@ def read_hf_folder(folder: str | Path, framework: str = "np", architecture: Opti
     """A Hugging Face ViT folder -> our model's config, class and weights (``framework``'s
     arrays). The class follows ``config.json``'s ``architectures`` unless ``architecture``
     names one; a ``ViTModel`` checkpoint without a pooler gives a model without one.
-    The class names of ``id2label`` (when they are not placeholders) are ``options["labels"]``
-    for the task that reads them; the model takes no such option."""
+    The class names of ``id2label`` stay in ``config.json``, where :func:`taa.tasks.image_classification.class_names`
+    reads them."""
     hf_config, folder = read_config(folder), model_folder(folder)
     hf_class = choose_architecture(hf_config, ARCHITECTURES, str(folder / CONFIG_FILE), "ViTModel", architecture)
     try:

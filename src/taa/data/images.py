@@ -141,6 +141,8 @@ def read_idx_pair(images: str | Path, labels: Optional[str | Path] = None,
     the pair it holds."""
     images = Path(images)
     if labels is None:
+        if not images.exists():
+            raise DataError(f"{images}: no such file or folder")
         if not images.is_dir():
             raise DataError(f"{images}: give a folder holding an IDX images/labels pair, or both files")
         images, labels = _idx_files(images)

@@ -342,7 +342,13 @@ def label_names(pretrained: Any) -> Optional[list[str]]:
             return list(recipe.data.label_names)
         reads_sst2 = not (recipe.data.train_file or recipe.data.valid_file)
         return list(SST2_LABELS) if reads_sst2 and num_labels == len(SST2_LABELS) else None
-    path = Path(pretrained.folder) / HF_CONFIG
+    return hf_label_names(pretrained.folder, num_labels)
+
+
+def hf_label_names(folder: str | Path, num_labels: int) -> Optional[list[str]]:
+    """The names a Hugging Face folder's ``config.json`` gives labels 0, 1, ... in ``id2label``;
+    None when it has none for each label, or only transformers' made-up ``LABEL_i``."""
+    path = Path(folder) / HF_CONFIG
     stored = read_json(path).get("id2label") if path.is_file() else None
     if not isinstance(stored, dict) or len(stored) != num_labels:
         return None

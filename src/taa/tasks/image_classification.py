@@ -21,6 +21,7 @@ Pixels become floats in [0, 1], then ``(x - mean) / std`` (``data.mean``/``data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -48,7 +49,8 @@ from taa.data.images import (
 )
 from taa.data.multi30k import find_data_dir
 from taa.data.text import DataError
-from taa.folders import HF_CONFIG, read_json
+from taa.folders import read_json
+from taa.tasks.classification import hf_label_names
 from taa.tasks.runner import Task, run_function
 from taa.torch.devices import model_device
 from taa.torch.training import TrainResult
@@ -73,11 +75,7 @@ def read_images(task: cfg.ImageClassificationTaskConfig, model: cfg.ViTConfig, p
         return load_downloaded(task.download, split)
     if task.source == "idx":
         if not path:
-            data_dir = find_data_dir(task.dir)
-            if data_dir is None:
-                raise DataError(f"source=idx with no path: set data.path, data.dir or $TAA_DATA (a folder holding "
-                                f"{MNIST5K}/), or use source=download")
-            path = str(data_dir / MNIST5K)
+            path = str(find_data_dir(task.dir) / MNIST5K)  # (no data folder at all: resolved() downloads)
         return read_idx_pair(path, classes=DOWNLOADS["mnist"][2] if Path(path).name == MNIST5K else ())
     if task.source == "cifar10":
         return read_cifar10(path)
@@ -85,6 +83,15 @@ def read_images(task: cfg.ImageClassificationTaskConfig, model: cfg.ViTConfig, p
         return read_image_folder(path, model.num_channels, size)
     return read_hf_images(path, model.num_channels, size, split=task.hf_split or None,
                           image_column=task.image_column, label_column=task.label_column)
+
+
+def resolved(task: cfg.ImageClassificationTaskConfig) -> cfg.ImageClassificationTaskConfig:
+    """The data section as it reads: IDX files with neither a path nor a data folder (no
+    ``data.dir``, no ``$TAA_DATA``) are MNIST downloaded into the cache, its own test set
+    the test set (as Multi30k downloads when no folder holds it)."""
+    if task.source == "idx" and not task.path and find_data_dir(task.dir) is None:
+        return dataclasses.replace(task, source="download", download="mnist")
+    return task
 
 
 def read_any_images(path: str | Path, model: cfg.ViTConfig) -> ImageSet:
@@ -243,7 +250,7 @@ class ImageClassificationTask(Task):
             raise cfg.ConfigError("data.flip=true: a mirrored digit is another symbol; digits allow no flips")
 
     def read_data(self) -> None:
-        task, model, train = self.recipe.data, self.recipe.model, self.recipe.train
+        task, model, train = resolved(self.recipe.data), self.recipe.model, self.recipe.train
         images = read_images(task, model)
         if task.test_path or task.source == "download":
             rest, test = images, read_images(task, model, task.test_path, split="test")
@@ -305,17 +312,13 @@ run = run_function(ImageClassificationTask)
 
 def class_names(pretrained: Any) -> list[str]:
     """The names of labels 0, 1, ... of a loaded image classifier: a run's ``classes.json``,
-    a Hugging Face folder's ``id2label``, else the ids."""
+    a Hugging Face folder's ``id2label`` (unless transformers made them up), else the ids."""
     folder, count = Path(pretrained.folder), pretrained.config.num_labels
     if (folder / CLASSES_FILE).is_file():
         names = read_json(folder / CLASSES_FILE)
         if isinstance(names, list) and len(names) == count:
             return [str(name) for name in names]
-    if (folder / HF_CONFIG).is_file():
-        stored = read_json(folder / HF_CONFIG).get("id2label")
-        if isinstance(stored, dict) and len(stored) == count:
-            return [str(stored.get(str(i), i)) for i in range(count)]
-    return [str(i) for i in range(count)]
+    return hf_label_names(folder, count) or [str(i) for i in range(count)]
 
 
 def normalisation(pretrained: Any) -> tuple[float, float]:

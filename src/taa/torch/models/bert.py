@@ -63,9 +63,10 @@ class BertEmbeddings(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """tanh(W h_0 + b): the first token's ([CLS]) final state, for sentence-level tasks (§3.2)."""
+    """tanh(W h_0 + b): the first token's ([CLS]) final state, for sentence-level tasks (§3.2);
+    ViT's pooler in transformers is the same on its class token."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.d_model)
 
@@ -106,7 +107,7 @@ class BertModel(nn.Module):
     def pool(self, hidden: Tensor) -> Tensor:
         """Last hidden states (b, n, d) -> the pooled [CLS] vector (b, d)."""
         if self.pooler is None:
-            raise ValueError("this BertModel was built without a pooler (pooler=False)")
+            raise ValueError(f"this {type(self).__name__} was built without a pooler (pooler=False)")
         return self.pooler(hidden)
 
     @property

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from taa.config import ViTConfig
 from taa.torch.blocks import Encoder
 from taa.torch.dropout import Dropout
+from taa.torch.models.bert import BertModel, BertPooler
 from taa.torch.models.transformer import Transformer
 
 
@@ -126,17 +127,6 @@ class ViTEmbeddings(nn.Module):
         return self.dropout(x + positions.to(x.dtype))
 
 
-class ViTPooler(nn.Module):
-    """tanh(W z_L^0 + b): transformers' pooler on the class token (unused by the classifier)."""
-
-    def __init__(self, config: ViTConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.d_model, config.d_model)
-
-    def forward(self, hidden: Tensor) -> Tensor:  # (b, 1 + n, d) -> (b, d)
-        return torch.tanh(self.dense(hidden[:, 0]))
-
-
 class ViTModel(nn.Module):
     """The ViT encoder: ``model(pixel_values)`` -> the last hidden states (b, 1 + n, d), after
     the final LayerNorm (Eq. 4's LN), the class token first.
@@ -150,7 +140,7 @@ class ViTModel(nn.Module):
         self.config = config
         self.embeddings = ViTEmbeddings(config)
         self.encoder = Encoder(config, config.n_layers, final_norm=True)
-        self.pooler = ViTPooler(config) if pooler else None
+        self.pooler = BertPooler(config) if pooler else None  # transformers' pooler: tanh(W z_L^0 + b)
         truncated_normal_init_(self, config.init_std)
         nn.init.trunc_normal_(self.embeddings.position_embeddings, std=config.init_std,
                               a=-2 * config.init_std, b=2 * config.init_std)
@@ -160,17 +150,8 @@ class ViTModel(nn.Module):
     def forward(self, pixel_values: Tensor) -> Tensor:  # (b, c, h, w) -> (b, 1 + n, d)
         return self.encoder(self.embeddings(pixel_values))
 
-    def pool(self, hidden: Tensor) -> Tensor:
-        """Last hidden states (b, 1 + n, d) -> the pooled class token (b, d)."""
-        if self.pooler is None:
-            raise ValueError("this ViTModel was built without a pooler (pooler=False)")
-        return self.pooler(hidden)
-
-    @property
-    def build_options(self) -> dict[str, bool]:
-        """What the constructor takes beside the config, to build this model again (``model.yaml``)."""
-        return {"pooler": self.pooler is not None}
-
+    pool = BertModel.pool  # last hidden states -> the pooled class token (b, d)
+    build_options = BertModel.build_options  # {"pooler": ...}: what model.yaml keeps to build it again
     num_parameters = Transformer.num_parameters
     parameter_breakdown = Transformer.parameter_breakdown
 
