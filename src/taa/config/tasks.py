@@ -243,6 +243,7 @@ class ImageClassificationTaskConfig:
     split: Literal["random", "halves"] = "random"  # how the test set is held out, without test_path
     test_fraction: float = 0.2  # share of each class held out for the test (split random)
     valid_fraction: float = 0.1  # share of each class of the rest held out for validation
+    split_seed: int = 0  # draws the held-out test and validation images (not train.seed: one test set for every seed)
     max_train_examples: int = 0  # use only the first N training images; 0 = all
     image_column: str = "image"  # source hf: the images' column
     label_column: str = "label"  # source hf: the labels' column
@@ -271,6 +272,7 @@ class ImageClassificationTaskConfig:
         _require(0.0 <= self.rotate <= 180.0, f"rotate={self.rotate} must be in [0, 180] degrees")
         _require(0.0 <= self.scale < 1.0, f"scale={self.scale} must be in [0, 1)")
         _require(self.max_train_examples >= 0, f"max_train_examples={self.max_train_examples} must be >= 0")
+        _require(self.split_seed >= 0, f"split_seed={self.split_seed} must be >= 0")
         _require(self.eval_batch_size > 0, f"eval_batch_size={self.eval_batch_size} must be positive")
         _require(all(name.strip() for name in self.label_names) and len(set(self.label_names)) == len(self.label_names),
                  f"label_names={self.label_names} must be distinct, non-empty names")

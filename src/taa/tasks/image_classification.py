@@ -250,13 +250,13 @@ class ImageClassificationTask(Task):
             raise cfg.ConfigError("data.flip=true: a mirrored digit is another symbol; digits allow no flips")
 
     def read_data(self) -> None:
-        task, model, train = resolved(self.recipe.data), self.recipe.model, self.recipe.train
+        task, model = resolved(self.recipe.data), self.recipe.model
         images = read_images(task, model)
         if task.test_path or task.source == "download":
             rest, test = images, read_images(task, model, task.test_path, split="test")
         else:
-            rest, test = split_images(images, task.test_fraction, train.seed, halves=task.split == "halves")
-        self.train_images, self.valid_images = split_images(rest, task.valid_fraction, train.seed + 1)
+            rest, test = split_images(images, task.test_fraction, task.split_seed, halves=task.split == "halves")
+        self.train_images, self.valid_images = split_images(rest, task.valid_fraction, task.split_seed + 1)
         if task.max_train_examples:
             self.train_images = self.train_images.subset(np.arange(min(task.max_train_examples,
                                                                        len(self.train_images))))
