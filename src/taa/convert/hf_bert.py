@@ -32,7 +32,8 @@ from taa.config import BertConfig, ConfigError
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, hf_architecture
 from taa.convert.hf_folder import model_folder, weights_misfit
 from taa.convert.hf_folder import read_config, read_weights, split_backbone
-from taa.convert.hf_folder import config_number, encoder_layer_problems, expand_keys, num_labels_from_hf
+from taa.convert.hf_folder import config_number, encoder_layer_problems, encoder_layer_shapes, expand_keys
+from taa.convert.hf_folder import num_labels_from_hf
 from taa.convert.state_dict import ConversionError, check_state_dict
 
 ARCHITECTURES = dict(registry.family("bert").hf_architectures)  # transformers class -> ours (the same names)
@@ -194,15 +195,10 @@ def hf_shapes(
         "embeddings.LayerNorm.weight": (d,), "embeddings.LayerNorm.bias": (d,),
     }
     for i in range(config.n_layers):
-        layer = f"encoder.layer.{i}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
-            backbone.update({f"{layer}{name}.weight": (d, d), f"{layer}{name}.bias": (d,)})
-        backbone.update({
-            f"{layer}intermediate.dense.weight": (f, d), f"{layer}intermediate.dense.bias": (f,),
-            f"{layer}output.dense.weight": (d, f), f"{layer}output.dense.bias": (d,),
-        })
-        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
-            backbone.update({f"{layer}{name}.weight": (d,), f"{layer}{name}.bias": (d,)})
+        backbone.update(encoder_layer_shapes(
+            f"encoder.layer.{i}.", d, f,
+            ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),
+            ("attention.output.LayerNorm", "output.LayerNorm")))
     if pooler:
         backbone.update({"pooler.dense.weight": (d, d), "pooler.dense.bias": (d,)})
     heads: dict[str, tuple[int, ...]] = {}

@@ -180,6 +180,23 @@ def encoder_layer_problems(config: Any, family: str, activations_to_hf: Mapping[
     return problems
 
 
+def encoder_layer_shapes(layer: str, d: int, f: int, projections: tuple[str, ...],
+                         norms: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of one BERT-style transformers encoder layer (``layer``: its key prefix):
+    the attention's ``projections`` (query, key, value, output: (d, d) and their biases),
+    the intermediate (f, d) and output (d, f) dense layers, the two LayerNorms ``norms``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in projections:
+        shapes.update({f"{layer}{name}.weight": (d, d), f"{layer}{name}.bias": (d,)})
+    shapes.update({
+        f"{layer}intermediate.dense.weight": (f, d), f"{layer}intermediate.dense.bias": (f,),
+        f"{layer}output.dense.weight": (d, f), f"{layer}output.dense.bias": (d,),
+    })
+    for name in norms:
+        shapes.update({f"{layer}{name}.weight": (d,), f"{layer}{name}.bias": (d,)})
+    return shapes
+
+
 def config_error(folder: str | Path, error: Exception) -> ConversionError:
     """``error`` about a folder's ``config.json``, named as the file."""
     return ConversionError(f"{Path(folder) / CONFIG_FILE}: {error}")

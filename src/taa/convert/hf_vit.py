@@ -27,7 +27,8 @@ from typing import Any, Optional
 from taa import registry
 from taa.config import ConfigError, ViTConfig
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, config_number
-from taa.convert.hf_folder import encoder_layer_problems, expand_keys, hf_architecture, model_folder
+from taa.convert.hf_folder import encoder_layer_problems, encoder_layer_shapes, expand_keys, hf_architecture
+from taa.convert.hf_folder import model_folder
 from taa.convert.hf_folder import num_labels_from_hf, read_config, read_weights, split_backbone, weights_misfit
 from taa.convert.state_dict import ConversionError, check_state_dict
 
@@ -171,16 +172,11 @@ def hf_shapes(config: ViTConfig, architecture: str = "ViTModel",
         "layernorm.weight": (d,), "layernorm.bias": (d,),
     }
     for i in range(config.n_layers):
-        layer = f"encoder.layer.{i}."
-        for name in ("attention.attention.query", "attention.attention.key", "attention.attention.value",
-                     "attention.output.dense"):
-            backbone.update({f"{layer}{name}.weight": (d, d), f"{layer}{name}.bias": (d,)})
-        backbone.update({
-            f"{layer}intermediate.dense.weight": (f, d), f"{layer}intermediate.dense.bias": (f,),
-            f"{layer}output.dense.weight": (d, f), f"{layer}output.dense.bias": (d,),
-        })
-        for name in ("layernorm_before", "layernorm_after"):
-            backbone.update({f"{layer}{name}.weight": (d,), f"{layer}{name}.bias": (d,)})
+        backbone.update(encoder_layer_shapes(
+            f"encoder.layer.{i}.", d, f,
+            ("attention.attention.query", "attention.attention.key", "attention.attention.value",
+             "attention.output.dense"),
+            ("layernorm_before", "layernorm_after")))
     if pooler:
         backbone.update({"pooler.dense.weight": (d, d), "pooler.dense.bias": (d,)})
     heads = {"classifier.weight": (config.num_labels, d), "classifier.bias": (config.num_labels,)} \
