@@ -25,7 +25,7 @@ from typing import Any, Optional
 from taa import registry
 from taa.config import ConfigError, DecisionTransformerConfig
 from taa.convert import hf_gpt2
-from taa.convert.arrays import split_rows, zeros_like_rows
+from taa.convert.arrays import zeros_like_rows
 from taa.convert.hf_folder import CONFIG_FILE, Converted, choose_architecture, config_error, config_flag
 from taa.convert.hf_folder import config_number, encoder_layer_problems, hf_architecture, model_folder
 from taa.convert.hf_folder import read_config, read_weights, weights_misfit
@@ -58,11 +58,7 @@ HF_DEFAULTS: dict[str, Any] = {
 def config_from_hf(hf_config: Mapping[str, Any]) -> DecisionTransformerConfig:
     """A DecisionTransformer ``config.json`` (as a dict) -> :class:`DecisionTransformerConfig`."""
     hf = {**HF_DEFAULTS, **hf_config}
-    problems = []
-    if hf["activation_function"] not in hf_gpt2.ACTIVATIONS_FROM_HF:
-        problems.append(f"activation_function={hf['activation_function']!r}")
-    if not hf["scale_attn_weights"] or hf["scale_attn_by_inverse_layer_idx"] or hf["add_cross_attention"]:
-        problems.append("an attention other than GPT-2's scaled self-attention")
+    problems = hf_gpt2.layer_problems(hf)
     if problems:
         raise ConversionError(f"Decision Transformer config: unsupported {'; '.join(problems)}")
     if config_number(hf, "resid_pdrop") != config_number(hf, "embd_pdrop"):
@@ -139,16 +135,8 @@ def state_dict_from_hf(state_dict: Mapping[str, Any], config: DecisionTransforme
     """A ``DecisionTransformerModel`` state dict -> ours; every bad key is one ConversionError."""
     check_state_dict(state_dict, hf_shapes(config), "Decision Transformer weights")
     gpt = {key[len(GPT):]: value for key, value in state_dict.items() if key.startswith(GPT)}
-    converted = {ours: state_dict[theirs] for theirs, ours in _own_keys().items()}
-    for theirs, ours in _gpt_keys(config.n_layers).items():
-        value = gpt[theirs]
-        converted[ours] = value.T if hf_gpt2.CONV1D.search(theirs) else value
-    for i in range(config.n_layers):
-        for p in ("weight", "bias"):
-            fused = gpt[hf_gpt2.FUSED_QKV.format(i=i, p=p)]
-            fused = fused.T if p == "weight" else fused
-            for name, part in zip(("q", "k", "v"), split_rows(fused, 3)):
-                converted[hf_gpt2.OUR_ATTENTION.format(i=i, name=name, p=p)] = part
+    converted = hf_gpt2.backbone_from_hf(gpt, config.n_layers, leave_out=IGNORED_GPT)
+    converted.update({ours: state_dict[theirs] for theirs, ours in _own_keys().items()})
     converted["position"] = state_dict[POSITIONS][0]
     return converted
 

@@ -80,9 +80,9 @@ def _token_id(value: Any, vocab_size: int) -> int | None:
     return value if isinstance(value, int) and 0 <= value < vocab_size else None
 
 
-def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
-    """A GPT-2 ``config.json`` (as a dict) -> :class:`GPTConfig`; unsupported options raise ConversionError."""
-    hf = {**HF_DEFAULTS, **hf_config}
+def layer_problems(hf: Mapping[str, Any]) -> list[str]:
+    """What taa's GPT-2 layers cannot do of a config (its fields with transformers' defaults
+    filled in): other attention scalings, cross-attention, an unknown activation."""
     unsupported = {
         "scale_attn_weights": (hf["scale_attn_weights"], True),
         "scale_attn_by_inverse_layer_idx": (hf["scale_attn_by_inverse_layer_idx"], False),
@@ -93,6 +93,13 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
     if hf["activation_function"] not in ACTIVATIONS_FROM_HF:
         problems.append(f"activation_function={hf['activation_function']!r} (taa supports "
                         f"{', '.join(ACTIVATIONS_FROM_HF)})")
+    return problems
+
+
+def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
+    """A GPT-2 ``config.json`` (as a dict) -> :class:`GPTConfig`; unsupported options raise ConversionError."""
+    hf = {**HF_DEFAULTS, **hf_config}
+    problems = layer_problems(hf)
     if problems:
         raise ConversionError(f"GPT-2 config: unsupported {'; '.join(problems)}")
     vocab_size = hf["vocab_size"]
@@ -178,6 +185,23 @@ def key_map(n_layers: int) -> dict[str, str]:
     return mapping
 
 
+def backbone_from_hf(backbone: Mapping[str, Any], n_layers: int, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """GPT2Model keys (no prefix) -> ours, Conv1D weights transposed, q,k,v split; the
+    one-to-one keys in ``leave_out`` are not read."""
+    converted = {}
+    for theirs, ours in key_map(n_layers).items():
+        if theirs not in leave_out:
+            value = backbone[theirs]
+            converted[ours] = value.T if CONV1D.search(theirs) else value
+    for i in range(n_layers):
+        for p in ("weight", "bias"):
+            fused = backbone[FUSED_QKV.format(i=i, p=p)]
+            fused = fused.T if p == "weight" else fused  # Conv1D (d, 3d) -> rows W^Q; W^K; W^V
+            for name, part in zip(("q", "k", "v"), split_rows(fused, 3)):
+                converted[OUR_ATTENTION.format(i=i, name=name, p=p)] = part
+    return converted
+
+
 def backbone_to_hf(state_dict: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
     """Our keys -> GPT2Model keys (no prefix), Conv1D weights transposed, q,k,v fused."""
     converted = {}
@@ -221,16 +245,7 @@ def state_dict_from_hf(state_dict: Mapping[str, Any], config: GPTConfig) -> dict
         state_dict.pop(HEAD, None)  # tied: the head is the token embedding
     backbone_shapes, head_shapes = hf_shapes(config)
     backbone, heads = split_backbone(state_dict, backbone_shapes, head_shapes, PREFIX, "GPT-2 weights")
-    converted = {}
-    for theirs, ours in key_map(config.n_layers).items():
-        value = backbone[theirs]
-        converted[ours] = value.T if CONV1D.search(theirs) else value
-    for i in range(config.n_layers):
-        for p in ("weight", "bias"):
-            fused = backbone[FUSED_QKV.format(i=i, p=p)]
-            fused = fused.T if p == "weight" else fused  # Conv1D (d, 3d) -> rows W^Q; W^K; W^V
-            for name, part in zip(("q", "k", "v"), split_rows(fused, 3)):
-                converted[OUR_ATTENTION.format(i=i, name=name, p=p)] = part
+    converted = backbone_from_hf(backbone, config.n_layers)
     converted["output_projection.weight"] = converted["token_embedding.weight"] if config.tie_output else heads[HEAD]
     return converted
 

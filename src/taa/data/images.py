@@ -39,7 +39,7 @@ from typing import Any, Optional
 import numpy as np
 
 from taa.data.multi30k import default_cache_dir, fetch_checked, sha256_of
-from taa.data.text import DataError
+from taa.data.text import DataError, open_input
 
 # IDX value types: the third byte of the magic number -> numpy's big-endian dtype
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -83,14 +83,8 @@ class ImageSet:
 
 def _read_bytes(path: Path) -> bytes:
     """A file's bytes, gunzipped when it starts with gzip's magic number."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a file") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
+    with open_input(path) as stream:  # missing, a folder, unreadable: one line naming it
+        raw = stream.read()
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
@@ -212,16 +206,23 @@ def read_image(path: str | Path, channels: int, size: Optional[tuple[int, int]] 
         raise DataError(f"{path}: taa reads images as grey (1 channel) or RGB (3), not {channels} channels")
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            return _pixels(image, channels, size)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except Unidentified:
         raise DataError(f"{path}: not an image Pillow can read (PNG or JPEG)") from None
     except OSError as error:
         raise DataError(f"{path}: damaged image ({error})") from None
+
+
+def _pixels(image: Any, channels: int, size: Optional[tuple[int, int]]) -> np.ndarray:
+    """A Pillow image -> (channels, height, width) uint8, grey or RGB, resized to ``size`` =
+    (height, width) bilinearly when given and different."""
+    Image, _ = _pillow()
+    image = image.convert("L" if channels == 1 else "RGB")
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
@@ -273,11 +274,7 @@ def read_hf_images(path: str | Path, channels: int, size: tuple[int, int], split
             value = Image.open(io.BytesIO(value["bytes"]))
         if not hasattr(value, "convert"):
             raise DataError(f"{path}: row {row} of column {image_column!r} is not an image")
-        image = value.convert("L" if channels == 1 else "RGB")
-        if image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
-        pixels = np.asarray(image, dtype=np.uint8)
-        images.append(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))
+        images.append(_pixels(value, channels, size))
     labels = np.asarray(dataset[label_column])
     if labels.dtype.kind not in "iu" or (labels < 0).any():
         raise DataError(f"{path}: column {label_column!r} should hold class ids (integers >= 0)")
