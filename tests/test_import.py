@@ -14,7 +14,7 @@ import pytest
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mlflow", "prefect", "onnx", "transformers")
 
 # Packages whose every module is framework-neutral, and single neutral modules.
-NEUTRAL_PACKAGES = ("taa.api", "taa.config", "taa.convert", "taa.data", "taa.training")
+NEUTRAL_PACKAGES = ("taa.api", "taa.config", "taa.convert", "taa.data", "taa.rl", "taa.training")
 NEUTRAL_MODULES = ("taa", "taa.cli", "taa.decoding", "taa.folders", "taa.registry", "taa.tasks",
                    "taa.tasks.runner", "taa.text", "taa.tracking", "taa.plots", "taa.safetensors_file",
                    "taa.vertex", "taa.hub")

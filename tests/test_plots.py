@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from taa.plots import attention_kind, plot_attention, plot_confusion, plot_image_attention  # noqa: E402
-from taa.plots import plot_training_curves  # noqa: E402
+from taa.plots import plot_return_curve, plot_training_curves  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -164,3 +164,13 @@ def test_a_confusion_matrix_and_an_image_attention_map_are_pngs(tmp_path):
 def test_confusion_and_image_attention_reject_bad_shapes(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
         call(tmp_path / "x.png")
+
+
+def test_return_curve_is_a_png_and_refuses_mismatched_figures(tmp_path):
+    path = plot_return_curve([500, 100, 300], [480.0, 90.0, 310.0], [5.0, 20.0, 40.0], tmp_path / "curve.png",
+                             title="CartPole-v1")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="2 targets, 1 returns, 2 spreads"):
+        plot_return_curve([1, 2], [1.0], [0.0, 0.0], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="give two or more"):
+        plot_return_curve([1], [1.0], [0.0], tmp_path / "bad.png")

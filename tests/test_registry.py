@@ -34,7 +34,7 @@ def test_the_shipped_families_and_tasks():
                                                                   "decision_transformer"]
     assert [spec.name for spec in registry.tasks()] == [
         "copy", "translation", "language_model", "masked_lm", "classification", "image_classification",
-        "text_to_text"]
+        "offline_rl", "text_to_text"]
     assert registry.presets("vit") == ["vit-b16", "vit-digits", "vit-mnist", "vit-tiny"]
     assert registry.presets("decision_transformer") == ["dt-cartpole", "dt-pendulum", "dt-tiny"]
     assert [spec.name for spec in registry.tasks("bert")] == ["masked_lm", "classification"]

@@ -8,8 +8,12 @@
     taa evaluate --checkpoint DIR --source FILE --reference FILE [--beam N] [--length-penalty A] [--device D]
                  [--framework torch|keras|flax] [--json]
     taa evaluate --checkpoint DIR --data FILE [--device D] [--framework torch|keras|flax] [--json]
+    taa evaluate --checkpoint DIR --env ENV [--episodes N] [--seed S] [--target-return R[,R...]] [--plot FILE.png]
+                 [--json]
     taa classify --checkpoint DIR [--batch-size N] [--device D] [--json] [SENTENCE ...]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
+    taa trajectories --env ENV --out FILE.npz [--episodes N] [--mixture random=R,noisy=N,medium=M,expert=E] [--noise LOW,HIGH]
+                     [--sigma S] [--seed S] [--solved R] [--overwrite] [--json]
     taa model-info PRESET [--set key=value ...] [--json]
     taa models [--json]
     taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--overwrite] [--json]
@@ -109,6 +113,20 @@ def _echo_json(value: Any) -> None:
     """``value`` as one line of strict JSON: a figure that is not a number (a diverged loss,
     an infinite perplexity) is null, never ``NaN``, which JSON readers refuse."""
     click.echo(strict_json(value))
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    """Comma-separated finite numbers ("100,200.5,-3"), or one line naming the bad one."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part.strip()!r} is not a number", param_hint=option) from None
+        if not math.isfinite(value):
+            raise click.BadParameter(f"{part.strip()!r} is not a finite number", param_hint=option)
+        values.append(value)
+    return values
 
 
 def _lines(sentences: tuple[str, ...]) -> list[str]:
@@ -503,6 +521,42 @@ def models(as_json: bool) -> None:
     Console().print(table)
 
 
+@main.command()
+@click.option("--env", required=True, help="The gymnasium environment (CartPole-v1 and Pendulum-v1 have experts).")
+@click.option("--out", type=click.Path(), required=True, help="The .npz file to write.")
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True, help="Episodes to generate.")
+@click.option("--mixture", default="random=0.2,noisy=0.15,medium=0.5,expert=0.15", show_default=True,
+              help="Each policy kind's share: random, noisy (the expert with random actions), medium (a scripted "
+                   "controller that fails its own way), expert.")
+@click.option("--noise", default="0.3,0.7", show_default=True,
+              help="Noisy episodes: the range their probability of a random action is drawn from.")
+@click.option("--sigma", type=FiniteFloat(min=0), default=0.3, show_default=True,
+              help="Noisy continuous episodes: Gaussian noise of up to this share of the action range.")
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=0, show_default=True,
+              help="Seeds the episodes and the noise.")
+@click.option("--solved", type=FiniteFloat(), default=None, help="Also report the share of episodes at or above this return.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def trajectories(env: str, out: str, episodes: int, mixture: str, noise: str, sigma: float, seed: int,
+                 solved: float | None, overwrite: bool, as_json: bool) -> None:
+    """Generate offline trajectories of ENV from policies of mixed quality, as a .npz file
+    (the layout of taa.data.trajectories), for the offline_rl task's data.path."""
+    shares = {}
+    for part in mixture.split(","):
+        kind, _, share = part.partition("=")
+        shares[kind.strip()] = _numbers(share, "--mixture")[0] if share else math.nan
+    summary = _call(api.trajectories, env, out=out, episodes=episodes, mixture=shares,
+                    noise=_numbers(noise, "--noise"), sigma=sigma, seed=seed, solved=solved, overwrite=overwrite)
+    if as_json:
+        _echo_json(summary)
+        return
+    kinds = ", ".join(f"{count:,} {kind}" for kind, count in summary.get("episodes_by_policy", {}).items())
+    click.echo(f"{summary['episodes']:,} episodes ({kinds}), {summary['steps']:,} steps | return mean "
+               f"{summary['mean_return']:.2f}, min {summary['min_return']:g}, max {summary['max_return']:g}"
+               + (f" | {100 * summary['solved_share']:.1f}% at or above {solved:g}" if solved is not None else ""))
+    click.echo(f"wrote {summary['out']}")
+
+
 @main.command("model-info")
 @click.argument("preset")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field, e.g. d_model=256.")
@@ -594,7 +648,17 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
                    "a language model: a text file; an image classifier: a folder holding an IDX images/labels "
                    "pair, a CIFAR-10 binary batch file, or a folder of class subfolders of images.")
 @click.option("--plot", type=click.Path(), default=None,
-              help="An image classifier: also draw its confusion matrix as this PNG file.")
+              help="An image classifier: also draw its confusion matrix as this PNG file; a Decision Transformer "
+                   "with several --target-return: the achieved return against the target.")
+@click.option("--env", default=None,
+              help="A Decision Transformer: play this gymnasium environment (e.g. CartPole-v1); '' = the run's.")
+@click.option("--episodes", type=click.IntRange(min=1), default=None,
+              help="With --env: episodes to play for each target (default 100).")
+@click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=0, show_default=True,
+              help="With --env: episode i is reset with seed SEED + i.")
+@click.option("--target-return", "target_returns", default=None,
+              help="With --env: the return asked for, or several separated by commas (default: the run's, "
+                   "the best return of its data).")
 @click.option("--beam", type=BEAM_SIZE, default=None,
               help="Beam size (1 = greedy); default: the recipe's data.beam.")
 @LENGTH_PENALTY
@@ -602,6 +666,7 @@ def translate(checkpoint: str, beam: int | None, max_len: int | None, length_pen
 @FRAMEWORK
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(checkpoint: str, source: str | None, reference: str | None, data: str | None, plot: str | None,
+             env: str | None, episodes: int | None, seed: int, target_returns: str | None,
              beam: int | None, length_penalty: float | None, device: str, framework: str, as_json: bool) -> None:
     """Score a checkpoint on a file, as its task says.
 
@@ -611,18 +676,28 @@ def evaluate(checkpoint: str, source: str | None, reference: str | None, data: s
     figures are its own. A classifier, --data: accuracy, loss and per-label precision, recall
     and F1. A language model, --data: perplexity and loss per token, in windows of its context.
     An image classifier, --data: accuracy, loss and the confusion matrix (rows: the true
-    class), drawn as a PNG with --plot.
+    class), drawn as a PNG with --plot. A Decision Transformer, --env: it plays the
+    environment, seeded, asking for each --target-return: the mean and spread of the returns;
+    with several targets and --plot, the curve of achieved against target return.
 
     An empty file is refused, and so are a source and a reference of different lengths
     and a source sentence longer than the model reads (its max_length tokens), with one
     line naming the file and line. A classifier cuts a sentence longer than it reads to
     its length, as in training, with one line on standard error saying how many.
     """
+    targets = _numbers(target_returns, "--target-return") if target_returns is not None else []
     scores = _call(api.evaluate, checkpoint, source=source, reference=reference, data=data, beam=beam,
                    length_penalty=length_penalty, notify=_notify("evaluate"), device=device, framework=framework,
-                   plot=plot)
+                   plot=plot, env=env, episodes=episodes, seed=seed, target_returns=targets)
     if as_json:
         _echo_json(scores)
+    elif scores.get("task") == "offline_rl":
+        for result in scores.get("results", [scores]):
+            click.echo(f"{result['env']}: target {result['target_return']:g} | mean return "
+                       f"{result['mean_return']:.2f} ± {result['std_return']:.2f} (min {result['min_return']:g}, "
+                       f"max {result['max_return']:g}) over {result['episodes']} episodes, seed {result['seed']}")
+        if "plot" in scores:
+            click.echo(f"wrote {scores['plot']}")
     elif scores.get("task") == "image_classification":
         correct = sum(scores["confusion"][i][i] for i in range(len(scores["confusion"])))
         click.echo(f"accuracy {100 * scores['accuracy']:.2f}% ({correct:,}/{scores['examples']:,} images) | "

@@ -323,3 +323,29 @@ def plot_image_attention(image: Any, attention: Any, path: str | Path, *, title:
     if title:
         figure.suptitle(title)
     return _save(figure, path, dpi)
+
+
+def plot_return_curve(targets: Sequence[float], returns: Sequence[float], spreads: Sequence[float],
+                      path: str | Path, *, title: Optional[str] = None, dpi: int = DPI) -> Path:
+    """A return-conditioned policy's achieved return (mean, with one standard deviation
+    shaded) against the target return it was asked for, beside the line achieved = target:
+    a policy that follows its target rises with it."""
+    x, y, spread = (np.asarray(v, dtype=np.float64) for v in (targets, returns, spreads))
+    if not (x.ndim == y.ndim == spread.ndim == 1 and len(x) == len(y) == len(spread)) or len(x) < 2:
+        raise ValueError(f"{len(x)} targets, {len(y)} returns, {len(spread)} spreads: give two or more, "
+                         f"as many of each")
+    order = np.argsort(x)
+    x, y, spread = x[order], y[order], spread[order]
+    figure = _figure(5.5, 4.2)
+    axes = figure.add_subplot()
+    low, high = min(x.min(), (y - spread).min()), max(x.max(), (y + spread).max())
+    axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=1, label="achieved = target")
+    axes.fill_between(x, y - spread, y + spread, alpha=0.25, color="tab:blue")
+    axes.plot(x, y, marker="o", color="tab:blue", label="achieved (mean, ±1 std)")
+    axes.set_xlabel("target return")
+    axes.set_ylabel("achieved return")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.grid(alpha=0.3)
+    if title:
+        axes.set_title(title, fontsize=9)
+    return _save(figure, path, dpi)

@@ -37,6 +37,7 @@ from taa.config.tasks import (
     ClassificationTaskConfig,
     CopyTaskConfig,
     ImageClassificationTaskConfig,
+    OfflineRLTaskConfig,
     LanguageModelTaskConfig,
     MaskedLMTaskConfig,
     TextToTextTaskConfig,
@@ -376,6 +377,9 @@ for _spec in (
              "BertForSequenceClassification", "Sentence classification (GLUE SST-2 by default), fine-tuning BERT"),
     TaskSpec("image_classification", ImageClassificationTaskConfig, "taa.tasks.image_classification", "vit",
              "ViTForImageClassification", "Image classification with a Vision Transformer (8x8 digits by default)"),
+    TaskSpec("offline_rl", OfflineRLTaskConfig, "taa.tasks.offline_rl", "decision_transformer",
+             "DecisionTransformer", "Offline reinforcement learning: a Decision Transformer from trajectories "
+             "(CartPole by default)"),
     TaskSpec("text_to_text", TextToTextTaskConfig, "taa.tasks.text_to_text", "t5", "T5ForConditionalGeneration",
              "T5's text-to-text framing: the task is named in the input"),
 ):

@@ -128,6 +128,8 @@ def test_what_taa_cannot_read_is_one_line(tmp_path) -> None:
     assert config["model_type"] == "vit"
     with pytest.raises(ConversionError, match="pooling='mean'"):
         hf_vit.config_to_hf(cfg.preset("vit-tiny", pooling="mean"), "ViTForImageClassification")
+    with pytest.raises(ConversionError, match=r"patch_overlap=1 \(ViT's patches do not overlap\)"):
+        hf_vit.config_to_hf(cfg.preset("vit-tiny", patch_overlap=1))
 
 
 def test_taa_convert_takes_a_vit_folder_both_ways(tmp_path) -> None:

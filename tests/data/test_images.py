@@ -194,3 +194,33 @@ def test_the_download_checks_every_file_and_keeps_what_is_already_there(tmp_path
     assert not (tmp_path / "other" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
     with pytest.raises(DataError, match="unknown image dataset 'svhn'"):
         download_dataset("svhn", cache_dir=tmp_path)
+
+
+def test_the_cifar10_download_takes_its_batches_out_of_the_checked_archive(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    source = tmp_path / "source"
+    source.mkdir()
+    archive = source / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i, name in enumerate(imgs.CIFAR10_BATCHES):
+            raw, _ = cifar_records([i % 10, (i + 1) % 10], seed=i)
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        extra = tarfile.TarInfo("../outside.bin")  # a path outside the folder is never written
+        extra.size = 1
+        tar.addfile(extra, io.BytesIO(b"x"))
+    files = {archive.name: hashlib.sha256(archive.read_bytes()).hexdigest()}
+    monkeypatch.setitem(imgs.DOWNLOADS, "cifar10", (source.as_uri() + "/", files, imgs.CIFAR10_CLASSES))
+    train = imgs.load_downloaded("cifar10", "train", cache_dir=tmp_path / "cache")
+    test = imgs.load_downloaded("cifar10", "test", cache_dir=tmp_path / "cache")
+    assert len(train) == 10 and len(test) == 2 and test.labels.tolist() == [5, 6]
+    assert train.images.shape == (10, 3, 32, 32) and train.classes[0] == "airplane"
+    assert not (tmp_path / "cache" / "outside.bin").exists() and not (tmp_path / "outside.bin").exists()
+
+    monkeypatch.setitem(imgs.DOWNLOADS, "cifar10", (source.as_uri() + "/", {archive.name: "0" * 64},
+                                                    imgs.CIFAR10_CLASSES))
+    with pytest.raises(DataError, match="checksum mismatch for cifar-10-binary.tar.gz"):
+        download_dataset("cifar10", cache_dir=tmp_path / "other")

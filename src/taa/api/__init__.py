@@ -25,10 +25,11 @@ from taa.api.decoding import GENERATE_MAX_NEW_TOKENS, GENERATE_NEW_TOKENS, evalu
 from taa.api.encoders import classify, embed
 from taa.api.model_tools import convert, model_info, models
 from taa.api.training import _make_tracker, _train_result, builtin_recipe, default_recipe, resolve_recipe, train
+from taa.api.trajectories import trajectories
 from taa.api.viz import attention_weights, plot_attention
 from taa.api.vertex import vertex_job
 
 __all__ = [
     "attention_weights", "classify", "convert", "embed", "evaluate", "generate", "model_info", "models",
-    "plot_attention", "train", "translate",
+    "plot_attention", "train", "trajectories", "translate",
 ]

@@ -80,7 +80,9 @@ def _translate_port(model, tokenizer, sentences: Sequence[str], settings, max_le
 def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, reference: Optional[PathLike] = None,
              data: Optional[PathLike] = None, beam: Optional[int] = None,
              length_penalty: Optional[float] = None, notify: Optional[Notify] = None,
-             device: str = "auto", framework: str = "torch", plot: Optional[PathLike] = None) -> dict[str, Any]:
+             device: str = "auto", framework: str = "torch", plot: Optional[PathLike] = None,
+             env: Optional[str] = None, episodes: Optional[int] = None, seed: int = 0,
+             target_returns: Sequence[float] = ()) -> dict[str, Any]:
     """Score a checkpoint on a file, the model on ``device`` (auto: a GPU when there is one)
     in ``framework`` (torch, or a port: ``keras``, ``flax``); what is scored follows its task
     (:mod:`taa.registry`):
@@ -92,7 +94,12 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
     - a language model, ``data`` (a text file): mean loss per token and perplexity;
     - an image classifier, ``data`` (a folder holding an IDX images/labels pair, a CIFAR-10
       binary batch file, or a folder of class subfolders of images): accuracy, examples,
-      mean loss and the confusion matrix, drawn as a PNG at ``plot`` when given.
+      mean loss and the confusion matrix, drawn as a PNG at ``plot`` when given;
+    - a Decision Transformer, ``env`` (a gymnasium environment; "" or None with ``episodes``:
+      the run's own): it plays ``episodes`` episodes (default 100), episode i seeded ``seed +
+      i``, for each of ``target_returns`` (none given: the run's target, the data's best
+      return): ``mean_return``, ``std_return``, ``episodes`` and more; several targets give
+      ``{"env", "results": [...]}`` and, with ``plot``, the curve of target against return.
 
     Every task module with a ``score_file(pretrained, path)`` function scores ``data``.
     An empty file is refused, and so are a source and a reference of different lengths
@@ -102,6 +109,12 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
     """
     if data is not None and (source is not None or reference is not None):
         raise cfg.ConfigError("give --data FILE, or --source FILE and --reference FILE, not both")
+    if env is not None or episodes is not None or target_returns:
+        if data is not None or source is not None or reference is not None or beam is not None:
+            raise cfg.ConfigError("--env plays a Decision Transformer in an environment: it goes without "
+                                  "--data, --source, --reference and --beam")
+        return _play(checkpoint, env or None, 100 if episodes is None else episodes, seed, target_returns, plot,
+                     device, framework)
     if plot is not None:
         from taa.api.viz import check_png
 
@@ -125,6 +138,36 @@ def evaluate(checkpoint: PathLike, *, source: Optional[PathLike] = None, referen
         raise cfg.ConfigError("give --source FILE and --reference FILE (a translation run), "
                               "or --data FILE (a classifier or a language model)")
     return _bleu(checkpoint, Path(source), Path(reference), beam, length_penalty, device, framework)
+
+
+def _play(checkpoint: PathLike, env: Optional[str], episodes: int, seed: int, targets: Sequence[float],
+          plot: Optional[PathLike], device: str, framework: str) -> dict[str, Any]:
+    """A Decision Transformer plays its environment (:func:`taa.tasks.offline_rl.play_checkpoint`)."""
+    if episodes <= 0:
+        raise cfg.ConfigError(f"--episodes {episodes}: play at least one episode")
+    if plot is not None:
+        from taa.api.viz import check_png
+
+        if len(targets) < 2:
+            raise cfg.ConfigError("--plot draws achieved against target return: give two or more --target-return")
+        check_png(plot)
+    pretrained = load(checkpoint, device=device, framework=framework)
+    if pretrained.architecture != "DecisionTransformer":
+        raise cfg.ConfigError(f"--env: {checkpoint} is {_what(pretrained)}; --env plays a Decision Transformer")
+    from taa.tasks.offline_rl import play_checkpoint
+
+    results = play_checkpoint(pretrained, env, episodes, seed, list(targets) or [None])
+    if len(results) == 1:
+        return {"task": "offline_rl", **results[0]}
+    scores = {"task": "offline_rl", "env": results[0]["env"], "episodes": episodes, "seed": seed, "results": results}
+    if plot is not None:
+        from taa.plots import plot_return_curve
+
+        plot_return_curve([r["target_return"] for r in results], [r["mean_return"] for r in results],
+                          [r["std_return"] for r in results], plot, title=f"{results[0]['env']}: {episodes} "
+                          f"episodes a target, seed {seed}")
+        scores["plot"] = str(plot)
+    return scores
 
 
 def _bleu(checkpoint: PathLike, source: Path, reference: Path, beam: Optional[int],

@@ -59,6 +59,7 @@ from taa.config.tasks import (
     ImageClassificationTaskConfig,
     LanguageModelTaskConfig,
     MaskedLMTaskConfig,
+    OfflineRLTaskConfig,
     TextToTextTaskConfig,
     TranslationTaskConfig,
 )
@@ -73,7 +74,7 @@ from taa.config.training import (
 
 __all__ = [
     "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig", "DecisionTransformerConfig",
-    "ClassificationTaskConfig", "ConfigError", "ImageClassificationTaskConfig", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
+    "ClassificationTaskConfig", "ConfigError", "ImageClassificationTaskConfig", "OfflineRLTaskConfig", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
     "MAX_THREADS", "ParallelName", "check_device_name",
     "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig", "ViTConfig",
     "TrainConfig", "TransformerConfig", "TranslationTaskConfig", "dumps", "from_dict", "merge",

@@ -314,6 +314,9 @@ class ViTConfig(BlockConfig):
 
     The classifier reads the class token's final state (``pooling="cls"``, the paper's) or
     the mean of the patch tokens' (``"mean"``, the paper's global average pooling, §D.3).
+    ``patch_overlap`` > 0 widens each patch's projection by that many pixels on every side
+    (overlapping patches, zero-padded at the border; the grid stays the same): the locality
+    a small data set gives a ViT too little of. transformers' ViT has no such option.
     """
 
     d_model: int = 768  # HF: hidden_size
@@ -330,6 +333,7 @@ class ViTConfig(BlockConfig):
     num_channels: int = 3  # HF: num_channels
     num_labels: int = 1000  # outputs of the classification head
     pooling: Literal["cls", "mean"] = "cls"  # what the classifier reads
+    patch_overlap: int = 0  # pixels each patch's projection also reads past each side (0 = the paper's)
     classifier_dropout: float = 0.0  # dropout before the classifier
     init_std: float = 0.02  # truncated-normal initialisation (HF: initializer_range)
 
@@ -343,6 +347,7 @@ class ViTConfig(BlockConfig):
             f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}",
         )
         _require(0.0 <= self.classifier_dropout < 1.0, f"classifier_dropout={self.classifier_dropout} must be in [0, 1)")
+        _require(self.patch_overlap >= 0, f"patch_overlap={self.patch_overlap} must be >= 0")
 
     @property
     def grid(self) -> int:

@@ -13,7 +13,10 @@ Conv1D weights transposed, the fused q, k, v split); around them:
   Tanh) is our ``predict_action``.
 
 transformers knows continuous actions only: a discrete-action model (one-hot in, logits
-out) converts when it has no tanh, and reads back as continuous.
+out) converts when it has no tanh. Two keys of taa's own go into ``config.json`` beside
+transformers' (which keeps unknown keys as attributes): ``discrete`` and ``context`` (the
+steps the model reads), so that such a folder reads back as it was written; a folder
+without them is continuous with a context of 20 steps (the paper's).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ HF_DEFAULTS: dict[str, Any] = {
     "activation_function": "relu", "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1,
     "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "scale_attn_weights": True,
     "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
+    "discrete": False, "context": 20,  # taa's own keys
 }
 
 
@@ -71,6 +75,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> DecisionTransformerConfig:
         activation=hf_gpt2.ACTIVATIONS_FROM_HF[hf["activation_function"]],
         norm_eps=config_number(hf, "layer_norm_epsilon"), n_layers=hf["n_layer"], state_dim=hf["state_dim"],
         act_dim=hf["act_dim"], max_ep_len=hf["max_ep_len"], action_tanh=config_flag(hf, "action_tanh"),
+        discrete=config_flag(hf, "discrete"), context=hf["context"],
         init_std=config_number(hf, "initializer_range"),
     )
 
@@ -93,6 +98,7 @@ def config_to_hf(config: DecisionTransformerConfig,
         "activation_function": hf_gpt2.ACTIVATIONS_TO_HF[config.activation], "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout, "attn_pdrop": config.attention_dropout,
         "layer_norm_epsilon": config.norm_eps, "initializer_range": config.init_std,
+        "discrete": config.discrete, "context": config.context,
     }
 
 

@@ -119,6 +119,8 @@ def config_to_hf(config: ViTConfig, architecture: str = "ViTModel") -> dict[str,
     problems += encoder_layer_problems(config, "ViT", ACTIVATIONS_TO_HF)
     if architecture == "ViTForImageClassification" and config.pooling != "cls":
         problems.append(f"pooling={config.pooling!r} (ViTForImageClassification reads the class token)")
+    if config.patch_overlap:
+        problems.append(f"patch_overlap={config.patch_overlap} (ViT's patches do not overlap)")
     if problems:
         raise ConversionError(f"ViTConfig cannot be written as ViT: {'; '.join(problems)}")
     names = [f"LABEL_{i}" for i in range(config.num_labels)]

@@ -22,9 +22,9 @@ uint8, ``labels`` (n,) as int64, and the class names. What is wrong with a file 
   :func:`load_digits`.
 
 :func:`split_images` holds out a seeded, stratified part (or scikit-learn's usual first
-half / second half for the digits). :func:`download_dataset` fetches MNIST or
-Fashion-MNIST from their public sources into the cache, each file checked by sha256
-(any URL urllib opens, ``file://`` included).
+half / second half for the digits). :func:`download_dataset` fetches MNIST,
+Fashion-MNIST or CIFAR-10 (its binary archive) from their public sources into the cache,
+each file checked by sha256 (any URL urllib opens, ``file://`` included).
 """
 
 from __future__ import annotations
@@ -338,12 +338,20 @@ DOWNLOADS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
         "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
         "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     }, FASHION_CLASSES),
+    # CIFAR-10's binary version, one archive (170,052,171 bytes; its MD5, published beside it,
+    # is c32a1d4ab5d03f1284b67883e8d87530); its batch files are taken out of it once checked
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/", {
+        "cifar-10-binary.tar.gz": "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+    }, CIFAR10_CLASSES),
 }
+CIFAR10_FOLDER = "cifar-10-batches-bin"  # the archive's folder of batch files
+CIFAR10_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 
 
 def download_dataset(name: str, cache_dir: Optional[str | Path] = None, base_url: Optional[str] = None,
                      timeout: float = 60.0) -> Path:
-    """Fetch the files of ``name`` (``mnist``, ``fashion-mnist``) into ``cache_dir/<name>/``;
+    """Fetch the files of ``name`` (``mnist``, ``fashion-mnist``, ``cifar10``: its archive, whose
+    batch files are then taken out into ``cifar-10-batches-bin/``) into ``cache_dir/<name>/``;
     return that folder. Files already there with the right sha256 are kept; a failed or
     mismatched download writes nothing."""
     if name not in DOWNLOADS:
@@ -358,14 +366,46 @@ def download_dataset(name: str, cache_dir: Optional[str | Path] = None, base_url
         if destination.is_file() and sha256_of(destination) == expected:
             continue
         fetch_checked(url + file, destination, expected, timeout,
-                      where="put its IDX files in a folder and point the recipe's data.path at it")
+                      where="put its files in a folder and point the recipe's data.path at it")
+    if name == "cifar10":
+        _unpack_cifar10(folder / "cifar-10-binary.tar.gz", folder / CIFAR10_FOLDER)
     return folder
+
+
+def _unpack_cifar10(archive: Path, folder: Path) -> None:
+    """The batch files of CIFAR-10's (checked) archive into ``folder``, each written whole
+    through a temporary name; only those files, by name, whatever paths the archive holds."""
+    import tarfile
+
+    if all((folder / name).is_file() for name in CIFAR10_BATCHES):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            found = set()
+            for member in tar:
+                name = Path(member.name).name
+                if member.isfile() and name in CIFAR10_BATCHES and name not in found:
+                    partial = folder / f".{name}.part"
+                    with tar.extractfile(member) as source, open(partial, "wb") as target:
+                        target.write(source.read())
+                    partial.replace(folder / name)
+                    found.add(name)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DataError(f"{archive}: not a readable CIFAR-10 archive ({error})") from None
+    missing = [name for name in CIFAR10_BATCHES if name not in found]
+    if missing:
+        raise DataError(f"{archive}: no {missing[0]} in the archive")
 
 
 def load_downloaded(name: str, split: str = "train", cache_dir: Optional[str | Path] = None,
                     base_url: Optional[str] = None) -> ImageSet:
-    """The ``train`` or ``test`` (t10k) set of a downloaded dataset, fetched first if needed."""
+    """The ``train`` or ``test`` (t10k; CIFAR-10's test batch) set of a downloaded dataset,
+    fetched first if needed."""
     folder = download_dataset(name, cache_dir, base_url)
+    if name == "cifar10":
+        batches = folder / CIFAR10_FOLDER
+        return read_cifar10(batches if split == "train" else batches / "test_batch.bin")
     prefix = {"train": "train", "test": "t10k"}[split]
     return read_idx_pair(folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz",
                          DOWNLOADS[name][2])

@@ -87,3 +87,18 @@ def test_transformers_decision_transformer_both_ways(tmp_path, tanh):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     written = load_file(str(tmp_path / "back" / "model.safetensors"))
     assert not written["encoder.wpe.weight"][1:].any() and not written["encoder.wte.weight"].any()
+
+
+def test_a_discrete_model_reads_back_discrete_with_its_context(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from taa.torch.convert.hf import load_hf_folder, save_hf_folder
+
+    ours = DecisionTransformer(cfg.preset("dt-tiny", discrete=True, action_tanh=False, context=7)).eval()
+    save_hf_folder(ours, tmp_path / "hf")
+    theirs = transformers.DecisionTransformerModel.from_pretrained(tmp_path / "hf").eval()
+    assert theirs.config.discrete is True and theirs.config.context == 7  # kept as transformers keeps extra keys
+    again = load_hf_folder(tmp_path / "hf")
+    assert again.config.discrete and again.config.context == 7 and not again.config.action_tanh
+    states, actions, returns, steps = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(again(states, actions, returns, steps)[1], ours(states, actions, returns, steps)[1])

@@ -26,6 +26,23 @@ def test_the_strided_convolution_is_the_papers_flattened_patch_projection() -> N
     torch.testing.assert_close(embed.project_flattened(patches), embed(images), atol=1e-6, rtol=0)
 
 
+def test_overlapping_patches_see_their_neighbours_and_keep_the_grid() -> None:
+    torch.manual_seed(0)
+    embed = PatchEmbedding(cfg.preset("vit-tiny", patch_size=4, image_size=16, patch_overlap=1))
+    assert embed.projection.weight.shape[-2:] == (6, 6)
+    images = torch.randn(1, 3, 16, 16)
+    tokens = embed(images)
+    assert tokens.shape == (1, 16, 32)
+    nudged = images.clone()
+    nudged[0, :, 0, 4] += 1.0  # row 0, column 4: patch (0, 1)'s first pixel, one pixel from patch (0, 0)
+    moved = (embed(nudged) - tokens).abs().amax(dim=-1)[0]
+    assert moved[0] > 0 and moved[1] > 0 and moved[2] == 0  # the neighbour sees it; two patches away does not
+    with pytest.raises(ValueError, match="patch_overlap=1: the patches overlap"):
+        embed.flattened_patches(images)
+    with pytest.raises(cfg.ConfigError, match="patch_overlap=-1 must be >= 0"):
+        cfg.preset("vit-tiny", patch_overlap=-1)
+
+
 def test_vit_b16_has_as_many_parameters_as_transformers() -> None:
     transformers = pytest.importorskip("transformers")
     theirs = transformers.ViTForImageClassification(transformers.ViTConfig())  # its defaults: ViT-B/16, 2 labels

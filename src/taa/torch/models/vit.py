@@ -56,9 +56,11 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.patch_size, self.num_channels = config.patch_size, config.num_channels
-        # kernel = stride = P: each output position sees one patch, once
-        self.projection = nn.Conv2d(config.num_channels, config.d_model, config.patch_size, stride=config.patch_size)
+        self.patch_size, self.num_channels, self.overlap = config.patch_size, config.num_channels, config.patch_overlap
+        # kernel = stride = P: each output position sees one patch, once (overlap o: a P + 2o
+        # kernel, padded by o, so each patch also sees o pixels of its neighbours)
+        self.projection = nn.Conv2d(config.num_channels, config.d_model, config.patch_size + 2 * self.overlap,
+                                    stride=config.patch_size, padding=self.overlap)
 
     def forward(self, pixel_values: Tensor) -> Tensor:  # (b, c, h, w) -> (b, n, d)
         self.check(pixel_values)
@@ -77,7 +79,10 @@ class PatchEmbedding(nn.Module):
 
     def flattened_patches(self, pixel_values: Tensor) -> Tensor:
         """The paper's x_p: (b, c, h, w) -> (b, n, p*p*c), each patch flattened channel-first
-        (the convolution kernel's order), patches in row-major order."""
+        (the convolution kernel's order), patches in row-major order; patches that do not overlap."""
+        if self.overlap:
+            raise ValueError(f"patch_overlap={self.overlap}: the patches overlap; the paper's flattened "
+                             f"patches are the non-overlapping ones")
         self.check(pixel_values)
         b, c, h, w = pixel_values.shape
         p = self.patch_size
