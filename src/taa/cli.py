@@ -12,8 +12,8 @@
                  [--json]
     taa classify --checkpoint DIR [--batch-size N] [--device D] [--json] [SENTENCE ...]
     taa viz attention --checkpoint DIR --out FILE.png "sentence"
-    taa trajectories --env ENV --out FILE.npz [--episodes N] [--mixture random=R,noisy=N,medium=M,expert=E] [--noise LOW,HIGH]
-                     [--sigma S] [--seed S] [--solved R] [--overwrite] [--json]
+    taa trajectories --env ENV --out FILE.npz [--episodes N] [--mixture random=R,noisy=N,medium=M,expert=E]
+                     [--noise LOW,HIGH] [--sigma S] [--seed S] [--solved R] [--overwrite] [--json]
     taa model-info PRESET [--set key=value ...] [--json]
     taa models [--json]
     taa convert (--from-hf DIR | --to-hf DIR) --out DIR [--overwrite] [--json]
@@ -534,7 +534,8 @@ def models(as_json: bool) -> None:
               help="Noisy continuous episodes: Gaussian noise of up to this share of the action range.")
 @click.option("--seed", type=click.IntRange(0, SEED_LIMIT - 1), default=0, show_default=True,
               help="Seeds the episodes and the noise.")
-@click.option("--solved", type=FiniteFloat(), default=None, help="Also report the share of episodes at or above this return.")
+@click.option("--solved", type=FiniteFloat(), default=None,
+              help="Also report the share of episodes at or above this return.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def trajectories(env: str, out: str, episodes: int, mixture: str, noise: str, sigma: float, seed: int,
