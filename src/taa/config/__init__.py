@@ -54,6 +54,7 @@ from taa.config.models import (
 from taa.config.presets import PRESETS, preset
 from taa.config.recipe import RecipeConfig, model_config_from_dict, model_config_to_dict, model_type
 from taa.config.tasks import (
+    POLICY_KINDS,
     ClassificationTaskConfig,
     CopyTaskConfig,
     ImageClassificationTaskConfig,
@@ -73,7 +74,7 @@ from taa.config.training import (
 )
 
 __all__ = [
-    "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig", "DecisionTransformerConfig",
+    "POLICY_KINDS", "PRESETS", "T5_FEED_FORWARDS", "Activation", "AttentionImpl", "BertConfig", "BlockConfig", "DecisionTransformerConfig",
     "ClassificationTaskConfig", "ConfigError", "ImageClassificationTaskConfig", "OfflineRLTaskConfig", "CopyTaskConfig", "DEFAULT_SELECT_METRIC", "DEVICE_NAMES", "GPTConfig",
     "MAX_THREADS", "ParallelName", "check_device_name",
     "LanguageModelTaskConfig", "MaskedLMTaskConfig", "NormKind", "PositionalKind", "RecipeConfig", "T5Config", "TextToTextTaskConfig", "ViTConfig",
