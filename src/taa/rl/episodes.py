@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -79,7 +79,6 @@ class Episodes:
     returns: np.ndarray  # (episodes,)
     lengths: np.ndarray  # (episodes,)
     trajectories: Optional[Trajectories] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_episodes(env_id: str, policy: Policy, episodes: int, seed: int, *, record: bool = False,
